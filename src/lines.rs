@@ -1,0 +1,182 @@
+//! Reading log files as bounded lines: opens a path (or stdin), detects gzip by its magic bytes
+//! so the `.log.gz` files ALB writes to S3 work as they are, and yields one line at a time from
+//! a reused buffer. A line longer than the limit is reported (with its length) and skipped
+//! without ever being held in memory whole, so one runaway line cannot exhaust memory or hide
+//! the lines after it. It hands borrowed lines to the parser.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::Path;
+
+use flate2::bufread::MultiGzDecoder;
+
+/// Default bound on one line: ALB truncates user agents at 8 KB and rejects request lines and
+/// headers over 16 KB, so 64 KiB leaves ample room for a real entry.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Opens `path` (`-` is stdin) for reading lines, decompressing gzip (including the
+/// multi-member files that concatenated uploads produce) when the content starts with its magic.
+pub fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
+    if path.as_os_str() == "-" {
+        return maybe_gzip(BufReader::with_capacity(READ_BUFFER_BYTES, io::stdin()));
+    }
+    maybe_gzip(BufReader::with_capacity(
+        READ_BUFFER_BYTES,
+        File::open(path)?,
+    ))
+}
+
+/// Wraps `reader` in a gzip decoder when its first bytes are the gzip magic.
+pub fn maybe_gzip<R: BufRead + 'static>(mut reader: R) -> io::Result<Box<dyn BufRead>> {
+    let head = reader.fill_buf()?;
+    if head.starts_with(&GZIP_MAGIC) {
+        let decoder = MultiGzDecoder::new(reader);
+        Ok(Box::new(BufReader::with_capacity(
+            READ_BUFFER_BYTES,
+            decoder,
+        )))
+    } else {
+        Ok(Box::new(reader))
+    }
+}
+
+/// One line from [`LineReader::next_line`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// The line without its `\n`.
+    Complete(&'a [u8]),
+    /// The line was longer than the limit and was skipped; `len` is its full length.
+    TooLong { len: usize },
+}
+
+/// Splits a reader into lines of at most `max_len` bytes, numbering them from 1.
+pub struct LineReader<R> {
+    inner: R,
+    max_len: usize,
+    buf: Vec<u8>,
+    line_no: u64,
+}
+
+impl<R: BufRead> LineReader<R> {
+    pub fn new(inner: R, max_len: usize) -> Self {
+        LineReader {
+            inner,
+            max_len,
+            buf: Vec::new(),
+            line_no: 0,
+        }
+    }
+
+    /// The next line and its number, or `None` at the end. A last line without `\n` counts.
+    pub fn next_line(&mut self) -> io::Result<Option<(u64, Line<'_>)>> {
+        self.buf.clear();
+        let mut len = 0usize;
+        let mut seen_any = false;
+        loop {
+            let chunk = match self.inner.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if chunk.is_empty() {
+                if !seen_any {
+                    return Ok(None);
+                }
+                break;
+            }
+            seen_any = true;
+            let (take, done) = match memchr::memchr(b'\n', chunk) {
+                Some(at) => (at, true),
+                None => (chunk.len(), false),
+            };
+            // Only keep bytes while the line still fits: an over-long line is counted, not held.
+            if len + take <= self.max_len {
+                self.buf.extend_from_slice(&chunk[..take]);
+            }
+            len += take;
+            self.inner.consume(take + usize::from(done));
+            if done {
+                break;
+            }
+        }
+        self.line_no += 1;
+        let line = if len > self.max_len {
+            Line::TooLong { len }
+        } else {
+            Line::Complete(&self.buf)
+        };
+        Ok(Some((self.line_no, line)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use std::io::{Cursor, Read, Write};
+
+    fn read_all(mut reader: impl Read) -> Vec<u8> {
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).expect("reads");
+        out
+    }
+
+    fn collect(input: &[u8], max: usize) -> Vec<(u64, String)> {
+        let reader = BufReader::with_capacity(4, Cursor::new(input.to_vec()));
+        let mut lines = LineReader::new(reader, max);
+        let mut out = Vec::new();
+        while let Some((n, line)) = lines.next_line().expect("reads") {
+            out.push((
+                n,
+                match line {
+                    Line::Complete(b) => String::from_utf8_lossy(b).into_owned(),
+                    Line::TooLong { len } => format!("<{len}>"),
+                },
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn splits_lines_across_small_buffers() {
+        assert_eq!(
+            collect(b"ab\ncdefgh\n\nlast", 100),
+            vec![
+                (1, "ab".into()),
+                (2, "cdefgh".into()),
+                (3, "".into()),
+                (4, "last".into())
+            ]
+        );
+        assert!(collect(b"", 100).is_empty());
+    }
+
+    #[test]
+    fn over_long_lines_are_skipped_and_counted() {
+        assert_eq!(
+            collect(b"short\nthis one is long\nok\n", 8),
+            vec![(1, "short".into()), (2, "<16>".into()), (3, "ok".into())]
+        );
+        assert_eq!(collect(b"12345678\n", 8), vec![(1, "12345678".into())]);
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+        enc.write_all(data).expect("compress");
+        enc.finish().expect("finish")
+    }
+
+    #[test]
+    fn detects_gzip_including_multi_member() {
+        let mut data = gzip(b"one\ntwo\n");
+        data.extend(gzip(b"three\n"));
+        let reader = maybe_gzip(Cursor::new(data)).expect("opens");
+        assert_eq!(read_all(reader), b"one\ntwo\nthree\n");
+        let plain = maybe_gzip(Cursor::new(b"plain\n".to_vec())).expect("opens");
+        assert_eq!(read_all(plain), b"plain\n");
+    }
+}

@@ -1,0 +1,383 @@
+//! The access-log parser: turns one ALB access-log line into a [`LogEntry`] that borrows every
+//! text field from the line (no allocation), with the numbers the classifier and the
+//! aggregator need already parsed. Lines that are not ALB access logs get a [`ParseError`]
+//! whose [`ErrorKind`] is a closed set, so it can be a metric label. It hands `LogEntry<'a>` to
+//! the classifier and the aggregator, which must be done with it before the line's buffer is
+//! reused.
+//!
+//! Field positions follow the AWS list (spec §1.2): the first 12 fields are required, the
+//! rest are optional because older load balancers write fewer, and anything after field 36 is
+//! ignored because AWS only ever appends.
+
+mod fields;
+mod text;
+mod value;
+
+pub use fields::MAX_FIELDS;
+pub use text::Text;
+pub use value::{Endpoint, timestamp_us, write_seconds};
+
+use value::{endpoint, processing_time_us, status, uint};
+
+/// Fields a line must have to be counted: everything through `sent_bytes`.
+pub const REQUIRED_FIELDS: usize = 12;
+
+/// Field 1: the request or connection type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnType<'a> {
+    Http,
+    Https,
+    H2,
+    Grpcs,
+    Ws,
+    Wss,
+    /// AWS tells parsers to accept (and ignore) types it may add later (§1.7).
+    Other(Text<'a>),
+}
+
+impl ConnType<'_> {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ConnType::Http => b"http",
+            ConnType::Https => b"https",
+            ConnType::H2 => b"h2",
+            ConnType::Grpcs => b"grpcs",
+            ConnType::Ws => b"ws",
+            ConnType::Wss => b"wss",
+            ConnType::Other(t) => t.as_bytes(),
+        }
+    }
+}
+
+/// Field 13 split the way Athena does: method up to the first space, protocol after the last
+/// space, the URL (which may contain raw spaces) in between. `-` parts are `None`, so the
+/// malformed-request form `"- http://host:80- -"` has only a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestLine<'a> {
+    pub verb: Option<Text<'a>>,
+    pub url: Option<Text<'a>>,
+    pub proto: Option<Text<'a>>,
+}
+
+/// One access-log entry, borrowing from its line. Times are microseconds since the Unix epoch,
+/// processing times are microseconds with `None` for `-1` (not a duration).
+///
+/// Optional fields are `None` both for `-` and for a field the line does not have;
+/// [`LogEntry::field_count`] tells them apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry<'a> {
+    pub conn_type: ConnType<'a>,
+    pub time: i64,
+    pub time_text: Text<'a>,
+    pub elb: Text<'a>,
+    pub client: Endpoint<'a>,
+    pub target: Option<Endpoint<'a>>,
+    pub request_processing_time: Option<u64>,
+    pub target_processing_time: Option<u64>,
+    pub response_processing_time: Option<u64>,
+    pub elb_status_code: u16,
+    pub target_status_code: Option<u16>,
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
+    pub request: RequestLine<'a>,
+    pub user_agent: Option<Text<'a>>,
+    pub ssl_cipher: Option<Text<'a>>,
+    pub ssl_protocol: Option<Text<'a>>,
+    pub target_group_arn: Option<Text<'a>>,
+    pub trace_id: Option<Text<'a>>,
+    pub domain_name: Option<Text<'a>>,
+    pub chosen_cert_arn: Option<Text<'a>>,
+    pub matched_rule_priority: Option<Text<'a>>,
+    pub request_creation_time: Option<i64>,
+    pub request_creation_time_text: Option<Text<'a>>,
+    pub actions_executed: Option<Text<'a>>,
+    pub redirect_url: Option<Text<'a>>,
+    pub error_reason: Option<Text<'a>>,
+    pub target_port_list: Option<Text<'a>>,
+    pub target_status_code_list: Option<Text<'a>>,
+    pub classification: Option<Text<'a>>,
+    pub classification_reason: Option<Text<'a>>,
+    pub conn_trace_id: Option<Text<'a>>,
+    pub transformed_host: Option<Text<'a>>,
+    pub transformed_uri: Option<Text<'a>>,
+    pub request_transform_status: Option<Text<'a>>,
+    pub ip_address: Option<Text<'a>>,
+    pub target_error_code: Option<Text<'a>>,
+    pub elb_error_code: Option<Text<'a>>,
+    /// How many documented fields the line had (12 to 36); fields at or past it are absent.
+    pub field_count: u8,
+}
+
+impl<'a> LogEntry<'a> {
+    /// `time − request_creation_time` in microseconds: how long the request took from the load
+    /// balancer's point of view, the evidence that tells timeouts apart.
+    pub fn elapsed_us(&self) -> Option<i64> {
+        self.request_creation_time.map(|c| self.time - c)
+    }
+
+    /// The comma-separated entries of `actions_executed`, in execution order.
+    pub fn actions(&self) -> impl Iterator<Item = Text<'a>> + 'a {
+        self.actions_executed
+            .into_iter()
+            .flat_map(|a| a.split(b','))
+    }
+
+    pub fn has_action(&self, action: &str) -> bool {
+        self.actions().any(|a| a == action)
+    }
+
+    pub fn last_action(&self) -> Option<Text<'a>> {
+        self.actions().last()
+    }
+
+    /// The short target-group name (`my-targets` in `…:targetgroup/my-targets/73e2d6bc…`).
+    pub fn target_group_name(&self) -> Option<Text<'a>> {
+        let arn = self.target_group_arn?.as_bytes();
+        let at = memchr::memmem::find(arn, b"targetgroup/")? + b"targetgroup/".len();
+        let rest = &arn[at..];
+        let end = memchr::memchr(b'/', rest).unwrap_or(rest.len());
+        Some(Text::new(&rest[..end]))
+    }
+}
+
+/// Why a line is not a usable access-log entry: a closed set, safe as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("empty line")]
+    Empty,
+    #[error(
+        "another AWS log format (NLB, Classic ELB or ALB connection log), not an ALB access log"
+    )]
+    NotAlb,
+    #[error("quoted field without a closing quote")]
+    UnterminatedQuote,
+    #[error("fewer than {REQUIRED_FIELDS} fields")]
+    TooFewFields,
+    #[error("bad connection type")]
+    BadType,
+    #[error("bad timestamp")]
+    BadTime,
+    #[error("bad load balancer name")]
+    BadElb,
+    #[error("bad ip:port")]
+    BadAddress,
+    #[error("bad processing time")]
+    BadProcessingTime,
+    #[error("bad status code")]
+    BadStatus,
+    #[error("bad byte count")]
+    BadBytes,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::Empty,
+        ErrorKind::NotAlb,
+        ErrorKind::UnterminatedQuote,
+        ErrorKind::TooFewFields,
+        ErrorKind::BadType,
+        ErrorKind::BadTime,
+        ErrorKind::BadElb,
+        ErrorKind::BadAddress,
+        ErrorKind::BadProcessingTime,
+        ErrorKind::BadStatus,
+        ErrorKind::BadBytes,
+    ];
+
+    /// The label value for metrics and the `error` key of `albwatch parse`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Empty => "empty",
+            ErrorKind::NotAlb => "not_alb",
+            ErrorKind::UnterminatedQuote => "unterminated_quote",
+            ErrorKind::TooFewFields => "too_few_fields",
+            ErrorKind::BadType => "bad_type",
+            ErrorKind::BadTime => "bad_time",
+            ErrorKind::BadElb => "bad_elb",
+            ErrorKind::BadAddress => "bad_address",
+            ErrorKind::BadProcessingTime => "bad_processing_time",
+            ErrorKind::BadStatus => "bad_status",
+            ErrorKind::BadBytes => "bad_bytes",
+        }
+    }
+}
+
+/// A line that could not be parsed, with the 1-based field where it went wrong (0 when the
+/// line as a whole is the problem).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} (field {field})")]
+pub struct ParseError {
+    pub kind: ErrorKind,
+    pub field: u8,
+}
+
+#[cold]
+fn fail(kind: ErrorKind, field: u8) -> ParseError {
+    ParseError { kind, field }
+}
+
+/// Parses one access-log line (a trailing `\r` or `\n` is ignored), borrowing from it.
+pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
+    let line = trim_eol(line);
+    if line.is_empty() {
+        return Err(fail(ErrorKind::Empty, 0));
+    }
+    let fields = fields::split(line).map_err(|_| fail(ErrorKind::UnterminatedQuote, 0))?;
+    let f = &fields.raw;
+    if fields.count < REQUIRED_FIELDS {
+        return Err(foreign_or(
+            f,
+            fields.count,
+            fail(ErrorKind::TooFewFields, 0),
+        ));
+    }
+    let conn_type =
+        conn_type(f[0]).ok_or_else(|| foreign_or(f, fields.count, fail(ErrorKind::BadType, 1)))?;
+    let time = timestamp_us(f[1])
+        .ok_or_else(|| foreign_or(f, fields.count, fail(ErrorKind::BadTime, 2)))?;
+    if f[2].is_empty() || f[2] == b"-" {
+        return Err(fail(ErrorKind::BadElb, 3));
+    }
+    let client = endpoint(f[3]).ok_or(fail(ErrorKind::BadAddress, 4))?;
+    let target = match f[4] {
+        b"-" => None,
+        t => Some(endpoint(t).ok_or(fail(ErrorKind::BadAddress, 5))?),
+    };
+    let time_field =
+        |i: usize| processing_time_us(f[i]).ok_or(fail(ErrorKind::BadProcessingTime, i as u8 + 1));
+    let request_processing_time = time_field(5)?;
+    let target_processing_time = time_field(6)?;
+    let response_processing_time = time_field(7)?;
+    let elb_status_code = status(f[8]).ok_or(fail(ErrorKind::BadStatus, 9))?;
+    let target_status_code = match f[9] {
+        b"-" => None,
+        s => Some(status(s).ok_or(fail(ErrorKind::BadStatus, 10))?),
+    };
+    let received_bytes = uint(f[10]).ok_or(fail(ErrorKind::BadBytes, 11))?;
+    let sent_bytes = uint(f[11]).ok_or(fail(ErrorKind::BadBytes, 12))?;
+
+    let n = fields.count;
+    // Field `i` (0-based) if the line has it and it is not `-`.
+    let opt = |i: usize| (i < n && f[i] != b"-").then(|| Text::new(f[i]));
+    let request_creation_time_text = opt(21);
+    let request_creation_time = match request_creation_time_text {
+        None => None,
+        Some(t) => Some(timestamp_us(t.as_bytes()).ok_or(fail(ErrorKind::BadTime, 22))?),
+    };
+    Ok(LogEntry {
+        conn_type,
+        time,
+        time_text: Text::new(f[1]),
+        elb: Text::new(f[2]),
+        client,
+        target,
+        request_processing_time,
+        target_processing_time,
+        response_processing_time,
+        elb_status_code,
+        target_status_code,
+        received_bytes,
+        sent_bytes,
+        request: opt(12).map(request_line).unwrap_or_default(),
+        user_agent: opt(13),
+        ssl_cipher: opt(14),
+        ssl_protocol: opt(15),
+        target_group_arn: opt(16),
+        trace_id: opt(17),
+        domain_name: opt(18),
+        chosen_cert_arn: opt(19),
+        matched_rule_priority: opt(20),
+        request_creation_time,
+        request_creation_time_text,
+        actions_executed: opt(22),
+        redirect_url: opt(23),
+        error_reason: opt(24),
+        target_port_list: opt(25),
+        target_status_code_list: opt(26),
+        classification: opt(27),
+        classification_reason: opt(28),
+        conn_trace_id: opt(29),
+        transformed_host: opt(30),
+        transformed_uri: opt(31),
+        request_transform_status: opt(32),
+        ip_address: opt(33),
+        target_error_code: opt(34),
+        elb_error_code: opt(35),
+        // `split` never yields more than MAX_FIELDS (36) fields, so this cannot truncate.
+        field_count: n as u8,
+    })
+}
+
+fn trim_eol(mut line: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\r' | b'\n'] = line {
+        line = rest;
+    }
+    line
+}
+
+fn conn_type(field: &[u8]) -> Option<ConnType<'_>> {
+    Some(match field {
+        b"http" => ConnType::Http,
+        b"https" => ConnType::Https,
+        b"h2" => ConnType::H2,
+        b"grpcs" => ConnType::Grpcs,
+        b"ws" => ConnType::Ws,
+        b"wss" => ConnType::Wss,
+        other
+            if !other.is_empty()
+                && other.len() <= 16
+                && other
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) =>
+        {
+            ConnType::Other(Text::new(other))
+        }
+        _ => return None,
+    })
+}
+
+/// Recognises the AWS formats people most often feed us by mistake, so the error says so
+/// instead of blaming one field: NLB (`tls 2.0 <time> net/…`) and Classic ELB or ALB
+/// connection logs (which open with a timestamp).
+#[cold]
+fn foreign_or(f: &[&[u8]; MAX_FIELDS], count: usize, otherwise: ParseError) -> ParseError {
+    let nlb = count >= 3 && f[0] == b"tls" && f[1].len() == 3 && f[1][1] == b'.';
+    let starts_with_time = count >= 1 && timestamp_us(f[0]).is_some();
+    if nlb || starts_with_time {
+        fail(ErrorKind::NotAlb, 1)
+    } else {
+        otherwise
+    }
+}
+
+/// One part of the request line, `None` for `-`.
+fn part(bytes: &[u8]) -> Option<Text<'_>> {
+    (bytes != b"-").then(|| Text::new(bytes))
+}
+
+fn request_line(field: Text<'_>) -> RequestLine<'_> {
+    let bytes = field.as_bytes();
+    let Some(first) = memchr::memchr(b' ', bytes) else {
+        return RequestLine {
+            verb: part(bytes),
+            ..RequestLine::default()
+        };
+    };
+    let verb = part(&bytes[..first]);
+    let rest = &bytes[first + 1..];
+    match memchr::memrchr(b' ', rest) {
+        Some(last) => RequestLine {
+            verb,
+            url: part(&rest[..last]),
+            proto: part(&rest[last + 1..]),
+        },
+        None => RequestLine {
+            verb,
+            url: part(rest),
+            proto: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,292 @@
+//! Output of `albwatch parse`: one NDJSON object per entry, keyed by the AWS Athena column
+//! names users already query with, or a one-line human explanation (code, target, cause, what
+//! to check first). Both write into a caller-owned buffer that is reused from line to line.
+
+use std::io::Write;
+
+use crate::classify::Cause;
+use crate::parse::{LogEntry, ParseError, Text, write_seconds};
+
+/// Athena's names for fields 13–36, in order; field 13 (`request_line`) expands to three
+/// columns and is written separately.
+const OPTIONAL_KEYS: [&str; 23] = [
+    "user_agent",
+    "ssl_cipher",
+    "ssl_protocol",
+    "target_group_arn",
+    "trace_id",
+    "domain_name",
+    "chosen_cert_arn",
+    "matched_rule_priority",
+    "request_creation_time",
+    "actions_executed",
+    "redirect_url",
+    "error_reason",
+    "target_port_list",
+    "target_status_code_list",
+    "classification",
+    "classification_reason",
+    "conn_trace_id",
+    "transformed_host",
+    "transformed_uri",
+    "request_transform_status",
+    "ip_address",
+    "target_error_code",
+    "elb_error_code",
+];
+
+/// Writes `e` as one JSON object and a newline. `-` is `null`, `-1` processing times stay
+/// `-1` (as in Athena), fields the line does not have are omitted.
+pub fn write_json(out: &mut Vec<u8>, e: &LogEntry<'_>, cause: Cause) {
+    out.extend_from_slice(b"{\"type\":");
+    string(out, Text::new(e.conn_type.as_bytes()));
+    out.extend_from_slice(b",\"time\":");
+    string(out, e.time_text);
+    out.extend_from_slice(b",\"elb\":");
+    string(out, e.elb);
+    out.extend_from_slice(b",\"client_ip\":");
+    string(out, e.client.ip);
+    let _ = write!(out, ",\"client_port\":{}", e.client.port);
+    out.extend_from_slice(b",\"target_ip\":");
+    opt_string(out, e.target.map(|t| t.ip));
+    out.extend_from_slice(b",\"target_port\":");
+    match e.target {
+        Some(t) => {
+            let _ = write!(out, "{}", t.port);
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    for (key, t) in [
+        ("request_processing_time", e.request_processing_time),
+        ("target_processing_time", e.target_processing_time),
+        ("response_processing_time", e.response_processing_time),
+    ] {
+        let _ = write!(out, ",\"{key}\":");
+        match t {
+            Some(us) => write_seconds(out, us),
+            None => out.extend_from_slice(b"-1"),
+        }
+    }
+    let _ = write!(out, ",\"elb_status_code\":{}", e.elb_status_code);
+    out.extend_from_slice(b",\"target_status_code\":");
+    match e.target_status_code {
+        Some(code) => {
+            let _ = write!(out, "{code}");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    let _ = write!(
+        out,
+        ",\"received_bytes\":{},\"sent_bytes\":{}",
+        e.received_bytes, e.sent_bytes
+    );
+    if e.field_count > 12 {
+        for (key, part) in [
+            ("request_verb", e.request.verb),
+            ("request_url", e.request.url),
+            ("request_proto", e.request.proto),
+        ] {
+            let _ = write!(out, ",\"{key}\":");
+            opt_string(out, part);
+        }
+    }
+    let optional = [
+        e.user_agent,
+        e.ssl_cipher,
+        e.ssl_protocol,
+        e.target_group_arn,
+        e.trace_id,
+        e.domain_name,
+        e.chosen_cert_arn,
+        e.matched_rule_priority,
+        e.request_creation_time_text,
+        e.actions_executed,
+        e.redirect_url,
+        e.error_reason,
+        e.target_port_list,
+        e.target_status_code_list,
+        e.classification,
+        e.classification_reason,
+        e.conn_trace_id,
+        e.transformed_host,
+        e.transformed_uri,
+        e.request_transform_status,
+        e.ip_address,
+        e.target_error_code,
+        e.elb_error_code,
+    ];
+    let present = usize::from(e.field_count).saturating_sub(13);
+    for (key, value) in OPTIONAL_KEYS.iter().zip(optional).take(present) {
+        let _ = write!(out, ",\"{key}\":");
+        match (*key, value) {
+            (_, None) => out.extend_from_slice(b"null"),
+            ("actions_executed", Some(list)) => {
+                out.push(b'[');
+                for (i, action) in list.split(b',').enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    string(out, action);
+                }
+                out.push(b']');
+            }
+            ("matched_rule_priority", Some(p)) if is_integer(p.as_bytes()) => {
+                out.extend_from_slice(p.as_bytes());
+            }
+            (_, Some(text)) => string(out, text),
+        }
+    }
+    out.extend_from_slice(b",\"cause\":\"");
+    out.extend_from_slice(cause.as_str().as_bytes());
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// The NDJSON line for an input line that failed to parse.
+pub fn write_json_error(out: &mut Vec<u8>, line_no: u64, kind: &str) {
+    let _ = writeln!(out, "{{\"error\":\"{kind}\",\"line\":{line_no}}}");
+}
+
+/// One human line: where, what code, which target, the cause and what to check first.
+pub fn write_text(out: &mut Vec<u8>, line_no: u64, e: &LogEntry<'_>, cause: Cause) {
+    let _ = write!(
+        out,
+        "line {line_no}: {} {:03} ",
+        e.time_text, e.elb_status_code
+    );
+    match e.target_status_code {
+        Some(_) => out.extend_from_slice(b"from target "),
+        None => out.extend_from_slice(b"from load balancer "),
+    }
+    let _ = write!(out, "{}", e.elb);
+    match e.target {
+        Some(t) => {
+            let _ = write!(out, " target {}:{}", t.ip, t.port);
+        }
+        None => out.extend_from_slice(b" no target"),
+    }
+    if let Some(tg) = e.target_group_name() {
+        let _ = write!(out, " (tg {tg})");
+    }
+    if let (Some(verb), Some(url)) = (e.request.verb, e.request.url) {
+        let _ = write!(out, " {verb} {url}");
+    }
+    let _ = writeln!(out, " => {}: {}", cause.as_str(), cause.hint());
+}
+
+/// The human line for an input line that failed to parse.
+pub fn write_text_error(out: &mut Vec<u8>, line_no: u64, err: &ParseError) {
+    let _ = writeln!(
+        out,
+        "line {line_no}: not an ALB access-log entry ({}): {err}",
+        err.kind.as_str()
+    );
+}
+
+fn is_integer(b: &[u8]) -> bool {
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit)
+}
+
+fn opt_string(out: &mut Vec<u8>, t: Option<Text<'_>>) {
+    match t {
+        Some(t) => string(out, t),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string of the field's raw bytes (escapes as logged; invalid UTF-8 replaced).
+fn string(out: &mut Vec<u8>, t: Text<'_>) {
+    // Writing into a Vec cannot fail, and a &str always serializes.
+    let _ = serde_json::to_writer(&mut *out, &*t.to_str_lossy());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{LbSettings, classify};
+    use crate::parse::parse_line;
+
+    fn json(line: &str) -> serde_json::Value {
+        let e = parse_line(line.as_bytes()).expect("parses");
+        let mut out = Vec::new();
+        write_json(&mut out, &e, classify(&e, &LbSettings::default()));
+        assert_eq!(out.last(), Some(&b'\n'));
+        serde_json::from_slice(&out).expect("valid JSON")
+    }
+
+    const AWS_EXAMPLES: &str = include_str!("../tests/fixtures/aws_examples.log");
+
+    #[test]
+    fn athena_columns_and_types() {
+        let v = json(AWS_EXAMPLES.lines().nth(1).expect("https example"));
+        assert_eq!(v["type"], "https");
+        assert_eq!(v["time"], "2018-07-02T22:23:00.186641Z");
+        assert_eq!(v["client_ip"], "192.168.131.39");
+        assert_eq!(v["client_port"], 2817);
+        assert_eq!(v["target_port"], 80);
+        assert_eq!(v["request_processing_time"], 0.086);
+        assert_eq!(v["elb_status_code"], 200);
+        assert_eq!(v["target_status_code"], 200);
+        assert_eq!(v["request_verb"], "GET");
+        assert_eq!(v["request_url"], "https://www.example.com:443/");
+        assert_eq!(v["matched_rule_priority"], 1);
+        assert_eq!(
+            v["actions_executed"],
+            serde_json::json!(["authenticate", "forward"])
+        );
+        assert_eq!(v["redirect_url"], serde_json::Value::Null);
+        assert_eq!(v["request_transform_status"], "TransformSuccess");
+        assert_eq!(v["cause"], "target_ok");
+        // The example has 33 fields: 34-36 are absent, not null.
+        assert!(v.get("ip_address").is_none());
+        assert_eq!(v.as_object().map(|o| o.len()), Some(38));
+    }
+
+    #[test]
+    fn dashes_are_null_and_minus_one_stays() {
+        let v = json(AWS_EXAMPLES.lines().nth(7).expect("malformed request"));
+        assert_eq!(v["target_ip"], serde_json::Value::Null);
+        assert_eq!(v["target_port"], serde_json::Value::Null);
+        assert_eq!(v["request_processing_time"], -1);
+        assert_eq!(v["target_status_code"], serde_json::Value::Null);
+        assert_eq!(v["request_verb"], serde_json::Value::Null);
+        assert_eq!(v["actions_executed"], serde_json::Value::Null);
+        assert_eq!(v["ip_address"], "100.51.96.60");
+        assert_eq!(v["elb_error_code"], serde_json::Value::Null);
+        assert_eq!(v["cause"], "malformed_request");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(41));
+    }
+
+    #[test]
+    fn twelve_field_line_has_no_optional_keys() {
+        let full = AWS_EXAMPLES.lines().next().expect("line");
+        let short: Vec<&str> = full.split(' ').take(12).collect();
+        let v = json(&short.join(" "));
+        assert!(v.get("request_verb").is_none());
+        assert!(v.get("user_agent").is_none());
+        assert_eq!(v.as_object().map(|o| o.len()), Some(15));
+    }
+
+    #[test]
+    fn text_explains_the_cause() {
+        let line = include_str!("../tests/fixtures/causes.log")
+            .lines()
+            .nth(28)
+            .expect("refused fixture");
+        let e = parse_line(line.as_bytes()).expect("parses");
+        let mut out = Vec::new();
+        write_text(&mut out, 29, &e, classify(&e, &LbSettings::default()));
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.starts_with("line 29: "), "{text}");
+        assert!(text.contains(" 502 from load balancer "), "{text}");
+        assert!(
+            text.contains("target 10.0.1.17:8080 (tg web-prod)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("target_refused_connection: is the app listening"),
+            "{text}"
+        );
+        assert_eq!(text.matches('\n').count(), 1);
+    }
+}
