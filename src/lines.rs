@@ -5,7 +5,7 @@
 //! the lines after it. It hands borrowed lines to the parser.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::Path;
 
 use flate2::bufread::MultiGzDecoder;
@@ -29,17 +29,28 @@ pub fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
     ))
 }
 
-/// Wraps `reader` in a gzip decoder when its first bytes are the gzip magic.
+/// Wraps `reader` in a gzip decoder when its first two bytes are the gzip magic. The bytes are
+/// read (not peeked) because a pipe may deliver them one at a time.
 pub fn maybe_gzip<R: BufRead + 'static>(mut reader: R) -> io::Result<Box<dyn BufRead>> {
-    let head = reader.fill_buf()?;
-    if head.starts_with(&GZIP_MAGIC) {
-        let decoder = MultiGzDecoder::new(reader);
+    let mut head = [0u8; 2];
+    let mut got = 0;
+    while got < head.len() {
+        match reader.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let whole = Cursor::new(head[..got].to_vec()).chain(reader);
+    if head[..got] == GZIP_MAGIC {
+        let decoder = MultiGzDecoder::new(whole);
         Ok(Box::new(BufReader::with_capacity(
             READ_BUFFER_BYTES,
             decoder,
         )))
     } else {
-        Ok(Box::new(reader))
+        Ok(Box::new(whole))
     }
 }
 
@@ -117,7 +128,7 @@ mod tests {
     use super::*;
     use flate2::Compression;
     use flate2::write::GzEncoder;
-    use std::io::{Cursor, Read, Write};
+    use std::io::Write;
 
     fn read_all(mut reader: impl Read) -> Vec<u8> {
         let mut out = Vec::new();
@@ -178,5 +189,29 @@ mod tests {
         assert_eq!(read_all(reader), b"one\ntwo\nthree\n");
         let plain = maybe_gzip(Cursor::new(b"plain\n".to_vec())).expect("opens");
         assert_eq!(read_all(plain), b"plain\n");
+        let tiny = maybe_gzip(Cursor::new(b"x".to_vec())).expect("opens");
+        assert_eq!(read_all(tiny), b"x");
+    }
+
+    /// A reader that hands out one byte per call, like a slow pipe.
+    struct Trickle(Vec<u8>, usize);
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match (self.0.get(self.1), buf.first_mut()) {
+                (Some(&b), Some(slot)) => {
+                    *slot = b;
+                    self.1 += 1;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn gzip_magic_split_across_reads_is_still_detected() {
+        let reader = BufReader::with_capacity(1, Trickle(gzip(b"line\n"), 0));
+        assert_eq!(read_all(maybe_gzip(reader).expect("opens")), b"line\n");
     }
 }

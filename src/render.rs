@@ -182,9 +182,15 @@ pub fn write_text_error(out: &mut Vec<u8>, line_no: u64, err: &ParseError) {
     );
 }
 
+/// Whether `b` is written the way JSON writes an integer (no leading zeros, no `+`), so it can
+/// be copied into the output as a number.
 fn is_integer(b: &[u8]) -> bool {
     let digits = b.strip_prefix(b"-").unwrap_or(b);
-    !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit)
+    match digits {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.len() < 18 && rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
 }
 
 fn opt_string(out: &mut Vec<u8>, t: Option<Text<'_>>) {
@@ -265,6 +271,21 @@ mod tests {
         assert!(v.get("request_verb").is_none());
         assert!(v.get("user_agent").is_none());
         assert_eq!(v.as_object().map(|o| o.len()), Some(15));
+    }
+
+    #[test]
+    fn rule_priority_is_a_number_only_when_json_can_say_so() {
+        for (raw, ok) in [
+            ("0", true),
+            ("-1", true),
+            ("50000", true),
+            ("007", false),
+            ("1e3", false),
+            ("-", false),
+            ("", false),
+        ] {
+            assert_eq!(is_integer(raw.as_bytes()), ok, "{raw}");
+        }
     }
 
     #[test]

@@ -1,13 +1,8 @@
 //! Scalar values inside one field: timestamps, processing times, status codes, byte counts and
-//! `ip:port` pairs, parsed straight from the borrowed bytes without allocating. Each parser
+//! `ip:port` pairs, parsed straight from the borrowed bytes without allocating. These are fixed
+//! layouts checked by position (the grammar of the line itself lives in the `nom` tokenizer). Each parser
 //! takes the whole field and either accepts all of it or returns `None`; the caller turns that
 //! into the error kind of the field's position.
-
-use nom::Parser;
-use nom::bytes::complete::{tag, take, take_while_m_n};
-use nom::combinator::{all_consuming, opt};
-use nom::sequence::preceded;
-use nom::{AsChar, IResult};
 
 use super::text::Text;
 
@@ -18,46 +13,51 @@ pub struct Endpoint<'a> {
     pub port: u16,
 }
 
-/// Exactly `N` ASCII digits as a number.
-fn digits<const N: usize>(input: &[u8]) -> IResult<&[u8], u32> {
-    let (rest, d) = take(N).parse(input)?;
-    let mut v = 0u32;
-    for &b in d {
-        if !b.is_ascii_digit() {
-            return Err(nom::Err::Error(nom::error::Error::new(
-                input,
-                nom::error::ErrorKind::Digit,
-            )));
-        }
-        v = v * 10 + u32::from(b - b'0');
-    }
-    Ok((rest, v))
-}
-
-/// Fractional seconds (1 to 9 digits after the dot) as microseconds, truncating below 1 µs.
-fn fraction_us(input: &[u8]) -> IResult<&[u8], u64> {
-    let (rest, frac) =
-        preceded(tag(&b"."[..]), take_while_m_n(1, 9, AsChar::is_dec_digit)).parse(input)?;
-    let mut us = 0u64;
-    for i in 0..6 {
-        us = us * 10 + frac.get(i).map_or(0, |&b| u64::from(b - b'0'));
-    }
-    Ok((rest, us))
-}
-
-/// `2018-07-02T22:23:00.186641Z` → microseconds since the Unix epoch (UTC).
+/// `2018-07-02T22:23:00.186641Z` → microseconds since the Unix epoch (UTC). The layout is
+/// fixed, so positions are checked directly rather than through a grammar: this runs twice per
+/// line.
 pub fn timestamp_us(field: &[u8]) -> Option<i64> {
-    let mut p = all_consuming((
-        digits::<4>,
-        preceded(tag(&b"-"[..]), digits::<2>),
-        preceded(tag(&b"-"[..]), digits::<2>),
-        preceded(tag(&b"T"[..]), digits::<2>),
-        preceded(tag(&b":"[..]), digits::<2>),
-        preceded(tag(&b":"[..]), digits::<2>),
-        opt(fraction_us),
-        tag(&b"Z"[..]),
-    ));
-    let (_, (year, month, day, hour, minute, second, frac, _)) = p.parse(field).ok()?;
+    let [
+        y0,
+        y1,
+        y2,
+        y3,
+        b'-',
+        m0,
+        m1,
+        b'-',
+        d0,
+        d1,
+        b'T',
+        h0,
+        h1,
+        b':',
+        n0,
+        n1,
+        b':',
+        s0,
+        s1,
+        rest @ ..,
+    ] = field
+    else {
+        return None;
+    };
+    let [frac @ .., b'Z'] = rest else {
+        return None;
+    };
+    let year = digits(&[*y0, *y1, *y2, *y3])?;
+    let month = digits(&[*m0, *m1])?;
+    let day = digits(&[*d0, *d1])?;
+    let (hour, minute, second) = (
+        digits(&[*h0, *h1])?,
+        digits(&[*n0, *n1])?,
+        digits(&[*s0, *s1])?,
+    );
+    let frac_us = match frac {
+        [] => 0,
+        [b'.', digits @ ..] => fraction_us(digits)?,
+        _ => return None,
+    };
     if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year, month)
@@ -69,7 +69,27 @@ pub fn timestamp_us(field: &[u8]) -> Option<i64> {
     }
     let days = days_from_civil(i64::from(year), month, day);
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    Some(secs * 1_000_000 + frac.unwrap_or(0) as i64)
+    Some(secs * 1_000_000 + frac_us as i64)
+}
+
+/// A run of ASCII digits (at most 9, so it fits) as a number.
+fn digits(d: &[u8]) -> Option<u32> {
+    d.iter().try_fold(0u32, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+    })
+}
+
+/// The digits after a decimal point (1 to 9 of them) as microseconds, truncating below 1 µs.
+fn fraction_us(frac: &[u8]) -> Option<u64> {
+    if frac.is_empty() || frac.len() > 9 {
+        return None;
+    }
+    let value = u64::from(digits(frac)?);
+    // Scale to exactly six digits: pad short fractions, truncate nanoseconds.
+    Some(match frac.len() {
+        n @ 0..=6 => value * 10u64.pow(6 - n as u32),
+        n => value / 10u64.pow(n as u32 - 6),
+    })
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
@@ -100,26 +120,42 @@ pub fn processing_time_us(field: &[u8]) -> Option<Option<u64>> {
     if field == b"-1" || field == b"-" {
         return Some(None);
     }
-    let secs = |i| take_while_m_n(1, 12, AsChar::is_dec_digit).parse(i);
-    let (_, (whole, frac)) = all_consuming((secs, opt(fraction_us))).parse(field).ok()?;
-    Some(Some(ascii_u64(whole)? * 1_000_000 + frac.unwrap_or(0)))
+    let (whole, frac) = match memchr::memchr(b'.', field) {
+        Some(dot) => (&field[..dot], Some(&field[dot + 1..])),
+        None => (field, None),
+    };
+    if whole.is_empty() || whole.len() > 12 {
+        return None;
+    }
+    let frac_us = match frac {
+        Some(f) => fraction_us(f)?,
+        None => 0,
+    };
+    Some(Some(ascii_u64(whole)? * 1_000_000 + frac_us))
 }
 
 /// A three-digit status code; `000` is a valid value (HTTP/2 stream reset).
 pub fn status(field: &[u8]) -> Option<u16> {
-    let (_, code) = all_consuming(digits::<3>).parse(field).ok()?;
-    u16::try_from(code).ok()
+    match field {
+        [a, b, c] => digits(&[*a, *b, *c]).map(|v| v as u16),
+        _ => None,
+    }
 }
 
 /// An unsigned decimal integer such as a byte count.
 pub fn uint(field: &[u8]) -> Option<u64> {
-    let parsed: IResult<&[u8], &[u8]> =
-        all_consuming(take_while_m_n(1, 20, AsChar::is_dec_digit)).parse(field);
-    ascii_u64(parsed.ok()?.1)
+    if field.is_empty() {
+        return None;
+    }
+    ascii_u64(field)
 }
 
+/// Digits to a number, `None` on a non-digit or on overflow.
 fn ascii_u64(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |acc, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
         acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
     })
 }

@@ -1,0 +1,80 @@
+//! Criterion benches of the hot path on a realistic generated corpus (`corpus::Corpus`, ~700
+//! bytes a line), reported in lines/s and bytes/s. The same group holds two memchr baselines,
+//! so the distance to memory speed is visible in one run: counting newlines (the floor of any
+//! line-oriented reader) and finding fields 5 and 9 of every line (the least work any parser
+//! that yields a target and a status code must do).
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use memchr::{memchr, memchr_iter};
+
+use albwatch::classify::{LbSettings, classify};
+use albwatch::corpus::Corpus;
+use albwatch::parse::parse_line;
+
+const LINES: usize = 20_000;
+
+/// Calls `f` on every line of `data` (without its `\n`).
+fn each_line(data: &[u8], mut f: impl FnMut(&[u8])) {
+    let mut start = 0;
+    while let Some(end) = memchr(b'\n', &data[start..]) {
+        f(&data[start..start + end]);
+        start += end + 1;
+    }
+}
+
+fn hot_path(c: &mut Criterion) {
+    let data = Corpus::generate(42, LINES);
+    let lb = LbSettings::default();
+    let mut group = c.benchmark_group("hot_path");
+    group.throughput(Throughput::ElementsAndBytes {
+        elements: LINES as u64,
+        bytes: data.len() as u64,
+    });
+
+    group.bench_function("memchr_newlines", |b| {
+        b.iter(|| memchr_iter(b'\n', black_box(&data)).count())
+    });
+
+    group.bench_function("memchr_fields_5_and_9", |b| {
+        b.iter(|| {
+            let mut sum = 0usize;
+            each_line(black_box(&data), |line| {
+                // Field 5 (target:port) starts after the 4th space, field 9 (elb_status_code)
+                // after the 8th; none of the first nine fields is ever quoted.
+                let mut spaces = memchr_iter(b' ', line);
+                let f5 = spaces.nth(3).map_or(0, |at| at + 1);
+                let f9 = spaces.nth(3).map_or(0, |at| at + 1);
+                sum += usize::from(line[f5]) + usize::from(line[f9]);
+            });
+            sum
+        })
+    });
+
+    group.bench_function("parse", |b| {
+        b.iter(|| {
+            let mut ok = 0usize;
+            each_line(black_box(&data), |line| {
+                ok += usize::from(black_box(parse_line(line)).is_ok());
+            });
+            ok
+        })
+    });
+
+    group.bench_function("parse_classify", |b| {
+        b.iter(|| {
+            let mut sum = 0usize;
+            each_line(black_box(&data), |line| {
+                if let Ok(entry) = parse_line(line) {
+                    sum += classify(&entry, &lb) as usize;
+                }
+            });
+            sum
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);
