@@ -235,7 +235,9 @@ pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
         conn_type(f[0]).ok_or_else(|| foreign_or(f, fields.count, fail(ErrorKind::BadType, 1)))?;
     let time = timestamp_us(f[1])
         .ok_or_else(|| foreign_or(f, fields.count, fail(ErrorKind::BadTime, 2)))?;
-    if f[2].is_empty() || f[2] == b"-" {
+    // The load balancer's id is a label everywhere downstream: `app/NAME/ID` never holds a
+    // space or a quote, even when a line quotes the field.
+    if f[2].is_empty() || f[2] == b"-" || f[2].iter().any(|&b| b == b' ' || b == b'"') {
         return Err(fail(ErrorKind::BadElb, 3));
     }
     let client = endpoint(f[3]).ok_or(fail(ErrorKind::BadAddress, 4))?;
@@ -308,11 +310,11 @@ pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
     })
 }
 
-fn trim_eol(mut line: &[u8]) -> &[u8] {
-    while let [rest @ .., b'\r' | b'\n'] = line {
-        line = rest;
-    }
-    line
+/// Strips one line terminator (`\n`, `\r\n` or `\r`): anything more is data the last field has
+/// to answer for, not something to sweep away.
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 fn conn_type(field: &[u8]) -> Option<ConnType<'_>> {

@@ -220,6 +220,26 @@ fn trailing_carriage_return_and_newline() {
     assert_eq!(parse(&line), parse(example(0)));
 }
 
+/// Regression (property test): `\r\r` at the end was swept away; only one terminator goes, so
+/// the stray `\r` stays in the last field and fails it.
+#[test]
+fn only_one_line_terminator_is_stripped() {
+    let short: Vec<&str> = example(0).split(' ').take(12).collect();
+    let line = short.join(" ");
+    for ok in ["\n", "\r", "\r\n"] {
+        assert_eq!(parse(&format!("{line}{ok}")).sent_bytes, 366, "{ok:?}");
+    }
+    for bad in ["\r\r", "\r\r\n", "\n\r", "\n\n"] {
+        assert_eq!(
+            kind(format!("{line}{bad}").as_bytes()),
+            ErrorKind::BadBytes,
+            "{bad:?}"
+        );
+    }
+    let quoted_last = format!("{}\r\r", example(7));
+    assert_eq!(kind(quoted_last.as_bytes()), ErrorKind::UnterminatedQuote);
+}
+
 #[test]
 fn unknown_connection_types_are_kept() {
     let line = example(0).replacen("http", "h3", 1);
@@ -289,6 +309,13 @@ fn garbage_gets_a_typed_error() {
         kind(swap("0 2018-07-02T22:22:48.364000Z", "0 noon").as_bytes()),
         ErrorKind::BadTime
     );
+}
+
+/// Regression (fuzz): a quoted `" "` load balancer parsed as a success with a space in a label.
+#[test]
+fn fuzz_quoted_elb_with_a_space() {
+    let input = include_bytes!("../../tests/fixtures/regressions/fuzz-quoted-elb-space.bin");
+    assert_eq!(kind(input), ErrorKind::BadElb);
 }
 
 #[test]

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's test command (README command (b), run by .ci/run): installs what the checks
+# need on a fresh machine, then runs formatting, lints, every test, the bench build and the
+# fuzz-target build. Fails on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+command -v cargo-fmt >/dev/null && command -v cargo-clippy >/dev/null
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --locked
+
+step "cargo bench --no-run"
+cargo bench --locked --no-run
+
+step "fuzz targets build (stable, no sanitizer)"
+cargo build --locked --manifest-path fuzz/Cargo.toml
+
+step "all checks passed"
