@@ -291,7 +291,7 @@ impl Corpus {
 
 /// Writes `us` (µs since the epoch) as `2018-07-02T22:23:00.186641Z`; with `micros` false the
 /// fraction is milliseconds padded with zeros, as ALB writes `request_creation_time`.
-fn write_time(out: &mut Vec<u8>, us: i64, micros: bool) {
+pub(crate) fn write_time(out: &mut Vec<u8>, us: i64, micros: bool) {
     let secs = us.div_euclid(1_000_000);
     let frac = us.rem_euclid(1_000_000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

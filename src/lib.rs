@@ -11,6 +11,7 @@
 //! - [`lines`] reads plain or gzip'd files as bounded lines;
 //! - [`corpus`] generates a deterministic, realistic log corpus for benches and demos.
 
+pub mod aggregate;
 pub mod classify;
 pub mod corpus;
 pub mod lines;

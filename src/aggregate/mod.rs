@@ -1,0 +1,664 @@
+//! Event-time aggregation: per `(elb, target_group, target)` series, monotonic totals by
+//! `(code, cause)`, bytes and a classic latency histogram, plus fine event-time buckets from
+//! which the sliding windows (1 m, 5 m, 15 m by default) are summed, and per-minute
+//! `hdrhistogram`s for window latency quantiles. It hands an owned [`Snapshot`] to the
+//! exporter and the alert rules, which never touch the live state.
+//!
+//! Two halves keep locks off the per-line path: a worker fills its own [`BatchAccumulator`]
+//! line by line (no lock, no allocation once warm), then merges it into the shared
+//! [`Aggregator`] once per batch. Time is always an argument: the aggregator's clock is the
+//! largest event time seen, advanced by the wall clock only when the caller passes one (the
+//! daemon does, `replay` does not), so a quiet stream decays to zero live and replays are
+//! deterministic.
+
+pub mod series;
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+
+use crate::classify::Cause;
+use crate::parse::LogEntry;
+use series::{SeriesLabels, SeriesTable, series_key};
+
+const SECOND_US: i64 = 1_000_000;
+const MINUTE_US: i64 = 60 * SECOND_US;
+
+/// Upper bounds of the classic target-response-time histogram, in seconds: dense where
+/// applications answer, with edges at the 10 s connect timeout and the 60 s default idle
+/// timeout so timeout-driven latencies stand out (spec §6.4).
+pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Window latencies are kept in milliseconds up to ALB's largest idle timeout (4000 s) with
+/// one significant digit (≤ 6.25 % error): about 1 KiB a histogram, so even the series cap
+/// stays affordable.
+const HDR_MAX_MS: u64 = 4_000_000;
+const HDR_SIGFIG: u8 = 1;
+
+/// What the aggregator keeps and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateConfig {
+    /// Width of one event-time bucket; windows move in these steps.
+    pub bucket_secs: u32,
+    /// The sliding windows, e.g. `[60, 300, 900]`.
+    pub windows_secs: Vec<u32>,
+    /// How far behind the newest event an entry may arrive and still land in the windows.
+    pub allowed_lateness_secs: u32,
+    /// Cap on `(elb, target_group, target)` series; the rest go to `__overflow__`.
+    pub max_series: usize,
+    /// A series with no entry for this long is dropped from the windows and the exposition.
+    pub series_ttl_secs: u32,
+}
+
+impl Default for AggregateConfig {
+    fn default() -> Self {
+        AggregateConfig {
+            bucket_secs: 10,
+            windows_secs: vec![60, 300, 900],
+            allowed_lateness_secs: 120,
+            max_series: 10_000,
+            series_ttl_secs: 1_800,
+        }
+    }
+}
+
+impl AggregateConfig {
+    fn bucket_us(&self) -> i64 {
+        i64::from(self.bucket_secs.max(1)) * SECOND_US
+    }
+
+    fn max_window_us(&self) -> i64 {
+        i64::from(self.windows_secs.iter().copied().max().unwrap_or(60)) * SECOND_US
+    }
+}
+
+/// An example `trace_id` held inline (ALB's are 40 bytes), so keeping one per cell allocates
+/// nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceId {
+    len: u8,
+    buf: [u8; 64],
+}
+
+impl TraceId {
+    fn new(bytes: &[u8]) -> Option<Self> {
+        let mut buf = [0u8; 64];
+        buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(TraceId {
+            len: bytes.len() as u8,
+            buf,
+        })
+    }
+
+    pub fn as_str(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.buf[..usize::from(self.len)])
+    }
+}
+
+impl std::fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+/// Requests of one `(code, cause)` in one bucket.
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    bucket: i64,
+    code: u16,
+    cause: Cause,
+    requests: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    trace: Option<TraceId>,
+}
+
+/// The latencies of one entry, in microseconds.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    time: i64,
+    target_us: Option<u64>,
+    elapsed_us: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct LocalSeries {
+    cells: Vec<Cell>,
+    samples: Vec<Sample>,
+    max_time: i64,
+}
+
+/// A worker's per-batch tally, merged into the [`Aggregator`] once per batch. Its maps and
+/// vectors keep their capacity between batches, so a warm worker allocates only for a series
+/// it has never seen.
+#[derive(Debug)]
+pub struct BatchAccumulator {
+    bucket_us: i64,
+    index: HashMap<Box<[u8]>, usize>,
+    keys: Vec<Box<[u8]>>,
+    series: Vec<LocalSeries>,
+    touched: Vec<usize>,
+    scratch: Vec<u8>,
+    max_local_series: usize,
+}
+
+impl BatchAccumulator {
+    pub fn new(cfg: &AggregateConfig) -> Self {
+        BatchAccumulator {
+            bucket_us: cfg.bucket_us(),
+            index: HashMap::new(),
+            keys: Vec::new(),
+            series: Vec::new(),
+            touched: Vec::new(),
+            scratch: Vec::with_capacity(256),
+            // The local index only caches keys; past a few times the shared cap it is
+            // cheaper to forget it than to let churn grow it.
+            max_local_series: cfg.max_series.saturating_mul(2).max(1024),
+        }
+    }
+
+    /// Counts one classified entry.
+    pub fn add(&mut self, e: &LogEntry<'_>, cause: Cause) {
+        let tg = e.target_group_name().map_or(&b"-"[..], |t| t.as_bytes());
+        let scratch = &mut self.scratch;
+        series_key(scratch, e.elb.as_bytes(), tg, b"");
+        match e.target {
+            Some(t) => {
+                scratch.extend_from_slice(t.ip.as_bytes());
+                scratch.push(b':');
+                push_u16(scratch, t.port);
+            }
+            None => scratch.push(b'-'),
+        }
+        let idx = match self.index.get(&scratch[..]) {
+            Some(&idx) => idx,
+            None => {
+                let key: Box<[u8]> = scratch[..].into();
+                self.keys.push(key.clone());
+                self.series.push(LocalSeries::default());
+                self.index.insert(key, self.series.len() - 1);
+                self.series.len() - 1
+            }
+        };
+        let s = &mut self.series[idx];
+        if s.cells.is_empty() {
+            self.touched.push(idx);
+            s.max_time = e.time;
+        }
+        s.max_time = s.max_time.max(e.time);
+        let bucket = e.time.div_euclid(self.bucket_us) * self.bucket_us;
+        let code = e.elb_status_code;
+        let cell = match s
+            .cells
+            .iter_mut()
+            .rev()
+            .find(|c| c.bucket == bucket && c.code == code && c.cause == cause)
+        {
+            Some(cell) => cell,
+            None => {
+                s.cells.push(Cell {
+                    bucket,
+                    code,
+                    cause,
+                    requests: 0,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    trace: None,
+                });
+                let last = s.cells.len() - 1;
+                &mut s.cells[last]
+            }
+        };
+        cell.requests += 1;
+        cell.bytes_in += e.received_bytes;
+        cell.bytes_out += e.sent_bytes;
+        if cell.trace.is_none() && cause.is_alertable() {
+            cell.trace = e.trace_id.and_then(|t| TraceId::new(t.as_bytes()));
+        }
+        s.samples.push(Sample {
+            time: e.time,
+            target_us: e.target_processing_time,
+            elapsed_us: e.elapsed_us().and_then(|us| u64::try_from(us).ok()),
+        });
+    }
+
+    /// Moves this batch's counts into `agg` and resets for the next batch.
+    pub fn merge_into(&mut self, agg: &mut Aggregator) {
+        for idx in self.touched.drain(..) {
+            let local = &mut self.series[idx];
+            agg.merge_series(&self.keys[idx], local);
+            local.cells.clear();
+            local.samples.clear();
+        }
+        agg.advance(None);
+        if self.index.len() > self.max_local_series {
+            self.index.clear();
+            self.keys.clear();
+            self.series.clear();
+        }
+    }
+}
+
+fn push_u16(out: &mut Vec<u8>, v: u16) {
+    let mut digits = [0u8; 5];
+    let mut n = v;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Cumulative-at-export classic histogram of target processing time, in seconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClassicHistogram {
+    /// Per bucket of [`LATENCY_BUCKETS_SECONDS`] (not cumulative), then the `+Inf` overflow.
+    pub counts: [u64; LATENCY_BUCKETS_SECONDS.len() + 1],
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl ClassicHistogram {
+    fn observe(&mut self, seconds: f64) {
+        let i = LATENCY_BUCKETS_SECONDS
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
+        self.counts[i] += 1;
+        self.sum_seconds += seconds;
+        self.count += 1;
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    start: i64,
+    cells: Vec<Cell>,
+}
+
+#[derive(Debug)]
+struct Minute {
+    start: i64,
+    target: Histogram<u32>,
+    elapsed: Histogram<u32>,
+}
+
+#[derive(Debug)]
+struct SeriesState {
+    labels: Arc<SeriesLabels>,
+    last_seen: i64,
+    totals: Vec<(u16, Cause, u64)>,
+    bytes_in: u64,
+    bytes_out: u64,
+    latency: ClassicHistogram,
+    buckets: VecDeque<Bucket>,
+    minutes: VecDeque<Minute>,
+}
+
+/// The shared state every worker merges into; see the module docs.
+#[derive(Debug)]
+pub struct Aggregator {
+    cfg: AggregateConfig,
+    table: SeriesTable,
+    states: Vec<Option<SeriesState>>,
+    max_event: Option<i64>,
+    clock: i64,
+    late_entries: u64,
+    evicted_series: u64,
+}
+
+impl Aggregator {
+    pub fn new(cfg: AggregateConfig) -> Self {
+        Aggregator {
+            table: SeriesTable::new(cfg.max_series),
+            cfg,
+            states: Vec::new(),
+            max_event: None,
+            clock: i64::MIN,
+            late_entries: 0,
+            evicted_series: 0,
+        }
+    }
+
+    pub fn config(&self) -> &AggregateConfig {
+        &self.cfg
+    }
+
+    /// The newest event time merged so far.
+    pub fn max_event_time(&self) -> Option<i64> {
+        self.max_event
+    }
+
+    /// Entries older than every open bucket start here, after the allowed lateness.
+    fn horizon(&self) -> i64 {
+        self.clock
+            .saturating_sub(i64::from(self.cfg.allowed_lateness_secs) * SECOND_US)
+            .saturating_sub(self.cfg.max_window_us())
+    }
+
+    fn merge_series(&mut self, key: &[u8], local: &LocalSeries) {
+        let requests: u64 = local.cells.iter().map(|c| c.requests).sum();
+        let id = self.table.intern(key, requests) as usize;
+        if self.states.len() <= id {
+            self.states.resize_with(id + 1, || None);
+        }
+        let horizon = self.horizon();
+        let bucket_us = self.cfg.bucket_us();
+        let labels = self.table.labels(id as u32).cloned();
+        let state = self.states[id].get_or_insert_with(|| SeriesState {
+            labels: labels.unwrap_or_default(),
+            last_seen: local.max_time,
+            totals: Vec::new(),
+            bytes_in: 0,
+            bytes_out: 0,
+            latency: ClassicHistogram::default(),
+            buckets: VecDeque::new(),
+            minutes: VecDeque::new(),
+        });
+        state.last_seen = state.last_seen.max(local.max_time);
+        self.max_event = Some(
+            self.max_event
+                .map_or(local.max_time, |m| m.max(local.max_time)),
+        );
+        for cell in &local.cells {
+            match state
+                .totals
+                .iter_mut()
+                .find(|(code, cause, _)| *code == cell.code && *cause == cell.cause)
+            {
+                Some(total) => total.2 += cell.requests,
+                None => state.totals.push((cell.code, cell.cause, cell.requests)),
+            }
+            state.bytes_in += cell.bytes_in;
+            state.bytes_out += cell.bytes_out;
+            if cell.bucket + bucket_us <= horizon {
+                self.late_entries += cell.requests;
+                continue;
+            }
+            let bucket = bucket_for(&mut state.buckets, cell.bucket);
+            match bucket
+                .cells
+                .iter_mut()
+                .find(|c| c.code == cell.code && c.cause == cell.cause)
+            {
+                Some(c) => {
+                    c.requests += cell.requests;
+                    c.bytes_in += cell.bytes_in;
+                    c.bytes_out += cell.bytes_out;
+                    c.trace = c.trace.or(cell.trace);
+                }
+                None => bucket.cells.push(*cell),
+            }
+        }
+        for sample in &local.samples {
+            if let Some(us) = sample.target_us {
+                state.latency.observe(us as f64 / 1e6);
+            }
+            if sample.time < horizon {
+                continue;
+            }
+            let minute = minute_for(
+                &mut state.minutes,
+                sample.time.div_euclid(MINUTE_US) * MINUTE_US,
+            );
+            if let Some(us) = sample.target_us {
+                minute.target.saturating_record(ms(us));
+            }
+            if let Some(us) = sample.elapsed_us {
+                minute.elapsed.saturating_record(ms(us));
+            }
+        }
+    }
+
+    /// Moves the clock to the newest event, or to `wall_now` when that is later (the daemon),
+    /// closes buckets that fell behind the horizon and evicts series idle past the TTL.
+    pub fn advance(&mut self, wall_now: Option<i64>) {
+        let newest = self
+            .max_event
+            .unwrap_or(i64::MIN)
+            .max(wall_now.unwrap_or(i64::MIN));
+        self.clock = self.clock.max(newest);
+        let horizon = self.horizon();
+        let bucket_us = self.cfg.bucket_us();
+        let idle_before = self
+            .clock
+            .saturating_sub(i64::from(self.cfg.series_ttl_secs) * SECOND_US);
+        for id in 0..self.states.len() {
+            let Some(state) = self.states[id].as_mut() else {
+                continue;
+            };
+            while state
+                .buckets
+                .front()
+                .is_some_and(|b| b.start + bucket_us <= horizon)
+            {
+                state.buckets.pop_front();
+            }
+            while state
+                .minutes
+                .front()
+                .is_some_and(|m| m.start + MINUTE_US <= horizon)
+            {
+                state.minutes.pop_front();
+            }
+            if state.last_seen < idle_before {
+                self.states[id] = None;
+                self.table.release(id as u32);
+                self.evicted_series += 1;
+            }
+        }
+    }
+
+    /// An owned view of every series and of the windows ending at `end` (exclusive).
+    pub fn snapshot(&self, end: i64) -> Snapshot {
+        let windows: Vec<i64> = self
+            .cfg
+            .windows_secs
+            .iter()
+            .map(|&w| i64::from(w) * SECOND_US)
+            .collect();
+        let series = self
+            .states
+            .iter()
+            .flatten()
+            .map(|state| SeriesSnapshot {
+                labels: Arc::clone(&state.labels),
+                totals: state.totals.clone(),
+                bytes_in_total: state.bytes_in,
+                bytes_out_total: state.bytes_out,
+                latency: state.latency.clone(),
+                windows: windows
+                    .iter()
+                    .map(|&w| window(state, end - w, end))
+                    .collect(),
+            })
+            .collect();
+        Snapshot {
+            end,
+            windows_secs: self.cfg.windows_secs.clone(),
+            series,
+            max_event_time: self.max_event,
+            late_entries: self.late_entries,
+            overflowed_entries: self.table.overflowed_entries,
+            evicted_series: self.evicted_series,
+        }
+    }
+}
+
+fn ms(us: u64) -> u64 {
+    (us / 1000).clamp(1, HDR_MAX_MS)
+}
+
+/// The bucket starting at `start`, inserted in order if it is new.
+fn bucket_for(buckets: &mut VecDeque<Bucket>, start: i64) -> &mut Bucket {
+    let at = buckets.partition_point(|b| b.start < start);
+    if buckets.get(at).is_none_or(|b| b.start != start) {
+        buckets.insert(
+            at,
+            Bucket {
+                start,
+                cells: Vec::new(),
+            },
+        );
+    }
+    &mut buckets[at]
+}
+
+fn minute_for(minutes: &mut VecDeque<Minute>, start: i64) -> &mut Minute {
+    let at = minutes.partition_point(|m| m.start < start);
+    if minutes.get(at).is_none_or(|m| m.start != start) {
+        minutes.insert(
+            at,
+            Minute {
+                start,
+                target: new_hdr(),
+                elapsed: new_hdr(),
+            },
+        );
+    }
+    &mut minutes[at]
+}
+
+fn new_hdr() -> Histogram<u32> {
+    Histogram::new_with_bounds(1, HDR_MAX_MS, HDR_SIGFIG)
+        .expect("constant bounds hdrhistogram accepts: low >= 1, high >= 2 * low, sigfig <= 5")
+}
+
+fn window(state: &SeriesState, from: i64, end: i64) -> WindowSnapshot {
+    let mut w = WindowSnapshot::default();
+    for bucket in state
+        .buckets
+        .iter()
+        .filter(|b| b.start >= from && b.start < end)
+    {
+        for cell in &bucket.cells {
+            w.requests += cell.requests;
+            w.bytes_in += cell.bytes_in;
+            w.bytes_out += cell.bytes_out;
+            match w
+                .cells
+                .iter_mut()
+                .find(|c| c.code == cell.code && c.cause == cell.cause)
+            {
+                Some(c) => {
+                    c.requests += cell.requests;
+                    c.trace = c.trace.or(cell.trace);
+                }
+                None => w.cells.push(WindowCell {
+                    code: cell.code,
+                    cause: cell.cause,
+                    requests: cell.requests,
+                    trace: cell.trace,
+                }),
+            }
+        }
+    }
+    let minutes = state
+        .minutes
+        .iter()
+        .filter(|m| m.start + MINUTE_US > from && m.start < end);
+    let mut target = new_hdr();
+    let mut elapsed = new_hdr();
+    for m in minutes {
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = target.add(&m.target);
+        let _ = elapsed.add(&m.elapsed);
+    }
+    w.target_latency = Quantiles::of(&target);
+    w.elapsed_latency = Quantiles::of(&elapsed);
+    w
+}
+
+/// p50/p90/p99 in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+impl Quantiles {
+    fn of(h: &Histogram<u32>) -> Option<Quantiles> {
+        let at = |q| h.value_at_quantile(q) as f64 / 1e3;
+        (h.len() > 0).then(|| Quantiles {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+        })
+    }
+}
+
+/// Requests of one `(code, cause)` in a window, with an example trace id for faults.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowCell {
+    pub code: u16,
+    pub cause: Cause,
+    pub requests: u64,
+    pub trace: Option<TraceId>,
+}
+
+/// One series over one window.
+#[derive(Debug, Clone, Default)]
+pub struct WindowSnapshot {
+    pub requests: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub cells: Vec<WindowCell>,
+    pub target_latency: Option<Quantiles>,
+    pub elapsed_latency: Option<Quantiles>,
+}
+
+impl WindowSnapshot {
+    /// Requests whose cause is a fault ([`Cause::is_alertable`]).
+    pub fn errors(&self) -> u64 {
+        self.cells
+            .iter()
+            .filter(|c| c.cause.is_alertable())
+            .map(|c| c.requests)
+            .sum()
+    }
+}
+
+/// One series: totals since it appeared, and each configured window.
+#[derive(Debug, Clone)]
+pub struct SeriesSnapshot {
+    pub labels: Arc<SeriesLabels>,
+    pub totals: Vec<(u16, Cause, u64)>,
+    pub bytes_in_total: u64,
+    pub bytes_out_total: u64,
+    pub latency: ClassicHistogram,
+    /// Parallel to [`Snapshot::windows_secs`].
+    pub windows: Vec<WindowSnapshot>,
+}
+
+/// Everything the exporter and the alert rules need, owned, taken at `end`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Windows end here (exclusive), µs since the epoch.
+    pub end: i64,
+    pub windows_secs: Vec<u32>,
+    pub series: Vec<SeriesSnapshot>,
+    pub max_event_time: Option<i64>,
+    pub late_entries: u64,
+    pub overflowed_entries: u64,
+    pub evicted_series: u64,
+}
+
+impl Snapshot {
+    /// The index of the window of `secs` seconds, if configured.
+    pub fn window_index(&self, secs: u32) -> Option<usize> {
+        self.windows_secs.iter().position(|&w| w == secs)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! Windows, lateness, overflow and eviction under injected event time (no clock, no sleeps).
+
+use super::*;
+use crate::classify::{LbSettings, classify};
+use crate::parse::parse_line;
+
+const T0: i64 = 1_795_514_400_000_000; // 2026-11-24T10:00:00Z
+const FIXTURE: &str = include_str!("../../tests/fixtures/causes.log");
+
+/// The fixture line `n` of causes.log re-timed to `at` (µs, 4 ms after its creation) and moved
+/// to `target`.
+fn line_at(n: usize, at: i64, target: &str) -> String {
+    let line = FIXTURE
+        .lines()
+        .nth(n)
+        .expect("fixture")
+        .replace("10.0.1.17:8080", target);
+    let time = |us| {
+        let mut out = Vec::new();
+        crate::corpus::write_time(&mut out, us, true);
+        String::from_utf8(out).expect("ascii")
+    };
+    let mut tokens: Vec<String> = line.split(' ').map(str::to_string).collect();
+    tokens[1] = time(at);
+    // request_creation_time is the last timestamp-shaped token of the fixture lines.
+    if let Some(i) = tokens
+        .iter()
+        .rposition(|t| t.starts_with("2026-") && t.ends_with('Z'))
+    {
+        tokens[i] = time(at - 4_000);
+    }
+    tokens.join(" ")
+}
+
+fn feed(acc: &mut BatchAccumulator, agg: &mut Aggregator, lines: &[String]) {
+    let lb = LbSettings::default();
+    for line in lines {
+        let e = parse_line(line.as_bytes()).unwrap_or_else(|err| panic!("{err}: {line}"));
+        acc.add(&e, classify(&e, &lb));
+    }
+    acc.merge_into(agg);
+}
+
+fn cfg() -> AggregateConfig {
+    AggregateConfig::default()
+}
+
+#[test]
+fn windows_sum_the_buckets_they_cover() {
+    let mut agg = Aggregator::new(cfg());
+    let mut acc = BatchAccumulator::new(agg.config());
+    // 10 OKs spread over 10 minutes, then 5 refused connections in the last minute.
+    let mut lines: Vec<String> = (0..10)
+        .map(|i| line_at(0, T0 + i * MINUTE_US, "10.0.1.17:8080"))
+        .collect();
+    lines.extend((0..5).map(|i| line_at(28, T0 + 9 * MINUTE_US + i * SECOND_US, "10.0.1.17:8080")));
+    feed(&mut acc, &mut agg, &lines);
+    let snap = agg.snapshot(T0 + 10 * MINUTE_US);
+    assert_eq!(snap.series.len(), 1);
+    let s = &snap.series[0];
+    assert_eq!(s.labels.target, "10.0.1.17:8080");
+    assert_eq!(s.labels.target_group, "web-prod");
+    let [one, five, fifteen] = [&s.windows[0], &s.windows[1], &s.windows[2]];
+    assert_eq!((one.requests, one.errors()), (6, 5));
+    assert_eq!((five.requests, five.errors()), (10, 5));
+    assert_eq!((fifteen.requests, fifteen.errors()), (15, 5));
+    let refused = one
+        .cells
+        .iter()
+        .find(|c| c.cause == Cause::TargetRefusedConnection)
+        .expect("cell");
+    assert_eq!((refused.code, refused.requests), (502, 5));
+    assert!(
+        refused
+            .trace
+            .expect("example trace")
+            .as_str()
+            .starts_with("Root=1-")
+    );
+    assert_eq!(s.totals.iter().map(|t| t.2).sum::<u64>(), 15);
+    assert!(one.target_latency.is_some());
+    // A window ending later no longer sees the burst.
+    let later = agg.snapshot(T0 + 12 * MINUTE_US);
+    assert_eq!(later.series[0].windows[0].requests, 0);
+}
+
+#[test]
+fn late_entries_count_in_totals_and_the_late_counter_only() {
+    let mut agg = Aggregator::new(cfg());
+    let mut acc = BatchAccumulator::new(agg.config());
+    feed(
+        &mut acc,
+        &mut agg,
+        &[line_at(0, T0 + 60 * MINUTE_US, "10.0.1.17:8080")],
+    );
+    // 15 min window + 2 min lateness: an entry from 30 minutes earlier is late.
+    feed(
+        &mut acc,
+        &mut agg,
+        &[line_at(0, T0 + 30 * MINUTE_US, "10.0.1.17:8080")],
+    );
+    // One from 5 minutes earlier is within the lateness and the windows.
+    feed(
+        &mut acc,
+        &mut agg,
+        &[line_at(0, T0 + 55 * MINUTE_US, "10.0.1.17:8080")],
+    );
+    let snap = agg.snapshot(T0 + 60 * MINUTE_US + SECOND_US);
+    assert_eq!(snap.late_entries, 1);
+    let s = &snap.series[0];
+    assert_eq!(s.totals.iter().map(|t| t.2).sum::<u64>(), 3);
+    assert_eq!(s.windows[2].requests, 2);
+}
+
+#[test]
+fn wall_clock_decays_a_quiet_stream() {
+    let mut agg = Aggregator::new(cfg());
+    let mut acc = BatchAccumulator::new(agg.config());
+    feed(&mut acc, &mut agg, &[line_at(28, T0, "10.0.1.17:8080")]);
+    assert_eq!(
+        agg.snapshot(T0 + SECOND_US).series[0].windows[0].errors(),
+        1
+    );
+    agg.advance(Some(T0 + 2 * MINUTE_US));
+    assert_eq!(
+        agg.snapshot(T0 + 2 * MINUTE_US).series[0].windows[0].errors(),
+        0
+    );
+}
+
+#[test]
+fn target_churn_stays_under_the_cap_and_idle_series_are_evicted() {
+    let config = AggregateConfig {
+        max_series: 50,
+        series_ttl_secs: 1_800,
+        ..cfg()
+    };
+    let mut agg = Aggregator::new(config);
+    let mut acc = BatchAccumulator::new(agg.config());
+    let lb = LbSettings::default();
+    let base = line_at(0, T0, "10.0.1.17:8080");
+    // 20 000 distinct targets, one batch of 100 per simulated second.
+    for batch in 0..200 {
+        for i in 0..100 {
+            let n = batch * 100 + i;
+            let target = format!("10.{}.{}.{}:8080", n / 65_536, n / 256 % 256, n % 256);
+            let line = base.replace("10.0.1.17:8080", &target);
+            let e = parse_line(line.as_bytes()).expect("parses");
+            acc.add(&e, classify(&e, &lb));
+        }
+        acc.merge_into(&mut agg);
+    }
+    let snap = agg.snapshot(T0 + SECOND_US);
+    assert!(snap.series.len() <= 51, "{} series", snap.series.len());
+    assert!(snap.overflowed_entries >= 20_000 - 50);
+    let overflow = snap
+        .series
+        .iter()
+        .find(|s| s.labels.target == series::OVERFLOW)
+        .expect("overflow series");
+    assert!(overflow.windows[0].requests >= 19_000);
+    // Half an hour of silence later everything is evicted and room is back.
+    agg.advance(Some(T0 + 31 * MINUTE_US));
+    let snap = agg.snapshot(T0 + 31 * MINUTE_US);
+    assert!(snap.series.is_empty());
+    assert_eq!(snap.evicted_series, 51);
+}
