@@ -589,7 +589,7 @@ pub struct Quantiles {
 impl Quantiles {
     fn of(h: &Histogram<u32>) -> Option<Quantiles> {
         let at = |q| h.value_at_quantile(q) as f64 / 1e3;
-        (h.len() > 0).then(|| Quantiles {
+        (!h.is_empty()).then(|| Quantiles {
             p50: at(0.5),
             p90: at(0.9),
             p99: at(0.99),
