@@ -1,0 +1,19 @@
+//! Any bytes: `parse_line` never panics, never shifts columns (an `Ok` entry's `elb` has no
+//! space), and an `Ok` entry classifies to a named cause and renders as exactly one JSON line.
+#![no_main]
+
+use albwatch::classify::{LbSettings, classify};
+use albwatch::parse::parse_line;
+use albwatch::render::write_json;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(entry) = parse_line(data) else { return };
+    assert!(!entry.elb.as_bytes().contains(&b' '), "elb {:?}", entry.elb);
+    let cause = classify(&entry, &LbSettings::default());
+    assert!(!cause.as_str().is_empty());
+    let mut out = Vec::new();
+    write_json(&mut out, &entry, cause);
+    let newlines = out.iter().filter(|&&b| b == b'\n').count();
+    assert!(newlines == 1 && out.ends_with(b"\n"), "{out:?}");
+});
