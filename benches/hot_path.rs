@@ -9,9 +9,13 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use memchr::{memchr, memchr_iter};
 
-use albwatch::classify::{LbSettings, classify};
+use std::sync::{Arc, Mutex};
+
+use albwatch::aggregate::{AggregateConfig, Aggregator};
+use albwatch::classify::{LbSettings, LoadBalancers, classify};
 use albwatch::corpus::Corpus;
 use albwatch::parse::parse_line;
+use albwatch::pipeline::{RawBatch, Worker};
 
 const LINES: usize = 20_000;
 
@@ -71,6 +75,30 @@ fn hot_path(c: &mut Criterion) {
                 }
             });
             sum
+        })
+    });
+    // The whole hot path as the daemon runs it: batches of about 1 MiB through a worker
+    // (parse, classify, tally) and one merge into the shared aggregator per batch.
+    let batches: Vec<RawBatch> = data
+        .chunks(1 << 20)
+        .scan(Vec::new(), |carry: &mut Vec<u8>, chunk| {
+            let mut lines = std::mem::take(carry);
+            lines.extend_from_slice(chunk);
+            let cut = memchr::memrchr(b'\n', &lines).map_or(0, |i| i + 1);
+            *carry = lines.split_off(cut);
+            Some(RawBatch::new(lines))
+        })
+        .collect();
+    let agg_cfg = AggregateConfig::default();
+    let shared = Arc::new(Mutex::new(Aggregator::new(agg_cfg.clone())));
+    let mut worker = Worker::new(Arc::new(LoadBalancers::default()), shared, &agg_cfg, 65_536);
+    group.bench_function("parse_classify_aggregate", |b| {
+        b.iter(|| {
+            let mut parsed = 0;
+            for batch in &batches {
+                parsed += worker.process_batch(black_box(batch), None).parsed;
+            }
+            parsed
         })
     });
     group.finish();

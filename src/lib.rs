@@ -2,18 +2,32 @@
 //! cause-tagged alerts.
 //!
 //! # Layout
-//! The pipeline runs `input → decode → parse → classify → aggregate → export/alert`. This crate
-//! so far holds the synchronous hot-path stages that every input shares:
+//! The pipeline runs `input → parse → classify → aggregate → export/alert`:
+//! - inputs: [`lines`] (plain or gzip'd files as bounded lines), [`replay`] (files in event
+//!   time), [`demo`] (generated traffic with scripted incidents), and the file reader of
+//!   [`app`]; each hands owned [`pipeline::RawBatch`]es to the bounded queue;
+//! - [`pipeline`]: worker threads that run the synchronous hot path on each batch and
+//!   acknowledge it only after its counts are merged;
 //! - [`parse`] turns one line into a borrowed [`parse::LogEntry`] (zero-copy, `nom`);
 //! - [`classify`] gives each entry exactly one probable [`classify::Cause`], a closed set of
 //!   label values with a runbook hint;
-//! - [`render`] writes entries as Athena-named NDJSON or a human explanation (`albwatch parse`);
-//! - [`lines`] reads plain or gzip'd files as bounded lines;
-//! - [`corpus`] generates a deterministic, realistic log corpus for benches and demos.
+//! - [`aggregate`]: event-time buckets and sliding windows per `(elb, target_group, target)`,
+//!   under a series cap, handed on as an owned [`aggregate::Snapshot`];
+//! - [`export`]: the Prometheus registry built from snapshots and the admin HTTP server;
+//! - [`alert`]: pure alert rules over snapshots, with hysteresis;
+//! - [`config`] (file + environment → validated config) and [`app`] (daemon wiring and
+//!   shutdown order); [`render`] and [`corpus`] serve `albwatch parse` and the benches.
 
 pub mod aggregate;
+pub mod alert;
+pub mod app;
 pub mod classify;
+pub mod config;
 pub mod corpus;
+pub mod demo;
+pub mod export;
 pub mod lines;
 pub mod parse;
+pub mod pipeline;
 pub mod render;
+pub mod replay;

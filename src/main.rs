@@ -1,16 +1,22 @@
-//! The `albwatch` command line: validates flags, then runs one sub-command. `parse` reads ALB
-//! access-log files (plain or gzip'd, or stdin) and writes one NDJSON object or one human
-//! explanation per input line. Exit codes: 0 success, 1 an input could not be read, 2 bad
-//! usage.
+//! The `albwatch` command line: validates flags and configuration (before any port is bound),
+//! then runs one sub-command — `parse` (explain log lines), `replay` (the whole pipeline over
+//! files in event time), `demo` (the daemon on built-in traffic), `run` (the daemon) and
+//! `check-config`. Exit codes: 0 success, 1 an input could not be read or the run failed,
+//! 2 bad usage, 64 bad configuration.
 
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use albwatch::classify::{LbSettings, LoadBalancers, classify};
+use albwatch::alert::{Status, Transition};
+use albwatch::app::{self, Input};
+use albwatch::classify::{Cause, LbSettings, LoadBalancers, classify};
+use albwatch::config::{Config, ConfigError, RawConfig};
 use albwatch::lines::{self, DEFAULT_MAX_LINE_BYTES, Line, LineReader};
 use albwatch::parse::parse_line;
 use albwatch::render;
@@ -35,6 +41,77 @@ enum Command {
     /// line per input line, in order. A line that is not an ALB access-log entry gives
     /// {"error": "<kind>", "line": <n>} and the rest carries on.
     Parse(ParseArgs),
+    /// Run the whole pipeline over log files in event time and print a summary.
+    ///
+    /// Windows and alerts follow the data's own clock, so replaying yesterday's files gives
+    /// the alerts they would have given live.
+    Replay(ReplayArgs),
+    /// Run the daemon on built-in traffic with scripted incidents (no AWS account needed).
+    ///
+    /// Serves /metrics on the admin address and prints alerts as they fire and resolve.
+    /// Runs until Ctrl-C, or for --duration.
+    Demo(DemoArgs),
+    /// Run the daemon: read the configured inputs, serve /metrics, evaluate alerts.
+    Run(RunArgs),
+    /// Validate a configuration file and exit; names the bad key (exit 64) if any.
+    CheckConfig {
+        /// The TOML configuration file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// Log files to replay (plain or gzip); `-` or none reads stdin.
+    #[arg(value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Configuration file (TOML); defaults apply without it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Write every alert transition as a JSON line (Alertmanager v2 alert + "status").
+    #[arg(long, value_name = "FILE")]
+    alerts_out: Option<PathBuf>,
+    /// Write the final Prometheus exposition.
+    #[arg(long, value_name = "FILE")]
+    metrics_out: Option<PathBuf>,
+    /// Never draw the progress line (it is drawn only when stderr is a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+    /// Address of /metrics, /ready and /live.
+    #[arg(long, value_name = "ADDR", default_value = albwatch::config::DEFAULT_ADMIN_ADDR)]
+    admin_addr: String,
+    /// Generated requests per second.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(10..=100_000))]
+    rate: u32,
+    /// Seed of the traffic generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Configuration file (TOML) for thresholds and windows.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Configuration file (TOML); ALBWATCH_* variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address of /metrics, /ready and /live (overrides admin.addr).
+    #[arg(long, value_name = "ADDR")]
+    admin_addr: Option<String>,
+    /// Log files to read in addition to inputs.files.paths.
+    #[arg(value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Keep reading the files as they grow.
+    #[arg(long)]
+    follow: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +166,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Parse(args) => run_parse(args),
+        Command::Replay(args) => run_replay(args),
+        Command::Demo(args) => run_demo(args),
+        Command::Run(args) => run_daemon(args),
+        Command::CheckConfig { file } => check_config(&file),
     };
     match result {
         Ok(code) => code,
@@ -191,4 +272,279 @@ fn stdout_closed(e: io::Error) -> anyhow::Result<ExitCode> {
     } else {
         Err(e).context("writing output")
     }
+}
+
+/// Exit status for a configuration that cannot be used (as linkerd and sysexits' EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+/// Reads the optional config file, applies the environment and `adjust`, and validates.
+fn load_config(
+    path: Option<&Path>,
+    adjust: impl FnOnce(&mut RawConfig),
+) -> Result<Config, ConfigError> {
+    let mut raw = match path {
+        Some(p) => RawConfig::from_file(p)?,
+        None => RawConfig::default(),
+    };
+    raw.apply_env(std::env::vars())?;
+    adjust(&mut raw);
+    raw.validate()
+}
+
+fn bad_config(e: &ConfigError) -> anyhow::Result<ExitCode> {
+    eprintln!("albwatch: bad configuration: {e}");
+    Ok(ExitCode::from(EXIT_BAD_CONFIG))
+}
+
+fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
+    match load_config(Some(file), |_| {}) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok (admin {}, {} workers, windows {:?} s, alert window {} s)",
+                file.display(),
+                cfg.admin_addr,
+                cfg.pool.workers,
+                cfg.aggregate.windows_secs,
+                cfg.alerts.window_secs
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => bad_config(&e),
+    }
+}
+
+fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let cfg = match load_config(args.config.as_deref(), |_| {}) {
+        Ok(cfg) => cfg,
+        Err(e) => return bad_config(&e),
+    };
+    let mut alerts_out = match &args.alerts_out {
+        Some(p) => Some(BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut write_error = None;
+    let report = albwatch::replay::replay(&cfg, &args.files, !args.no_progress, &mut |t| {
+        if let Some(out) = alerts_out.as_mut() {
+            let line = t.alert.to_alertmanager(t.status).to_string();
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error.get_or_insert(e);
+            }
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing --alerts-out");
+    }
+    if let Some(mut out) = alerts_out {
+        out.flush().context("writing --alerts-out")?;
+    }
+    if let Some(path) = &args.metrics_out {
+        let registry = albwatch::export::new_registry();
+        let snapshot = report.snapshot.clone();
+        let at = snapshot.max_event_time.unwrap_or(snapshot.end);
+        albwatch::export::register_snapshot_metrics(
+            &registry,
+            Arc::new(move || snapshot.clone()),
+            Arc::new(move || at),
+        )?;
+        let (_, body) = albwatch::export::admin::encode(&registry)?;
+        std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut out = io::stdout().lock();
+    if let Err(e) = write_summary(&mut out, &report) {
+        return stdout_closed(e);
+    }
+    Ok(if report.unreadable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn write_summary(out: &mut impl Write, r: &albwatch::replay::ReplayReport) -> io::Result<()> {
+    use std::collections::BTreeMap;
+    let mut by_code: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut by_cause: BTreeMap<Cause, u64> = BTreeMap::new();
+    let mut failing: Vec<(u64, String)> = Vec::new();
+    for s in &r.snapshot.series {
+        let mut errors = 0;
+        for &(code, cause, n) in &s.totals {
+            *by_code.entry(code).or_default() += n;
+            *by_cause.entry(cause).or_default() += n;
+            if cause.is_alertable() {
+                errors += n;
+            }
+        }
+        if errors > 0 {
+            let l = &s.labels;
+            failing.push((
+                errors,
+                format!("{} (tg {}, {})", l.target, l.target_group, l.elb),
+            ));
+        }
+    }
+    let requests: u64 = by_code.values().sum();
+    writeln!(
+        out,
+        "replayed {} lines in {:.2} s ({:.0} lines/s): {} requests counted, {} lines not counted, {} late",
+        r.lines,
+        r.seconds,
+        r.lines as f64 / r.seconds.max(1e-9),
+        requests,
+        r.failed,
+        r.snapshot.late_entries
+    )?;
+    for (kind, n) in &r.errors {
+        writeln!(out, "  not counted: {n} {kind}")?;
+    }
+    let mut codes: Vec<_> = by_code.into_iter().collect();
+    codes.sort_by_key(|c| std::cmp::Reverse(c.1));
+    writeln!(out, "top codes:")?;
+    for (code, n) in codes.iter().take(8) {
+        writeln!(out, "  {code:03}  {n}")?;
+    }
+    failing.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    writeln!(out, "top failing targets (faults):")?;
+    for (n, target) in failing.iter().take(8) {
+        writeln!(out, "  {n:>8}  {target}")?;
+    }
+    let mut causes: Vec<_> = by_cause.into_iter().collect();
+    causes.sort_by_key(|c| std::cmp::Reverse(c.1));
+    writeln!(out, "causes:")?;
+    for (cause, n) in &causes {
+        writeln!(out, "  {n:>8}  {}", cause.as_str())?;
+    }
+    writeln!(out, "alerts ({} transitions):", r.transitions.len())?;
+    for t in &r.transitions {
+        writeln!(out, "  {}", alert_line(t))?;
+    }
+    Ok(())
+}
+
+/// One human line per alert transition.
+fn alert_line(t: &Transition) -> String {
+    let a = &t.alert;
+    let label = |k: &str| a.labels.get(k).map_or("-", String::as_str);
+    let at = match t.status {
+        Status::Firing => a.starts_at_us,
+        Status::Resolved => a.ends_at_us.unwrap_or(a.starts_at_us),
+    };
+    let where_ = match a.labels.get("target") {
+        Some(target) => format!(
+            "target {target} (tg {}, {})",
+            label("target_group"),
+            label("elb")
+        ),
+        None if a.labels.contains_key("target_group") => {
+            format!("tg {} ({})", label("target_group"), label("elb"))
+        }
+        None => label("elb").to_string(),
+    };
+    let mut line = format!(
+        "{} {:<8} {} [{}] {}",
+        albwatch::alert::text::rfc3339_ms(at),
+        t.status.as_str().to_uppercase(),
+        label("cause"),
+        label("severity"),
+        where_
+    );
+    if t.status == Status::Firing {
+        if let Some(summary) = a.annotations.get("summary") {
+            line.push_str(&format!("\n      {summary}"));
+        }
+        if let Some(runbook) = a.annotations.get("runbook") {
+            line.push_str(&format!("\n      check first: {runbook}"));
+        }
+    }
+    line
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn print_alert(t: &Transition) {
+    println!("{}", alert_line(t));
+}
+
+fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let admin = args.admin_addr.clone();
+    let cfg = match load_config(args.config.as_deref(), |raw| raw.admin.addr = admin) {
+        Ok(cfg) => cfg,
+        Err(e) => return bad_config(&e),
+    };
+    eprintln!(
+        "albwatch demo: {} requests/s of generated ALB traffic with a scripted incident every few minutes; Ctrl-C stops",
+        args.rate
+    );
+    let duration = args.duration.map(Duration::from_secs);
+    runtime()?.block_on(app::run(
+        cfg,
+        vec![Input::Demo {
+            seed: args.seed,
+            requests_per_sec: args.rate,
+        }],
+        async move {
+            match duration {
+                Some(d) => tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = shutdown_signal() => {}
+                },
+                None => shutdown_signal().await,
+            }
+        },
+        Arc::new(print_alert),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = match load_config(args.config.as_deref(), |raw| {
+        if let Some(addr) = args.admin_addr {
+            raw.admin.addr = addr;
+        }
+        raw.inputs.files.paths.extend(args.files);
+        raw.inputs.files.follow |= args.follow;
+    }) {
+        Ok(cfg) => cfg,
+        Err(e) => return bad_config(&e),
+    };
+    let inputs = vec![Input::Files {
+        paths: cfg.files.paths.clone(),
+        follow: cfg.files.follow,
+    }];
+    runtime()?.block_on(app::run(
+        cfg,
+        inputs,
+        shutdown_signal(),
+        Arc::new(print_alert),
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,10 +6,10 @@
 //!
 //! Two halves keep locks off the per-line path: a worker fills its own [`BatchAccumulator`]
 //! line by line (no lock, no allocation once warm), then merges it into the shared
-//! [`Aggregator`] once per batch. Time is always an argument: the aggregator's clock is the
-//! largest event time seen, advanced by the wall clock only when the caller passes one (the
-//! daemon does, `replay` does not), so a quiet stream decays to zero live and replays are
-//! deterministic.
+//! [`Aggregator`] once per batch. Time is always an argument: the aggregator's clock is what
+//! the caller says — the wall clock in the daemon, so a quiet stream decays to zero, and the
+//! event-time watermark in `replay`, so replays are deterministic. Merging never moves the clock: the caller does, with [`Aggregator::advance`],
+//! so what counts as late depends on the caller's watermark, not on which worker merged first.
 
 pub mod series;
 
@@ -234,7 +234,6 @@ impl BatchAccumulator {
             local.cells.clear();
             local.samples.clear();
         }
-        agg.advance(None);
         if self.index.len() > self.max_local_series {
             self.index.clear();
             self.keys.clear();
@@ -419,14 +418,11 @@ impl Aggregator {
         }
     }
 
-    /// Moves the clock to the newest event, or to `wall_now` when that is later (the daemon),
-    /// closes buckets that fell behind the horizon and evicts series idle past the TTL.
-    pub fn advance(&mut self, wall_now: Option<i64>) {
-        let newest = self
-            .max_event
-            .unwrap_or(i64::MIN)
-            .max(wall_now.unwrap_or(i64::MIN));
-        self.clock = self.clock.max(newest);
+    /// Moves the clock forward to `now` (µs): the wall clock in the daemon, the event-time
+    /// watermark in `replay`. Buckets behind the horizon close (later entries for them count as
+    /// late) and series idle past the TTL are evicted. The clock never moves back.
+    pub fn advance(&mut self, now: i64) {
+        self.clock = self.clock.max(now);
         let horizon = self.horizon();
         let bucket_us = self.cfg.bucket_us();
         let idle_before = self

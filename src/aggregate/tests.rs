@@ -93,6 +93,7 @@ fn late_entries_count_in_totals_and_the_late_counter_only() {
         &mut agg,
         &[line_at(0, T0 + 60 * MINUTE_US, "10.0.1.17:8080")],
     );
+    agg.advance(T0 + 60 * MINUTE_US);
     // 15 min window + 2 min lateness: an entry from 30 minutes earlier is late.
     feed(
         &mut acc,
@@ -121,7 +122,7 @@ fn wall_clock_decays_a_quiet_stream() {
         agg.snapshot(T0 + SECOND_US).series[0].windows[0].errors(),
         1
     );
-    agg.advance(Some(T0 + 2 * MINUTE_US));
+    agg.advance(T0 + 2 * MINUTE_US);
     assert_eq!(
         agg.snapshot(T0 + 2 * MINUTE_US).series[0].windows[0].errors(),
         0
@@ -160,7 +161,7 @@ fn target_churn_stays_under_the_cap_and_idle_series_are_evicted() {
         .expect("overflow series");
     assert!(overflow.windows[0].requests >= 19_000);
     // Half an hour of silence later everything is evicted and room is back.
-    agg.advance(Some(T0 + 31 * MINUTE_US));
+    agg.advance(T0 + 31 * MINUTE_US);
     let snap = agg.snapshot(T0 + 31 * MINUTE_US);
     assert!(snap.series.is_empty());
     assert_eq!(snap.evicted_series, 51);

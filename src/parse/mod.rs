@@ -132,11 +132,13 @@ impl<'a> LogEntry<'a> {
 
     /// The short target-group name (`my-targets` in `…:targetgroup/my-targets/73e2d6bc…`).
     pub fn target_group_name(&self) -> Option<Text<'a>> {
+        // The ARN ends in `:targetgroup/NAME/ID`: NAME sits between the last two slashes.
         let arn = self.target_group_arn?.as_bytes();
-        let at = memchr::memmem::find(arn, b"targetgroup/")? + b"targetgroup/".len();
-        let rest = &arn[at..];
-        let end = memchr::memchr(b'/', rest).unwrap_or(rest.len());
-        Some(Text::new(&rest[..end]))
+        let last = memchr::memrchr(b'/', arn)?;
+        let before = memchr::memrchr(b'/', &arn[..last])?;
+        arn[..before]
+            .ends_with(b"targetgroup")
+            .then(|| Text::new(&arn[before + 1..last]))
     }
 }
 

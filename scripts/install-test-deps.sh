@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the real servers albwatch's tests talk to (Prometheus with promtool, Alertmanager
+# with amtool) on a fresh Debian 12 machine. Idempotent: does nothing when they are already
+# on PATH, so CI and developers can run it before every test run.
+set -euo pipefail
+
+# Debian puts the binaries in /usr/bin; the packages start nothing (no systemd on CI).
+missing=()
+for tool in promtool prometheus prometheus-alertmanager amtool; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "install-test-deps: promtool, prometheus, prometheus-alertmanager and amtool present"
+    exit 0
+fi
+echo "install-test-deps: missing ${missing[*]}; installing from Debian"
+
+# Root in containers has no sudo; everyone else needs it for apt-get.
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=(sudo)
+fi
+
+"${SUDO[@]}" apt-get update -q
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager
+
+# Fail here, not in a test, if the packages did not provide what the tests call.
+for tool in promtool prometheus prometheus-alertmanager amtool; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing" >&2; exit 1; }
+done
+promtool --version | head -n 1

@@ -1,0 +1,438 @@
+//! The alert rules: a pure engine that reads each owned [`Snapshot`] of the aggregator and
+//! decides which `(cause, group)` pairs are firing, with the group given by the cause's
+//! [`Scope`] (a target, a target group or a load balancer). It owns the alert state and the
+//! hysteresis that keeps a borderline condition from flapping, and hands on only
+//! [`Transition`]s (newly firing, resolved) plus the set of [`AlertEngine::active`] alerts,
+//! already shaped for Alertmanager v2 ([`Alert::to_alertmanager`]). Sending, resending and
+//! retrying belong to the Alertmanager client, not here.
+//!
+//! Like the rest of the hot path it reads no clock and does no I/O: the evaluation time is an
+//! argument, so tests and replays are deterministic. The state is bounded by the snapshot: at
+//! most one alert per alertable cause and group, and groups come from the aggregator's capped
+//! series table.
+
+mod rules;
+pub mod text;
+
+#[cfg(test)]
+mod tests;
+
+pub use rules::{AlertConfig, AlertConfigError, Rule, RuleConfig, Severity, default_rule};
+pub use text::alert_name;
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+
+use serde_json::{Map, Value};
+
+use crate::aggregate::series::SeriesLabels;
+use crate::aggregate::{Snapshot, TraceId, WindowCell, WindowSnapshot};
+use crate::classify::{Cause, Scope};
+
+const SECOND_US: i64 = 1_000_000;
+
+/// Whether a transition (or an Alertmanager post) starts or ends an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Firing,
+    Resolved,
+}
+
+impl Status {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Firing => "firing",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert, in Alertmanager's terms: the labels identify it (and never change while it is
+/// active), the annotations carry the latest numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    /// `alertname`, `cause`, `severity`, `elb`, `target_group` (target and target-group
+    /// scope), `target` (target scope), `code`.
+    pub labels: BTreeMap<String, String>,
+    /// `summary`, `description`, `runbook`, and `trace_id` when an example is known.
+    pub annotations: BTreeMap<String, String>,
+    /// The evaluation time at which it first fired, µs since the epoch.
+    pub starts_at_us: i64,
+    /// The evaluation time at which it resolved; `None` while firing.
+    pub ends_at_us: Option<i64>,
+}
+
+impl Alert {
+    /// The Alertmanager v2 `postableAlert` object (spec §6.6) plus a `status` field:
+    /// `labels`, `annotations`, `startsAt`, and `endsAt` when the end is known. Times are RFC
+    /// 3339 UTC with milliseconds. `generatorURL` is left to the client, which knows its own
+    /// address.
+    ///
+    /// The end is known when [`Alert::ends_at_us`] is set (the engine sets it on resolve; a
+    /// client may set a future end on resends, as Prometheus does). A `Resolved` post of an
+    /// alert without an end uses its start, so Alertmanager still reads it as resolved rather
+    /// than firing.
+    pub fn to_alertmanager(&self, status: Status) -> Value {
+        let set = |map: &BTreeMap<String, String>| {
+            Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            )
+        };
+        let mut obj = Map::new();
+        obj.insert("labels".into(), set(&self.labels));
+        obj.insert("annotations".into(), set(&self.annotations));
+        obj.insert(
+            "startsAt".into(),
+            Value::String(text::rfc3339_ms(self.starts_at_us)),
+        );
+        let ends = match status {
+            Status::Firing => self.ends_at_us,
+            Status::Resolved => Some(self.ends_at_us.unwrap_or(self.starts_at_us)),
+        };
+        if let Some(ends) = ends {
+            obj.insert("endsAt".into(), Value::String(text::rfc3339_ms(ends)));
+        }
+        obj.insert("status".into(), Value::String(status.as_str().into()));
+        Value::Object(obj)
+    }
+}
+
+/// A change the Alertmanager client must send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub status: Status,
+    pub alert: Alert,
+}
+
+/// A group of series, borrowed from a snapshot; `None` parts are not part of the grouping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupKey<'a> {
+    elb: &'a str,
+    target_group: Option<&'a str>,
+    target: Option<&'a str>,
+}
+
+impl<'a> GroupKey<'a> {
+    fn of(scope: Scope, labels: &'a SeriesLabels) -> Self {
+        let (target_group, target) = match scope {
+            Scope::Target => (Some(&*labels.target_group), Some(&*labels.target)),
+            Scope::TargetGroup => (Some(&*labels.target_group), None),
+            Scope::LoadBalancer => (None, None),
+        };
+        GroupKey {
+            elb: &labels.elb,
+            target_group,
+            target,
+        }
+    }
+
+    fn owned(self) -> Group {
+        Group {
+            elb: self.elb.to_owned(),
+            target_group: self.target_group.map(str::to_owned),
+            target: self.target.map(str::to_owned),
+        }
+    }
+}
+
+/// The owned identity of a group, kept across evaluations.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Group {
+    elb: String,
+    target_group: Option<String>,
+    target: Option<String>,
+}
+
+/// Requests of one cause in one group over the evaluation window.
+#[derive(Debug, Default)]
+struct Tally<'a> {
+    count: u64,
+    /// Requests by status code.
+    codes: Vec<(u16, u64)>,
+    /// An example trace and the size of the cell it came from: the biggest cell wins, so the
+    /// example is typical.
+    trace: Option<(u64, TraceId)>,
+    /// The series with the most requests of the cause (its count and window), whose latency
+    /// stands in for the group's.
+    top: Option<(u64, &'a WindowSnapshot)>,
+}
+
+impl Tally<'_> {
+    fn add(&mut self, cell: &WindowCell) {
+        self.count += cell.requests;
+        match self.codes.iter_mut().find(|(code, _)| *code == cell.code) {
+            Some((_, n)) => *n += cell.requests,
+            None => self.codes.push((cell.code, cell.requests)),
+        }
+        if let Some(trace) = cell.trace
+            && self.trace.is_none_or(|(n, _)| cell.requests > n)
+        {
+            self.trace = Some((cell.requests, trace));
+        }
+    }
+
+    /// Codes, most frequent first (ties by code, so labels are deterministic).
+    fn sorted_codes(&self) -> Vec<(u16, u64)> {
+        let mut codes = self.codes.clone();
+        codes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        codes
+    }
+
+    /// Roughly how long the cause's requests took, in seconds. The window keeps quantiles of
+    /// all the series' requests, not per cause; for causes that end in a timeout the cause's
+    /// requests are the slowest `share` of them, so the quantile that falls inside that slow
+    /// tail, nearest its middle, is a fair estimate.
+    fn elapsed_estimate(&self) -> Option<f64> {
+        let (n, window) = self.top?;
+        let q = window.elapsed_latency?;
+        let share = n as f64 / window.requests.max(1) as f64;
+        let middle = 1.0 - share / 2.0;
+        [(0.5, q.p50), (0.9, q.p90), (0.99, q.p99)]
+            .into_iter()
+            .filter(|(at, _)| *at > 1.0 - share)
+            .min_by(|a, b| (a.0 - middle).abs().total_cmp(&(b.0 - middle).abs()))
+            .map(|(_, v)| v)
+            .or(Some(q.p99))
+    }
+}
+
+/// An alert that is firing, or waiting out its hold time before resolving.
+#[derive(Debug)]
+struct Active {
+    alert: Alert,
+    /// When the condition was last seen false after being true; `None` while it holds.
+    clear_since: Option<i64>,
+    /// The evaluation that last saw the condition true.
+    seen: u64,
+}
+
+/// Evaluates the rules over successive snapshots and remembers what is firing.
+#[derive(Debug)]
+pub struct AlertEngine {
+    cfg: AlertConfig,
+    /// The effective rule of each cause, indexed by `cause as usize`.
+    rules: Vec<Option<Rule>>,
+    active: BTreeMap<(Cause, Group), Active>,
+    /// Counts evaluations, so the ones that saw a condition true can be told apart.
+    generation: u64,
+    /// Evaluations skipped because the snapshot lacked the evaluation window.
+    skipped: u64,
+}
+
+impl AlertEngine {
+    /// An engine with no active alerts. Check `cfg` with [`AlertConfig::validate`] and
+    /// [`AlertConfig::validate_windows`] first: the engine does not refuse a bad config, it
+    /// just never fires the rules that cannot match.
+    pub fn new(cfg: AlertConfig) -> Self {
+        // `Cause` is a fieldless enum declared in the order of `Cause::ALL`, so its
+        // discriminants are 0..ALL.len() and index this vector.
+        let rules = Cause::ALL.iter().map(|&c| cfg.rule(c)).collect();
+        AlertEngine {
+            cfg,
+            rules,
+            active: BTreeMap::new(),
+            generation: 0,
+            skipped: 0,
+        }
+    }
+
+    pub fn config(&self) -> &AlertConfig {
+        &self.cfg
+    }
+
+    /// The effective rule of `cause`, `None` when it does not alert.
+    pub fn rule(&self, cause: Cause) -> Option<Rule> {
+        self.rules.get(cause as usize).copied().flatten()
+    }
+
+    /// Alerts that are firing, including those waiting out `resolve_after_secs`, in
+    /// `(cause, group)` order. The client re-sends these while they last.
+    pub fn active(&self) -> impl Iterator<Item = &Alert> {
+        self.active.values().map(|a| &a.alert)
+    }
+
+    /// Evaluations that did nothing because the snapshot had no window of `window_secs`
+    /// (a config mismatch [`AlertConfig::validate_windows`] catches up front).
+    pub fn skipped_evaluations(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Evaluates every rule over `snapshot` at `now_us` (µs since the epoch) and returns what
+    /// changed: alerts that start firing, then alerts that resolve. A condition that turns
+    /// false starts a hold; the alert resolves once the condition has stayed false for
+    /// `resolve_after_secs`, and a condition that comes back within the hold changes
+    /// nothing. A group missing from the snapshot (its series evicted) counts as false.
+    pub fn evaluate(&mut self, snapshot: &Snapshot, now_us: i64) -> Vec<Transition> {
+        let Some(w) = snapshot.window_index(self.cfg.window_secs) else {
+            // Without the window there is no evidence either way: keep the state as it is.
+            self.skipped += 1;
+            return Vec::new();
+        };
+        self.generation += 1;
+        let generation = self.generation;
+
+        let mut totals: BTreeMap<GroupKey<'_>, u64> = BTreeMap::new();
+        let mut tallies: BTreeMap<(Cause, GroupKey<'_>), Tally<'_>> = BTreeMap::new();
+        // Requests per cause within one series; reused across series.
+        let mut per_series: Vec<(Cause, u64)> = Vec::new();
+        for series in &snapshot.series {
+            let Some(window) = series.windows.get(w).filter(|w| w.requests > 0) else {
+                continue;
+            };
+            let labels = &*series.labels;
+            for scope in [Scope::Target, Scope::TargetGroup, Scope::LoadBalancer] {
+                *totals.entry(GroupKey::of(scope, labels)).or_default() += window.requests;
+            }
+            per_series.clear();
+            for cell in &window.cells {
+                if cell.requests == 0 || self.rule(cell.cause).is_none() {
+                    continue;
+                }
+                let key = GroupKey::of(cell.cause.scope(), labels);
+                tallies.entry((cell.cause, key)).or_default().add(cell);
+                match per_series.iter_mut().find(|(c, _)| *c == cell.cause) {
+                    Some((_, n)) => *n += cell.requests,
+                    None => per_series.push((cell.cause, cell.requests)),
+                }
+            }
+            for &(cause, n) in &per_series {
+                let key = GroupKey::of(cause.scope(), labels);
+                if let Some(tally) = tallies.get_mut(&(cause, key))
+                    && tally.top.is_none_or(|(top, _)| n > top)
+                {
+                    tally.top = Some((n, window));
+                }
+            }
+        }
+
+        let mut out = Vec::new();
+        for (&(cause, key), tally) in &tallies {
+            let Some(rule) = self.rule(cause) else {
+                continue;
+            };
+            let total = totals.get(&key).copied().unwrap_or(0);
+            // Multiplying rather than dividing keeps a zero total from producing NaN.
+            let firing = tally.count >= rule.min_count
+                && total > 0
+                && tally.count as f64 >= rule.min_share * total as f64;
+            if !firing {
+                continue;
+            }
+            let annotations = self.annotations(cause, key, tally, total);
+            match self.active.entry((cause, key.owned())) {
+                Entry::Occupied(mut e) => {
+                    let active = e.get_mut();
+                    active.clear_since = None;
+                    active.seen = generation;
+                    // Labels stay as they were when the alert started: Alertmanager
+                    // identifies alerts by their labels, so a changed `code` would orphan
+                    // the old alert. Only the numbers move.
+                    active.alert.annotations = annotations;
+                }
+                Entry::Vacant(e) => {
+                    let alert = Alert {
+                        labels: labels(cause, key, rule, tally),
+                        annotations,
+                        starts_at_us: now_us,
+                        ends_at_us: None,
+                    };
+                    out.push(Transition {
+                        status: Status::Firing,
+                        alert: alert.clone(),
+                    });
+                    e.insert(Active {
+                        alert,
+                        clear_since: None,
+                        seen: generation,
+                    });
+                }
+            }
+        }
+
+        let hold = i64::from(self.cfg.resolve_after_secs) * SECOND_US;
+        let mut done = Vec::new();
+        for (id, active) in &mut self.active {
+            if active.seen == generation {
+                continue;
+            }
+            let since = *active.clear_since.get_or_insert(now_us);
+            // A clock that went backwards never shortens the hold.
+            if now_us.saturating_sub(since) >= hold {
+                done.push(id.clone());
+            }
+        }
+        for id in done {
+            if let Some(mut active) = self.active.remove(&id) {
+                active.alert.ends_at_us = Some(now_us);
+                out.push(Transition {
+                    status: Status::Resolved,
+                    alert: active.alert,
+                });
+            }
+        }
+        out
+    }
+
+    fn annotations(
+        &self,
+        cause: Cause,
+        key: GroupKey<'_>,
+        tally: &Tally<'_>,
+        total: u64,
+    ) -> BTreeMap<String, String> {
+        let subject = match (key.target_group, key.target) {
+            (Some(tg), Some(target)) => format!("{target} (tg {tg}, {})", key.elb),
+            (Some(tg), None) => format!("target group {tg} ({})", key.elb),
+            _ => key.elb.to_owned(),
+        };
+        let after = text::ends_in_timeout(cause)
+            .then(|| tally.elapsed_estimate())
+            .flatten()
+            .map(|s| format!(" after {}", text::duration(s)))
+            .unwrap_or_default();
+        let summary = format!(
+            "{} of requests to {subject} ended in {}{after} in the last {} ({} of {total})",
+            text::percent(tally.count as f64 / total as f64),
+            text::codes(&tally.sorted_codes()),
+            text::window(self.cfg.window_secs),
+            tally.count,
+        );
+        let mut a = BTreeMap::new();
+        a.insert("summary".to_owned(), summary);
+        a.insert(
+            "description".to_owned(),
+            text::description(cause).to_owned(),
+        );
+        a.insert("runbook".to_owned(), cause.hint().to_owned());
+        if let Some((_, trace)) = &tally.trace {
+            a.insert("trace_id".to_owned(), trace.as_str().into_owned());
+        }
+        a
+    }
+}
+
+/// The identifying labels of a new alert.
+fn labels(
+    cause: Cause,
+    key: GroupKey<'_>,
+    rule: Rule,
+    tally: &Tally<'_>,
+) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    l.insert("alertname".to_owned(), alert_name(cause));
+    l.insert("cause".to_owned(), cause.as_str().to_owned());
+    l.insert("severity".to_owned(), rule.severity.as_str().to_owned());
+    l.insert("elb".to_owned(), key.elb.to_owned());
+    if let Some(tg) = key.target_group {
+        l.insert("target_group".to_owned(), tg.to_owned());
+    }
+    if let Some(target) = key.target {
+        l.insert("target".to_owned(), target.to_owned());
+    }
+    if let Some(&(code, _)) = tally.sorted_codes().first() {
+        l.insert("code".to_owned(), format!("{code:03}"));
+    }
+    l
+}

@@ -1,0 +1,281 @@
+//! The daemon's wiring and shutdown order — the only place that knows every stage. It binds
+//! the admin port, starts the worker pool, the inputs (files, or the demo traffic generator),
+//! the alert evaluator on the wall clock and the admin server; on SIGTERM/SIGINT (or the end of
+//! `--duration`) it stops the inputs first, drains the queue through the workers, runs a final
+//! alert evaluation and stops the admin server, all within the grace period.
+
+use std::future::Future;
+use std::io::{BufRead, Read, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::aggregate::Aggregator;
+use crate::alert::{AlertEngine, Transition};
+use crate::config::Config;
+use crate::demo::DemoTraffic;
+use crate::export::admin::{self, Health};
+use crate::export::{new_registry, register_snapshot_metrics};
+use crate::lines;
+use crate::pipeline::{Pool, RawBatch, Submitter};
+
+/// How long shutdown may take before the process gives up on draining.
+pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
+
+/// Where the daemon's log lines come from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Files read to their end, or followed as they grow.
+    Files { paths: Vec<PathBuf>, follow: bool },
+    /// The built-in traffic generator with scripted incidents, in wall-clock time.
+    Demo { seed: u64, requests_per_sec: u32 },
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn wall_clock_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Runs the daemon until `stop` resolves (a signal, or the demo's `--duration`), calling
+/// `on_alert` for every alert transition.
+pub async fn run(
+    cfg: Config,
+    inputs: Vec<Input>,
+    stop: impl Future<Output = ()>,
+    on_alert: Arc<dyn Fn(&Transition) + Send + Sync>,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(cfg.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin port {}", cfg.admin_addr))?;
+    let admin_addr: SocketAddr = listener.local_addr()?;
+    eprintln!("albwatch: metrics on http://{admin_addr}/metrics");
+
+    let agg = Arc::new(Mutex::new(Aggregator::new(cfg.aggregate.clone())));
+    let registry = new_registry();
+    let pipeline_metrics = crate::pipeline::PipelineMetrics::register(&registry)?;
+    let source_agg = Arc::clone(&agg);
+    register_snapshot_metrics(
+        &registry,
+        Arc::new(move || {
+            let now = wall_clock_us();
+            let mut agg = source_agg.lock().unwrap_or_else(PoisonError::into_inner);
+            agg.advance(now);
+            agg.snapshot(now)
+        }),
+        Arc::new(wall_clock_us),
+    )?;
+    let pool = Pool::start(
+        &cfg.pool,
+        &cfg.aggregate,
+        Arc::new(cfg.load_balancers.clone()),
+        Arc::clone(&agg),
+        Arc::new(|| Some(wall_clock_us())),
+        Some(pipeline_metrics),
+    )?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let health = Health::new();
+    let admin_stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let admin_task = tokio::spawn(admin::serve(listener, registry, health.clone(), admin_stop));
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut input_threads = Vec::new();
+    for input in inputs {
+        let submitter = pool.submitter();
+        let stopping = Arc::clone(&stopping);
+        let batch_lines = cfg.batch_lines;
+        let max_line = cfg.pool.max_line_bytes;
+        input_threads.push(std::thread::spawn(move || match input {
+            Input::Files { paths, follow } => {
+                for path in paths {
+                    if let Err(e) =
+                        read_file(&path, follow, batch_lines, max_line, &submitter, &stopping)
+                    {
+                        eprintln!("albwatch: {}: {e:#}", path.display());
+                    }
+                }
+            }
+            Input::Demo {
+                seed,
+                requests_per_sec,
+            } => demo_input(seed, requests_per_sec, &submitter, &stopping),
+        }));
+    }
+
+    let engine = Arc::new(Mutex::new(AlertEngine::new(cfg.alerts.clone())));
+    let eval_every = Duration::from_secs(u64::from(cfg.aggregate.bucket_secs.clamp(1, 10)));
+    let alert_task = {
+        let agg = Arc::clone(&agg);
+        let engine = Arc::clone(&engine);
+        let on_alert = Arc::clone(&on_alert);
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(eval_every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => evaluate(&agg, &engine, on_alert.as_ref()),
+                    _ = rx.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
+    health.set_ready(true);
+
+    stop.await;
+    eprintln!("albwatch: shutting down");
+    health.set_ready(false);
+    stopping.store(true, Ordering::Relaxed);
+    let drained = tokio::task::spawn_blocking(move || {
+        for t in input_threads {
+            let _ = t.join();
+        }
+        pool.finish();
+    });
+    if tokio::time::timeout(GRACE_PERIOD, drained).await.is_err() {
+        eprintln!("albwatch: inputs did not drain within {GRACE_PERIOD:?}; exiting anyway");
+    }
+    evaluate(&agg, &engine, on_alert.as_ref());
+    let _ = stop_tx.send(true);
+    let _ = alert_task.await;
+    match tokio::time::timeout(GRACE_PERIOD, admin_task).await {
+        Ok(Ok(result)) => result.context("admin server")?,
+        Ok(Err(e)) => return Err(e).context("admin server task"),
+        Err(_) => eprintln!("albwatch: admin server did not stop within {GRACE_PERIOD:?}"),
+    }
+    Ok(())
+}
+
+fn evaluate(
+    agg: &Mutex<Aggregator>,
+    engine: &Mutex<AlertEngine>,
+    on_alert: &(dyn Fn(&Transition) + Send + Sync),
+) {
+    let now = wall_clock_us();
+    let snapshot = {
+        let mut agg = agg.lock().unwrap_or_else(PoisonError::into_inner);
+        agg.advance(now);
+        agg.snapshot(now)
+    };
+    let transitions = engine
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .evaluate(&snapshot, now);
+    for t in &transitions {
+        on_alert(t);
+    }
+}
+
+/// Generates demo traffic in wall-clock time, a batch every 250 ms, until told to stop.
+fn demo_input(seed: u64, requests_per_sec: u32, submitter: &Submitter, stopping: &AtomicBool) {
+    let mut traffic = DemoTraffic::new(seed, wall_clock_us(), requests_per_sec);
+    while !stopping.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(250));
+        let mut lines = Vec::new();
+        if traffic.generate_until(wall_clock_us(), &mut lines) > 0
+            && submitter.submit(RawBatch::new(lines)).is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Reads one file in batches; with `follow`, keeps reading as it grows (a shrinking file is
+/// taken as truncated and re-read from its start), until told to stop. Gzip files are read
+/// once: they are finished objects, not growing logs.
+fn read_file(
+    path: &std::path::Path,
+    follow: bool,
+    batch_lines: usize,
+    max_line: usize,
+    submitter: &Submitter,
+    stopping: &AtomicBool,
+) -> anyhow::Result<()> {
+    let submit = |lines: Vec<u8>| {
+        submitter
+            .submit(RawBatch::new(lines))
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let mut file = std::fs::File::open(path)?;
+    let mut magic = [0u8; 2];
+    let is_gzip = file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
+    file.seek(SeekFrom::Start(0))?;
+    if !follow || is_gzip {
+        let mut reader = lines::LineReader::new(lines::open(path)?, max_line);
+        let mut batch = Vec::new();
+        let mut n = 0;
+        while let Some((_, line)) = reader.next_line()? {
+            if stopping.load(Ordering::Relaxed) {
+                break;
+            }
+            if let lines::Line::Complete(bytes) = line {
+                batch.extend_from_slice(bytes);
+                batch.push(b'\n');
+                n += 1;
+            }
+            if n >= batch_lines {
+                submit(std::mem::take(&mut batch))?;
+                n = 0;
+            }
+        }
+        if !batch.is_empty() {
+            submit(batch)?;
+        }
+        return Ok(());
+    }
+    let mut reader = std::io::BufReader::new(file);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut batch = Vec::new();
+    let mut n = 0;
+    let mut position = 0u64;
+    while !stopping.load(Ordering::Relaxed) {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            if !batch.is_empty() {
+                submit(std::mem::take(&mut batch))?;
+                n = 0;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+            if std::fs::metadata(path).is_ok_and(|m| m.len() < position) {
+                reader = std::io::BufReader::new(std::fs::File::open(path)?);
+                position = 0;
+                pending.clear();
+            }
+            continue;
+        }
+        let len = chunk.len();
+        pending.extend_from_slice(chunk);
+        reader.consume(len);
+        position += len as u64;
+        // Only whole lines go on: the last one may still be being written.
+        if let Some(cut) = memchr::memrchr(b'\n', &pending) {
+            let rest = pending.split_off(cut + 1);
+            n += memchr::memchr_iter(b'\n', &pending).count();
+            batch.extend_from_slice(&pending);
+            pending = rest;
+        } else if pending.len() > max_line {
+            // A runaway line: drop what we have, the pipeline counts the rest as too long.
+            pending.clear();
+        }
+        if n >= batch_lines {
+            submit(std::mem::take(&mut batch))?;
+            n = 0;
+        }
+    }
+    if !batch.is_empty() {
+        submit(batch)?;
+    }
+    Ok(())
+}

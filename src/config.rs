@@ -1,0 +1,387 @@
+//! Configuration in two phases: a TOML file (every section optional, unknown keys rejected)
+//! plus `ALBWATCH_*` environment overrides and command-line flags become a [`RawConfig`], which
+//! [`RawConfig::validate`] turns into a [`Config`] — or into an error naming the bad key —
+//! before any port is bound or any thread started. It hands the validated settings to `main`
+//! and the app wiring.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::aggregate::AggregateConfig;
+use crate::alert::AlertConfig;
+use crate::classify::{LbSettings, LoadBalancers};
+use crate::lines::DEFAULT_MAX_LINE_BYTES;
+use crate::pipeline::PoolConfig;
+
+/// The admin port serves `/metrics`, `/ready` and `/live`; loopback unless configured.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9898";
+
+/// A configuration that cannot be used, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    /// The alert section's own error, which starts with its key inside `[alerts]`.
+    #[error("alerts.{0}")]
+    Alerts(#[from] crate::alert::AlertConfigError),
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The file's shape; every field has a default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub admin: RawAdmin,
+    pub pipeline: RawPipeline,
+    pub aggregate: RawAggregate,
+    pub load_balancers: RawLoadBalancers,
+    pub alerts: AlertConfig,
+    pub inputs: RawInputs,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// `host:port` of the admin listener.
+    pub addr: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            addr: DEFAULT_ADMIN_ADDR.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPipeline {
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Batches the bounded queue holds before inputs are pushed back.
+    pub queue_batches: usize,
+    /// Longest accepted log line.
+    pub max_line_bytes: usize,
+    /// Lines per batch for file inputs.
+    pub batch_lines: usize,
+}
+
+impl Default for RawPipeline {
+    fn default() -> Self {
+        RawPipeline {
+            workers: 0,
+            queue_batches: 64,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            batch_lines: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAggregate {
+    pub bucket_secs: u32,
+    pub windows_secs: Vec<u32>,
+    pub allowed_lateness_secs: u32,
+    pub max_series: usize,
+    pub series_ttl_secs: u32,
+}
+
+impl Default for RawAggregate {
+    fn default() -> Self {
+        let d = AggregateConfig::default();
+        RawAggregate {
+            bucket_secs: d.bucket_secs,
+            windows_secs: d.windows_secs,
+            allowed_lateness_secs: d.allowed_lateness_secs,
+            max_series: d.max_series,
+            series_ttl_secs: d.series_ttl_secs,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLoadBalancers {
+    /// `idle_timeout.timeout_seconds` of load balancers not listed below.
+    pub default_idle_timeout_secs: u32,
+    /// Per load balancer (`app/NAME/ID`).
+    pub idle_timeout_secs: std::collections::BTreeMap<String, u32>,
+}
+
+impl Default for RawLoadBalancers {
+    fn default() -> Self {
+        RawLoadBalancers {
+            default_idle_timeout_secs: LbSettings::DEFAULT_IDLE_TIMEOUT_SECS,
+            idle_timeout_secs: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInputs {
+    pub files: RawFiles,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFiles {
+    /// Log files to read (plain or gzip).
+    pub paths: Vec<PathBuf>,
+    /// Keep reading as the files grow (`tail -F`), instead of stopping at their end.
+    pub follow: bool,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub admin_addr: SocketAddr,
+    pub pool: PoolConfig,
+    pub batch_lines: usize,
+    pub aggregate: AggregateConfig,
+    pub load_balancers: LoadBalancers,
+    pub alerts: AlertConfig,
+    pub files: RawFiles,
+}
+
+impl RawConfig {
+    /// Reads a TOML file; a syntax error or unknown key names the file, line and key.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// Applies `ALBWATCH_*` variables from `vars` (the environment, in `main`).
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (name, value) in vars {
+            let number = |key: &str| {
+                value
+                    .parse::<usize>()
+                    .map_err(|_| invalid(key, format!("{value:?} is not a number")))
+            };
+            match name.as_str() {
+                "ALBWATCH_ADMIN_ADDR" => self.admin.addr = value.clone(),
+                "ALBWATCH_WORKERS" => self.pipeline.workers = number(&name)?,
+                "ALBWATCH_MAX_SERIES" => self.aggregate.max_series = number(&name)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let admin_addr = self.admin.addr.parse().map_err(|_| {
+            invalid(
+                "admin.addr",
+                format!("{:?} is not host:port", self.admin.addr),
+            )
+        })?;
+        let p = &self.pipeline;
+        if p.queue_batches == 0 {
+            return Err(invalid("pipeline.queue_batches", "must be at least 1"));
+        }
+        if p.max_line_bytes < 256 {
+            return Err(invalid("pipeline.max_line_bytes", "must be at least 256"));
+        }
+        if p.batch_lines == 0 {
+            return Err(invalid("pipeline.batch_lines", "must be at least 1"));
+        }
+        let workers = match p.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let a = &self.aggregate;
+        if a.bucket_secs == 0 || a.bucket_secs > 300 {
+            return Err(invalid("aggregate.bucket_secs", "must be 1..=300"));
+        }
+        if a.windows_secs.is_empty() {
+            return Err(invalid(
+                "aggregate.windows_secs",
+                "needs at least one window",
+            ));
+        }
+        if let Some(w) = a
+            .windows_secs
+            .iter()
+            .find(|&&w| w == 0 || w % a.bucket_secs != 0)
+        {
+            return Err(invalid(
+                "aggregate.windows_secs",
+                format!(
+                    "{w} is not a positive multiple of bucket_secs ({})",
+                    a.bucket_secs
+                ),
+            ));
+        }
+        let max_window = a.windows_secs.iter().copied().max().unwrap_or_default();
+        if a.series_ttl_secs < max_window {
+            return Err(invalid(
+                "aggregate.series_ttl_secs",
+                format!("must be at least the largest window ({max_window} s)"),
+            ));
+        }
+        if a.max_series == 0 {
+            return Err(invalid("aggregate.max_series", "must be at least 1"));
+        }
+        let idle = |key: &str, secs: u32| {
+            if (1..=4000).contains(&secs) {
+                Ok(LbSettings::with_idle_timeout_secs(secs))
+            } else {
+                Err(invalid(
+                    key,
+                    format!("{secs} is outside AWS's range 1..=4000"),
+                ))
+            }
+        };
+        let lbs = &self.load_balancers;
+        let load_balancers = LoadBalancers {
+            default: idle(
+                "load_balancers.default_idle_timeout_secs",
+                lbs.default_idle_timeout_secs,
+            )?,
+            overrides: lbs
+                .idle_timeout_secs
+                .iter()
+                .map(|(elb, &secs)| {
+                    Ok((
+                        elb.clone(),
+                        idle(&format!("load_balancers.idle_timeout_secs.{elb}"), secs)?,
+                    ))
+                })
+                .collect::<Result<_, ConfigError>>()?,
+        };
+        self.alerts.validate()?;
+        if !a.windows_secs.contains(&self.alerts.window_secs) {
+            return Err(invalid(
+                "alerts.window_secs",
+                format!(
+                    "{} is not one of aggregate.windows_secs {:?}",
+                    self.alerts.window_secs, a.windows_secs
+                ),
+            ));
+        }
+        Ok(Config {
+            admin_addr,
+            pool: PoolConfig {
+                workers,
+                queue_batches: p.queue_batches,
+                max_line_bytes: p.max_line_bytes,
+            },
+            batch_lines: p.batch_lines,
+            aggregate: AggregateConfig {
+                bucket_secs: a.bucket_secs,
+                windows_secs: a.windows_secs.clone(),
+                allowed_lateness_secs: a.allowed_lateness_secs,
+                max_series: a.max_series,
+                series_ttl_secs: a.series_ttl_secs,
+            },
+            load_balancers,
+            alerts: self.alerts,
+            files: self.inputs.files,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: "test.toml".into(),
+            message: e.to_string(),
+        })?;
+        raw.validate()
+    }
+
+    fn err(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let c = parse("").expect("defaults");
+        assert_eq!(c.admin_addr.to_string(), DEFAULT_ADMIN_ADDR);
+        assert_eq!(c.aggregate, AggregateConfig::default());
+        assert!(c.pool.workers >= 1);
+        assert_eq!(c.load_balancers.default, LbSettings::default());
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../deploy/albwatch.toml");
+        let c = parse(text).expect("deploy/albwatch.toml validates");
+        assert_eq!(
+            c.load_balancers.get(b"app/shop-prod/50dc6c495c0c9188"),
+            &LbSettings::with_idle_timeout_secs(120)
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        assert!(err("[pipeline]\nworkerz = 2").contains("workerz"));
+        assert!(err("[admin]\naddr = \"nowhere\"").starts_with("admin.addr"));
+        assert!(err("[aggregate]\nwindows_secs = [60, 95]").starts_with("aggregate.windows_secs"));
+        assert!(err("[aggregate]\nseries_ttl_secs = 60").starts_with("aggregate.series_ttl_secs"));
+        assert!(
+            err("[load_balancers.idle_timeout_secs]\n\"app/x/1\" = 0")
+                .starts_with("load_balancers.idle_timeout_secs.app/x/1")
+        );
+        assert!(err("[alerts]\nwindow_secs = 120").starts_with("alerts.window_secs"));
+        assert!(
+            err("[alerts.rules.target_5xx]\nmin_share = 1.5")
+                .starts_with("alerts.rules.target_5xx.min_share")
+        );
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let mut raw = RawConfig::default();
+        raw.apply_env([
+            (
+                "ALBWATCH_ADMIN_ADDR".to_string(),
+                "127.0.0.1:1234".to_string(),
+            ),
+            ("ALBWATCH_WORKERS".to_string(), "3".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ])
+        .expect("applies");
+        let c = raw.validate().expect("valid");
+        assert_eq!(c.admin_addr.port(), 1234);
+        assert_eq!(c.pool.workers, 3);
+        let mut raw = RawConfig::default();
+        let e = raw
+            .apply_env([("ALBWATCH_WORKERS".to_string(), "many".to_string())])
+            .expect_err("not a number");
+        assert!(e.to_string().starts_with("ALBWATCH_WORKERS"));
+    }
+}

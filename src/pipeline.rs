@@ -1,0 +1,480 @@
+//! The hot path and the threads that run it. A [`Worker`] turns one [`RawBatch`] of log lines
+//! into counts: split → parse → classify → tally in its own accumulator, then one merge into
+//! the shared [`Aggregator`] under one lock per batch. A [`Pool`] runs a fixed number of
+//! workers fed by a bounded channel (backpressure, never an unbounded queue) and reports each
+//! batch's [`BatchOutcome`] through the batch's acknowledgement, so inputs acknowledge only
+//! after the work (Firehose replies, Kinesis checkpoints).
+//!
+//! `process_batch` reads no clock: the caller passes the wall-clock time (the daemon) or
+//! nothing (`replay`, where time is the data's own).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::aggregate::{AggregateConfig, Aggregator, BatchAccumulator};
+use crate::classify::{LoadBalancers, classify};
+use crate::parse::{ErrorKind, parse_line};
+
+/// Called once with the batch's outcome, after its counts are merged.
+pub type Ack = Box<dyn FnOnce(BatchOutcome) + Send>;
+
+/// Newline-separated, already decoded ALB log lines, owned, with the acknowledgement to run
+/// once they are counted.
+pub struct RawBatch {
+    pub lines: Vec<u8>,
+    pub ack: Option<Ack>,
+}
+
+impl RawBatch {
+    pub fn new(lines: Vec<u8>) -> Self {
+        RawBatch { lines, ack: None }
+    }
+
+    pub fn with_ack(lines: Vec<u8>, ack: Ack) -> Self {
+        RawBatch {
+            lines,
+            ack: Some(ack),
+        }
+    }
+}
+
+/// What became of one batch's lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub lines: u64,
+    pub parsed: u64,
+    /// Indexed like [`ErrorKind::ALL`].
+    pub errors: [u64; ErrorKind::ALL.len()],
+    /// Lines over the line-length limit, skipped.
+    pub too_long: u64,
+    /// The oldest and newest event times of the batch, µs.
+    pub min_event_time: Option<i64>,
+    pub max_event_time: Option<i64>,
+}
+
+impl BatchOutcome {
+    pub fn failed(&self) -> u64 {
+        self.errors.iter().sum::<u64>() + self.too_long
+    }
+}
+
+/// The pipeline's own health metrics, registered on the app's registry.
+#[derive(Clone)]
+pub struct PipelineMetrics {
+    lines: IntCounterVec,
+    batch_seconds: Histogram,
+    queue_depth: IntGauge,
+}
+
+impl PipelineMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let lines = IntCounterVec::new(
+            Opts::new(
+                "albwatch_lines_total",
+                "Log lines read, by outcome: parsed, or the parse error kind, or line_too_long.",
+            ),
+            &["outcome"],
+        )?;
+        let batch_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "albwatch_batch_seconds",
+                "Time to parse, classify and merge one batch.",
+            )
+            .buckets(vec![
+                0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+            ]),
+        )?;
+        let queue_depth = IntGauge::new(
+            "albwatch_queue_depth",
+            "Batches waiting for a worker in the bounded queue.",
+        )?;
+        registry.register(Box::new(lines.clone()))?;
+        registry.register(Box::new(batch_seconds.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        // Every outcome exists from the start, so rates of rare errors are never "no data".
+        lines.with_label_values(&["parsed"]);
+        lines.with_label_values(&["line_too_long"]);
+        for kind in ErrorKind::ALL {
+            lines.with_label_values(&[kind.as_str()]);
+        }
+        Ok(PipelineMetrics {
+            lines,
+            batch_seconds,
+            queue_depth,
+        })
+    }
+
+    fn record(&self, outcome: &BatchOutcome, seconds: f64) {
+        self.lines
+            .with_label_values(&["parsed"])
+            .inc_by(outcome.parsed);
+        self.lines
+            .with_label_values(&["line_too_long"])
+            .inc_by(outcome.too_long);
+        for (kind, n) in ErrorKind::ALL.iter().zip(outcome.errors) {
+            if n > 0 {
+                self.lines.with_label_values(&[kind.as_str()]).inc_by(n);
+            }
+        }
+        self.batch_seconds.observe(seconds);
+    }
+}
+
+/// Turns batches into counts; one per thread, reused for every batch.
+pub struct Worker {
+    lbs: Arc<LoadBalancers>,
+    shared: Arc<Mutex<Aggregator>>,
+    acc: BatchAccumulator,
+    max_line_bytes: usize,
+}
+
+impl Worker {
+    pub fn new(
+        lbs: Arc<LoadBalancers>,
+        shared: Arc<Mutex<Aggregator>>,
+        cfg: &AggregateConfig,
+        max_line_bytes: usize,
+    ) -> Self {
+        Worker {
+            lbs,
+            shared,
+            acc: BatchAccumulator::new(cfg),
+            max_line_bytes,
+        }
+    }
+
+    /// Parses, classifies and counts every line of `batch`, then merges the counts into the
+    /// shared aggregator once; `now` (µs) advances its clock when given.
+    pub fn process_batch(&mut self, batch: &RawBatch, now: Option<i64>) -> BatchOutcome {
+        let mut outcome = BatchOutcome::default();
+        let data = &batch.lines[..];
+        let mut start = 0;
+        while start < data.len() {
+            let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+            let line = &data[start..end];
+            start = end + 1;
+            if line.is_empty() || line == b"\r" {
+                continue;
+            }
+            outcome.lines += 1;
+            if line.len() > self.max_line_bytes {
+                outcome.too_long += 1;
+                continue;
+            }
+            match parse_line(line) {
+                Ok(entry) => {
+                    outcome.parsed += 1;
+                    outcome.max_event_time = Some(
+                        outcome
+                            .max_event_time
+                            .map_or(entry.time, |t| t.max(entry.time)),
+                    );
+                    let cause = classify(&entry, self.lbs.get(entry.elb.as_bytes()));
+                    self.acc.add(&entry, cause);
+                }
+                Err(err) => {
+                    let i = ErrorKind::ALL
+                        .iter()
+                        .position(|k| *k == err.kind)
+                        .unwrap_or_default();
+                    outcome.errors[i] += 1;
+                }
+            }
+        }
+        // A poisoned lock means another worker panicked mid-merge; its counts are lost either
+        // way, and stopping every other worker would lose more.
+        let mut agg = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        self.acc.merge_into(&mut agg);
+        if let Some(now) = now {
+            agg.advance(now);
+        }
+        outcome
+    }
+}
+
+/// How workers learn the time: `None` in `replay` (event time only), the wall clock in the
+/// daemon.
+pub type Clock = Arc<dyn Fn() -> Option<i64> + Send + Sync>;
+
+/// Why a batch was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the pipeline queue is full")]
+    Full(RawBatch),
+    #[error("the pipeline is shut down")]
+    Closed(RawBatch),
+}
+
+impl std::fmt::Debug for RawBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawBatch")
+            .field("bytes", &self.lines.len())
+            .field("ack", &self.ack.is_some())
+            .finish()
+    }
+}
+
+/// The sending side of the pool's bounded queue; cheap to clone, one per input.
+#[derive(Clone)]
+pub struct Submitter {
+    tx: SyncSender<RawBatch>,
+    depth: Arc<AtomicUsize>,
+    metrics: Option<PipelineMetrics>,
+}
+
+impl Submitter {
+    /// Queues `batch`, waiting while the queue is full (inputs that can simply slow down:
+    /// files, replay).
+    pub fn submit(&self, batch: RawBatch) -> Result<(), SubmitError> {
+        self.note_depth(1);
+        self.tx.send(batch).map_err(|e| {
+            self.note_depth(-1);
+            SubmitError::Closed(e.0)
+        })
+    }
+
+    /// Queues `batch` only if there is room now (inputs that must answer at once: Firehose
+    /// replies 503 so the sender backs off).
+    pub fn try_submit(&self, batch: RawBatch) -> Result<(), SubmitError> {
+        self.note_depth(1);
+        self.tx.try_send(batch).map_err(|e| {
+            self.note_depth(-1);
+            match e {
+                TrySendError::Full(b) => SubmitError::Full(b),
+                TrySendError::Disconnected(b) => SubmitError::Closed(b),
+            }
+        })
+    }
+
+    fn note_depth(&self, delta: isize) {
+        let depth = if delta > 0 {
+            self.depth.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.depth.fetch_sub(1, Ordering::Relaxed) - 1
+        };
+        if let Some(m) = &self.metrics {
+            m.queue_depth.set(depth as i64);
+        }
+    }
+}
+
+/// A fixed set of worker threads behind one bounded queue.
+pub struct Pool {
+    submitter: Submitter,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// How to build a [`Pool`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub workers: usize,
+    pub queue_batches: usize,
+    pub max_line_bytes: usize,
+}
+
+impl Pool {
+    pub fn start(
+        cfg: &PoolConfig,
+        agg_cfg: &AggregateConfig,
+        lbs: Arc<LoadBalancers>,
+        shared: Arc<Mutex<Aggregator>>,
+        clock: Clock,
+        metrics: Option<PipelineMetrics>,
+    ) -> std::io::Result<Pool> {
+        let (tx, rx) = sync_channel::<RawBatch>(cfg.queue_batches.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        let depth = Arc::new(AtomicUsize::new(0));
+        let submitter = Submitter {
+            tx,
+            depth: Arc::clone(&depth),
+            metrics: metrics.clone(),
+        };
+        let mut threads = Vec::new();
+        for n in 0..cfg.workers.max(1) {
+            let worker = Worker::new(
+                Arc::clone(&lbs),
+                Arc::clone(&shared),
+                agg_cfg,
+                cfg.max_line_bytes,
+            );
+            let rx = Arc::clone(&rx);
+            let clock = Arc::clone(&clock);
+            let depth = Arc::clone(&depth);
+            let metrics = metrics.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("albwatch-worker-{n}"))
+                    .spawn(move || run_worker(worker, &rx, &clock, &depth, metrics.as_ref()))?,
+            );
+        }
+        Ok(Pool { submitter, threads })
+    }
+
+    pub fn submitter(&self) -> Submitter {
+        self.submitter.clone()
+    }
+
+    /// Stops taking batches, lets the workers finish what is queued and joins them. Every
+    /// [`Submitter`] clone must be dropped for the workers to see the end of the queue.
+    pub fn finish(self) {
+        let Pool { submitter, threads } = self;
+        drop(submitter);
+        for t in threads {
+            // A worker that panicked has already lost its batch; the others are joined anyway.
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_worker(
+    mut worker: Worker,
+    rx: &Mutex<Receiver<RawBatch>>,
+    clock: &Clock,
+    depth: &AtomicUsize,
+    metrics: Option<&PipelineMetrics>,
+) {
+    loop {
+        let batch = {
+            let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
+            match rx.recv() {
+                Ok(batch) => batch,
+                Err(_) => return,
+            }
+        };
+        let left = depth.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        let started = Instant::now();
+        let outcome = worker.process_batch(&batch, clock());
+        if let Some(m) = metrics {
+            m.queue_depth.set(left as i64);
+            m.record(&outcome, started.elapsed().as_secs_f64());
+        }
+        if let Some(ack) = batch.ack {
+            ack(outcome);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::Corpus;
+    use std::sync::mpsc::channel;
+
+    fn shared() -> Arc<Mutex<Aggregator>> {
+        Arc::new(Mutex::new(Aggregator::new(AggregateConfig::default())))
+    }
+
+    #[test]
+    fn worker_counts_good_and_bad_lines() {
+        let agg = shared();
+        let mut w = Worker::new(
+            Arc::new(LoadBalancers::default()),
+            Arc::clone(&agg),
+            &AggregateConfig::default(),
+            4096,
+        );
+        let mut lines = Corpus::generate(3, 100);
+        lines.extend_from_slice(b"garbage line\n\n");
+        lines.extend_from_slice(&[b'x'; 5000]);
+        lines.push(b'\n');
+        let outcome = w.process_batch(&RawBatch::new(lines), None);
+        assert_eq!(outcome.lines, 102);
+        assert_eq!(outcome.parsed, 100);
+        assert_eq!(outcome.too_long, 1);
+        assert_eq!(outcome.failed(), 2);
+        let snap = agg
+            .lock()
+            .expect("lock")
+            .snapshot(outcome.max_event_time.expect("events") + 1);
+        let total: u64 = snap
+            .series
+            .iter()
+            .flat_map(|s| &s.totals)
+            .map(|t| t.2)
+            .sum();
+        assert_eq!(total, 100);
+    }
+
+    #[test]
+    fn pool_acknowledges_every_batch_after_counting_it() {
+        let agg = shared();
+        let cfg = PoolConfig {
+            workers: 2,
+            queue_batches: 2,
+            max_line_bytes: 65_536,
+        };
+        let pool = Pool::start(
+            &cfg,
+            &AggregateConfig::default(),
+            Arc::new(LoadBalancers::default()),
+            Arc::clone(&agg),
+            Arc::new(|| None),
+            None,
+        )
+        .expect("threads");
+        let (done_tx, done_rx) = channel();
+        let submitter = pool.submitter();
+        for seed in 0..20 {
+            let done = done_tx.clone();
+            submitter
+                .submit(RawBatch::with_ack(
+                    Corpus::generate(seed, 50),
+                    Box::new(move |o| {
+                        let _ = done.send(o.parsed);
+                    }),
+                ))
+                .expect("queued");
+        }
+        drop(submitter);
+        pool.finish();
+        drop(done_tx);
+        let acked: Vec<u64> = done_rx.iter().collect();
+        assert_eq!(acked, vec![50; 20]);
+        let snap = agg.lock().expect("lock").snapshot(i64::MAX);
+        let total: u64 = snap
+            .series
+            .iter()
+            .flat_map(|s| &s.totals)
+            .map(|t| t.2)
+            .sum();
+        assert_eq!(total, 1000);
+    }
+
+    #[test]
+    fn try_submit_reports_a_full_queue() {
+        let agg = shared();
+        // No worker can take the first batch while we hold the aggregator lock.
+        let guard = agg.lock().expect("lock");
+        let cfg = PoolConfig {
+            workers: 1,
+            queue_batches: 1,
+            max_line_bytes: 65_536,
+        };
+        let pool = Pool::start(
+            &cfg,
+            &AggregateConfig::default(),
+            Arc::new(LoadBalancers::default()),
+            Arc::clone(&agg),
+            Arc::new(|| None),
+            None,
+        )
+        .expect("threads");
+        let s = pool.submitter();
+        let mut full = false;
+        for _ in 0..10 {
+            if let Err(SubmitError::Full(_)) = s.try_submit(RawBatch::new(Corpus::generate(1, 5))) {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the bounded queue must fill up");
+        drop(guard);
+        drop(s);
+        pool.finish();
+    }
+}
