@@ -53,6 +53,11 @@ enum Command {
     Demo(DemoArgs),
     /// Run the daemon: read the configured inputs, serve /metrics, evaluate alerts.
     Run(RunArgs),
+    /// Write the demo's traffic (with its scripted incidents) as an ALB log to stdout.
+    ///
+    /// Event times start at --start (default 2026-11-24T00:00:00Z); feed the output to
+    /// `albwatch replay` to see the incidents found in event time.
+    Generate(GenerateArgs),
     /// Validate a configuration file and exit; names the bad key (exit 64) if any.
     CheckConfig {
         /// The TOML configuration file.
@@ -96,6 +101,27 @@ struct DemoArgs {
     /// Configuration file (TOML) for thresholds and windows.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// Seconds of traffic to write (one incident cycle is 2250 s).
+    #[arg(long, default_value_t = 2250)]
+    seconds: u32,
+    /// Requests per second.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate: u32,
+    /// Seed of the traffic generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Event time of the first request (ISO 8601 UTC, e.g. 2026-11-24T00:00:00Z).
+    #[arg(long, default_value = "2026-11-24T00:00:00Z", value_parser = iso_time)]
+    start: i64,
+}
+
+fn iso_time(s: &str) -> Result<i64, String> {
+    albwatch::parse::timestamp_us(s.as_bytes())
+        .ok_or_else(|| format!("{s:?} is not an ISO 8601 UTC time like 2026-11-24T00:00:00Z"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -169,6 +195,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_replay(args),
         Command::Demo(args) => run_demo(args),
         Command::Run(args) => run_daemon(args),
+        Command::Generate(args) => run_generate(&args),
         Command::CheckConfig { file } => check_config(&file),
     };
     match result {
@@ -546,5 +573,26 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         shutdown_signal(),
         Arc::new(print_alert),
     ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
+    let mut traffic = albwatch::demo::DemoTraffic::new(args.seed, args.start, args.rate);
+    let end = args.start + i64::from(args.seconds) * 1_000_000;
+    let mut out = io::stdout().lock();
+    let mut buf = Vec::with_capacity(1 << 20);
+    // A minute at a time keeps memory flat for a day of traffic.
+    let mut until = args.start;
+    while until < end {
+        until = (until + 60_000_000).min(end);
+        buf.clear();
+        traffic.generate_until(until, &mut buf);
+        if let Err(e) = out.write_all(&buf) {
+            return stdout_closed(e);
+        }
+    }
+    if let Err(e) = out.flush() {
+        return stdout_closed(e);
+    }
     Ok(ExitCode::SUCCESS)
 }

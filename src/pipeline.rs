@@ -169,6 +169,11 @@ impl Worker {
             match parse_line(line) {
                 Ok(entry) => {
                     outcome.parsed += 1;
+                    outcome.min_event_time = Some(
+                        outcome
+                            .min_event_time
+                            .map_or(entry.time, |t| t.min(entry.time)),
+                    );
                     outcome.max_event_time = Some(
                         outcome
                             .max_event_time

@@ -103,12 +103,12 @@ impl Coordinator {
 
     /// Evaluates every tick up to and including `watermark`.
     fn evaluate_until(&mut self, watermark: i64, sink: &mut dyn FnMut(&Transition)) {
-        let Some(first_event) = self.prefix.max_event else {
+        let Some(first_event) = self.prefix.min_event else {
             return;
         };
-        let mut tick = self.next_tick.unwrap_or_else(|| {
-            (first_event.div_euclid(self.tick_us) + 1) * self.tick_us - self.lateness_us
-        });
+        let mut tick = self
+            .next_tick
+            .unwrap_or_else(|| (first_event.div_euclid(self.tick_us) + 1) * self.tick_us);
         while tick <= watermark {
             let snapshot = {
                 let mut agg = self.agg.lock().unwrap_or_else(PoisonError::into_inner);
