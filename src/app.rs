@@ -96,13 +96,13 @@ pub async fn run(
     for input in inputs {
         let submitter = pool.submitter();
         let stopping = Arc::clone(&stopping);
-        let batch_lines = cfg.batch_lines;
+        let batch_bytes = cfg.batch_bytes;
         let max_line = cfg.pool.max_line_bytes;
         input_threads.push(std::thread::spawn(move || match input {
             Input::Files { paths, follow } => {
                 for path in paths {
                     if let Err(e) =
-                        read_file(&path, follow, batch_lines, max_line, &submitter, &stopping)
+                        read_file(&path, follow, batch_bytes, max_line, &submitter, &stopping)
                     {
                         eprintln!("albwatch: {}: {e:#}", path.display());
                     }
@@ -167,7 +167,12 @@ fn evaluate(
     let snapshot = {
         let mut agg = agg.lock().unwrap_or_else(PoisonError::into_inner);
         agg.advance(now);
-        agg.snapshot(now)
+        let window = engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .config()
+            .window_secs;
+        agg.snapshot_of(now, &[window])
     };
     let transitions = engine
         .lock()
@@ -192,90 +197,89 @@ fn demo_input(seed: u64, requests_per_sec: u32, submitter: &Submitter, stopping:
     }
 }
 
-/// Reads one file in batches; with `follow`, keeps reading as it grows (a shrinking file is
-/// taken as truncated and re-read from its start), until told to stop. Gzip files are read
-/// once: they are finished objects, not growing logs.
+/// Reads one file in batches of whole lines; with `follow`, keeps reading as it grows (a
+/// shrinking file is taken as truncated and re-read from its start), until told to stop. Gzip
+/// files are read once: they are finished objects, not growing logs.
 fn read_file(
     path: &std::path::Path,
     follow: bool,
-    batch_lines: usize,
+    batch_bytes: usize,
     max_line: usize,
     submitter: &Submitter,
     stopping: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let submit = |lines: Vec<u8>| {
-        submitter
-            .submit(RawBatch::new(lines))
-            .map_err(|e| anyhow::anyhow!("{e}"))
+    let submit = |lines: Vec<u8>, too_long: u64| {
+        let mut batch = RawBatch::new(lines);
+        batch.too_long = too_long;
+        submitter.submit(batch).map_err(|e| anyhow::anyhow!("{e}"))
     };
     let mut file = std::fs::File::open(path)?;
     let mut magic = [0u8; 2];
     let is_gzip = file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
     file.seek(SeekFrom::Start(0))?;
     if !follow || is_gzip {
-        let mut reader = lines::LineReader::new(lines::open(path)?, max_line);
-        let mut batch = Vec::new();
-        let mut n = 0;
-        while let Some((_, line)) = reader.next_line()? {
+        let mut chunker = lines::Chunker::new(lines::open(path)?, max_line);
+        while let Some(chunk) = chunker.next_chunk(batch_bytes)? {
             if stopping.load(Ordering::Relaxed) {
                 break;
             }
-            if let lines::Line::Complete(bytes) = line {
-                batch.extend_from_slice(bytes);
-                batch.push(b'\n');
-                n += 1;
-            }
-            if n >= batch_lines {
-                submit(std::mem::take(&mut batch))?;
-                n = 0;
-            }
-        }
-        if !batch.is_empty() {
-            submit(batch)?;
+            submit(chunk.lines, chunk.too_long)?;
         }
         return Ok(());
     }
     let mut reader = std::io::BufReader::new(file);
     let mut pending: Vec<u8> = Vec::new();
     let mut batch = Vec::new();
-    let mut n = 0;
+    let mut too_long = 0;
+    let mut skipping = false;
     let mut position = 0u64;
     while !stopping.load(Ordering::Relaxed) {
         let chunk = reader.fill_buf()?;
         if chunk.is_empty() {
-            if !batch.is_empty() {
-                submit(std::mem::take(&mut batch))?;
-                n = 0;
+            if !batch.is_empty() || too_long > 0 {
+                submit(std::mem::take(&mut batch), std::mem::take(&mut too_long))?;
             }
             std::thread::sleep(Duration::from_millis(250));
             if std::fs::metadata(path).is_ok_and(|m| m.len() < position) {
                 reader = std::io::BufReader::new(std::fs::File::open(path)?);
                 position = 0;
                 pending.clear();
+                skipping = false;
             }
             continue;
         }
         let len = chunk.len();
-        pending.extend_from_slice(chunk);
+        let mut data = chunk;
+        if skipping {
+            // The rest of a runaway line: drop up to its end.
+            match memchr::memchr(b'\n', data) {
+                Some(at) => {
+                    skipping = false;
+                    data = &data[at + 1..];
+                }
+                None => data = &[],
+            }
+        }
+        pending.extend_from_slice(data);
         reader.consume(len);
         position += len as u64;
         // Only whole lines go on: the last one may still be being written.
         if let Some(cut) = memchr::memrchr(b'\n', &pending) {
             let rest = pending.split_off(cut + 1);
-            n += memchr::memchr_iter(b'\n', &pending).count();
             batch.extend_from_slice(&pending);
             pending = rest;
         } else if pending.len() > max_line {
-            // A runaway line: drop what we have, the pipeline counts the rest as too long.
+            // A runaway line is dropped, not held: count it and resynchronise at a newline.
             pending.clear();
+            too_long += 1;
+            skipping = true;
         }
-        if n >= batch_lines {
-            submit(std::mem::take(&mut batch))?;
-            n = 0;
+        if batch.len() >= batch_bytes {
+            submit(std::mem::take(&mut batch), std::mem::take(&mut too_long))?;
         }
     }
-    if !batch.is_empty() {
-        submit(batch)?;
+    if !batch.is_empty() || too_long > 0 {
+        submit(batch, too_long)?;
     }
     Ok(())
 }

@@ -78,8 +78,8 @@ pub struct RawPipeline {
     pub queue_batches: usize,
     /// Longest accepted log line.
     pub max_line_bytes: usize,
-    /// Lines per batch for file inputs.
-    pub batch_lines: usize,
+    /// Bytes of whole lines per batch for file inputs.
+    pub batch_bytes: usize,
 }
 
 impl Default for RawPipeline {
@@ -88,7 +88,7 @@ impl Default for RawPipeline {
             workers: 0,
             queue_batches: 64,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            batch_lines: 4096,
+            batch_bytes: 1 << 20,
         }
     }
 }
@@ -154,7 +154,7 @@ pub struct RawFiles {
 pub struct Config {
     pub admin_addr: SocketAddr,
     pub pool: PoolConfig,
-    pub batch_lines: usize,
+    pub batch_bytes: usize,
     pub aggregate: AggregateConfig,
     pub load_balancers: LoadBalancers,
     pub alerts: AlertConfig,
@@ -209,8 +209,8 @@ impl RawConfig {
         if p.max_line_bytes < 256 {
             return Err(invalid("pipeline.max_line_bytes", "must be at least 256"));
         }
-        if p.batch_lines == 0 {
-            return Err(invalid("pipeline.batch_lines", "must be at least 1"));
+        if p.batch_bytes < 4096 {
+            return Err(invalid("pipeline.batch_bytes", "must be at least 4096"));
         }
         let workers = match p.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -293,7 +293,7 @@ impl RawConfig {
                 queue_batches: p.queue_batches,
                 max_line_bytes: p.max_line_bytes,
             },
-            batch_lines: p.batch_lines,
+            batch_bytes: p.batch_bytes,
             aggregate: AggregateConfig {
                 bucket_secs: a.bucket_secs,
                 windows_secs: a.windows_secs.clone(),

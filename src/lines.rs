@@ -54,6 +54,95 @@ pub fn maybe_gzip<R: BufRead + 'static>(mut reader: R) -> io::Result<Box<dyn Buf
     }
 }
 
+/// Cuts a reader into batches of whole lines of about `target` bytes without looking at each
+/// line: the workers split lines, so the reading thread only copies. A line longer than
+/// `max_line` is skipped (never held whole) and counted.
+pub struct Chunker<R> {
+    inner: R,
+    max_line: usize,
+    carry: Vec<u8>,
+    /// Skipping the rest of an over-long line.
+    skipping: bool,
+}
+
+/// One batch from [`Chunker::next_chunk`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Chunk {
+    /// Whole lines, each ending in `\n` (the file's last line gets one if it lacked it).
+    pub lines: Vec<u8>,
+    /// Lines skipped for being longer than the limit.
+    pub too_long: u64,
+}
+
+impl<R: BufRead> Chunker<R> {
+    pub fn new(inner: R, max_line: usize) -> Self {
+        Chunker {
+            inner,
+            max_line,
+            carry: Vec::new(),
+            skipping: false,
+        }
+    }
+
+    /// The next batch of at least `target` bytes (fewer at the end), or `None` when the
+    /// input is exhausted.
+    pub fn next_chunk(&mut self, target: usize) -> io::Result<Option<Chunk>> {
+        let mut chunk = Chunk::default();
+        loop {
+            let buf = match self.inner.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                if !self.carry.is_empty() && !self.skipping {
+                    chunk.lines.append(&mut self.carry);
+                    chunk.lines.push(b'\n');
+                }
+                self.carry.clear();
+                let done = chunk.lines.is_empty() && chunk.too_long == 0;
+                return Ok((!done).then_some(chunk));
+            }
+            let len = buf.len();
+            let mut rest = buf;
+            if self.skipping {
+                match memchr::memchr(b'\n', rest) {
+                    Some(at) => {
+                        self.skipping = false;
+                        rest = &rest[at + 1..];
+                    }
+                    None => rest = &[],
+                }
+            }
+            if let Some(first) = memchr::memchr(b'\n', rest) {
+                // The carried start of a line ends at the first newline; the lines after it
+                // are whole and go on as they are (the worker applies the length limit to
+                // them), up to the last newline.
+                let last = memchr::memrchr(b'\n', rest).unwrap_or(first);
+                if self.carry.len() + first > self.max_line {
+                    chunk.too_long += 1;
+                } else {
+                    chunk.lines.append(&mut self.carry);
+                    chunk.lines.extend_from_slice(&rest[..=first]);
+                }
+                self.carry.clear();
+                chunk.lines.extend_from_slice(&rest[first + 1..=last]);
+                rest = &rest[last + 1..];
+            }
+            self.carry.extend_from_slice(rest);
+            if self.carry.len() > self.max_line {
+                self.carry.clear();
+                self.skipping = true;
+                chunk.too_long += 1;
+            }
+            self.inner.consume(len);
+            if chunk.lines.len() >= target {
+                return Ok(Some(chunk));
+            }
+        }
+    }
+}
+
 /// One line from [`LineReader::next_line`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
@@ -164,6 +253,38 @@ mod tests {
             ]
         );
         assert!(collect(b"", 100).is_empty());
+    }
+
+    fn chunks(input: &[u8], max: usize, target: usize) -> (Vec<u8>, u64, usize) {
+        let reader = BufReader::with_capacity(4, Cursor::new(input.to_vec()));
+        let mut c = Chunker::new(reader, max);
+        let (mut all, mut too_long, mut n) = (Vec::new(), 0, 0);
+        while let Some(chunk) = c.next_chunk(target).expect("reads") {
+            assert!(chunk.lines.is_empty() || chunk.lines.ends_with(b"\n"));
+            all.extend(chunk.lines);
+            too_long += chunk.too_long;
+            n += 1;
+        }
+        (all, too_long, n)
+    }
+
+    #[test]
+    fn chunker_keeps_whole_lines_and_adds_a_last_newline() {
+        let (all, too_long, n) = chunks(b"ab\ncdefgh\n\nlast", 100, 3);
+        assert_eq!(all, b"ab\ncdefgh\n\nlast\n");
+        assert_eq!(too_long, 0);
+        assert!(n >= 2);
+        assert_eq!(chunks(b"", 100, 3), (Vec::new(), 0, 0));
+    }
+
+    #[test]
+    fn chunker_skips_lines_too_long_to_carry() {
+        let (all, too_long, _) =
+            chunks(b"short\nthis one is long\nok\nanother long line\n", 8, 1000);
+        assert_eq!(all, b"short\nok\n");
+        assert_eq!(too_long, 2);
+        let (all, too_long, _) = chunks(b"ok\nendless without newline", 8, 1000);
+        assert_eq!((all, too_long), (b"ok\n".to_vec(), 1));
     }
 
     #[test]

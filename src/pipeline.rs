@@ -27,18 +27,25 @@ pub type Ack = Box<dyn FnOnce(BatchOutcome) + Send>;
 /// once they are counted.
 pub struct RawBatch {
     pub lines: Vec<u8>,
+    /// Lines the input already dropped for being over the length limit, so they are counted
+    /// with the rest of the batch.
+    pub too_long: u64,
     pub ack: Option<Ack>,
 }
 
 impl RawBatch {
     pub fn new(lines: Vec<u8>) -> Self {
-        RawBatch { lines, ack: None }
+        RawBatch {
+            lines,
+            too_long: 0,
+            ack: None,
+        }
     }
 
     pub fn with_ack(lines: Vec<u8>, ack: Ack) -> Self {
         RawBatch {
-            lines,
             ack: Some(ack),
+            ..RawBatch::new(lines)
         }
     }
 }
@@ -151,7 +158,11 @@ impl Worker {
     /// Parses, classifies and counts every line of `batch`, then merges the counts into the
     /// shared aggregator once; `now` (µs) advances its clock when given.
     pub fn process_batch(&mut self, batch: &RawBatch, now: Option<i64>) -> BatchOutcome {
-        let mut outcome = BatchOutcome::default();
+        let mut outcome = BatchOutcome {
+            lines: batch.too_long,
+            too_long: batch.too_long,
+            ..BatchOutcome::default()
+        };
         let data = &batch.lines[..];
         let mut start = 0;
         while start < data.len() {

@@ -18,7 +18,7 @@ use anyhow::Context;
 use crate::aggregate::{Aggregator, Snapshot};
 use crate::alert::{AlertEngine, Transition};
 use crate::config::Config;
-use crate::lines::{self, Line, LineReader};
+use crate::lines::{self, Chunker};
 use crate::pipeline::{BatchOutcome, Pool, RawBatch};
 
 /// What a replay saw.
@@ -113,7 +113,7 @@ impl Coordinator {
             let snapshot = {
                 let mut agg = self.agg.lock().unwrap_or_else(PoisonError::into_inner);
                 agg.advance(tick);
-                agg.snapshot(tick)
+                agg.snapshot_of(tick, &[self.engine.config().window_secs])
             };
             for t in self.engine.evaluate(&snapshot, tick) {
                 sink(&t);
@@ -189,58 +189,36 @@ pub fn replay(
                 continue;
             }
         };
-        let mut reader = LineReader::new(reader, cfg.pool.max_line_bytes);
-        let mut batch = Vec::with_capacity(cfg.batch_lines * 800);
-        let mut in_batch = 0;
+        let mut chunker = Chunker::new(reader, cfg.pool.max_line_bytes);
         loop {
-            let next = match reader.next_line() {
-                Ok(next) => next,
+            let chunk = match chunker.next_chunk(cfg.batch_bytes) {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
                 Err(e) => {
                     eprintln!("albwatch replay: {}: {e}", path.display());
                     co.report.unreadable.push(path.display().to_string());
-                    None
+                    break;
                 }
             };
-            let end = next.is_none();
-            match next {
-                Some((_, Line::Complete(line))) => {
-                    batch.extend_from_slice(line);
-                    batch.push(b'\n');
-                    in_batch += 1;
-                    bytes_read += line.len() as u64 + 1;
-                }
-                Some((_, Line::TooLong { len })) => {
-                    co.report.lines += 1;
-                    co.report.failed += 1;
-                    *co.report.errors.entry("line_too_long").or_default() += 1;
-                    bytes_read += len as u64 + 1;
-                }
-                None => {}
+            bytes_read += chunk.lines.len() as u64;
+            while seq - co.prefix.next >= max_in_flight {
+                co.poll(true, sink);
             }
-            if in_batch > 0 && (in_batch >= cfg.batch_lines || end) {
-                while seq - co.prefix.next >= max_in_flight {
-                    co.poll(true, sink);
-                }
-                let done = done_tx.clone();
-                let this = seq;
-                let lines =
-                    std::mem::replace(&mut batch, Vec::with_capacity(cfg.batch_lines * 800));
-                submitter
-                    .submit(RawBatch::with_ack(
-                        lines,
-                        Box::new(move |o| {
-                            let _ = done.send((this, o));
-                        }),
-                    ))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                seq += 1;
-                in_batch = 0;
-                co.poll(false, sink);
-                bar.show(bytes_read, co.report.lines, started);
-            }
-            if end {
-                break;
-            }
+            let done = done_tx.clone();
+            let this = seq;
+            let mut batch = RawBatch::with_ack(
+                chunk.lines,
+                Box::new(move |o| {
+                    let _ = done.send((this, o));
+                }),
+            );
+            batch.too_long = chunk.too_long;
+            submitter
+                .submit(batch)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            seq += 1;
+            co.poll(false, sink);
+            bar.show(bytes_read, co.report.lines, started);
         }
     }
     drop(submitter);

@@ -78,7 +78,7 @@ fn replay_names_every_incident_and_nothing_else() {
         let cfg = temp(&format!("workers-{workers}.toml"));
         fs::write(
             &cfg,
-            format!("[pipeline]\nworkers = {workers}\nbatch_lines = 1000\n"),
+            format!("[pipeline]\nworkers = {workers}\nbatch_bytes = 500000\n"),
         )
         .expect("config");
         let alerts_out = temp(&format!("alerts-{workers}.jsonl"));

@@ -77,8 +77,9 @@ impl AggregateConfig {
 }
 
 /// An example `trace_id` held inline (ALB's are 40 bytes), so keeping one per cell allocates
-/// nothing.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// nothing. Ordered, so merges can keep the smallest and the example does not depend on which
+/// worker merged first.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TraceId {
     len: u8,
     buf: [u8; 64],
@@ -102,6 +103,13 @@ impl TraceId {
 impl std::fmt::Debug for TraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.as_str())
+    }
+}
+
+fn smallest(a: Option<TraceId>, b: Option<TraceId>) -> Option<TraceId> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -216,8 +224,9 @@ impl BatchAccumulator {
         cell.requests += 1;
         cell.bytes_in += e.received_bytes;
         cell.bytes_out += e.sent_bytes;
-        if cell.trace.is_none() && cause.is_alertable() {
-            cell.trace = e.trace_id.and_then(|t| TraceId::new(t.as_bytes()));
+        if cause.is_alertable() {
+            let trace = e.trace_id.and_then(|t| TraceId::new(t.as_bytes()));
+            cell.trace = smallest(cell.trace, trace);
         }
         s.samples.push(Sample {
             time: e.time,
@@ -393,7 +402,7 @@ impl Aggregator {
                     c.requests += cell.requests;
                     c.bytes_in += cell.bytes_in;
                     c.bytes_out += cell.bytes_out;
-                    c.trace = c.trace.or(cell.trace);
+                    c.trace = smallest(c.trace, cell.trace);
                 }
                 None => bucket.cells.push(*cell),
             }
@@ -456,9 +465,13 @@ impl Aggregator {
 
     /// An owned view of every series and of the windows ending at `end` (exclusive).
     pub fn snapshot(&self, end: i64) -> Snapshot {
-        let windows: Vec<i64> = self
-            .cfg
-            .windows_secs
+        self.snapshot_of(end, &self.cfg.windows_secs)
+    }
+
+    /// Like [`Aggregator::snapshot`] with only the windows of `windows_secs` (the alert rules
+    /// need one; summing the others at every evaluation tick would be wasted work).
+    pub fn snapshot_of(&self, end: i64, windows_secs: &[u32]) -> Snapshot {
+        let windows: Vec<i64> = windows_secs
             .iter()
             .map(|&w| i64::from(w) * SECOND_US)
             .collect();
@@ -480,7 +493,7 @@ impl Aggregator {
             .collect();
         Snapshot {
             end,
-            windows_secs: self.cfg.windows_secs.clone(),
+            windows_secs: windows_secs.to_vec(),
             series,
             max_event_time: self.max_event,
             late_entries: self.late_entries,
@@ -547,7 +560,7 @@ fn window(state: &SeriesState, from: i64, end: i64) -> WindowSnapshot {
             {
                 Some(c) => {
                     c.requests += cell.requests;
-                    c.trace = c.trace.or(cell.trace);
+                    c.trace = smallest(c.trace, cell.trace);
                 }
                 None => w.cells.push(WindowCell {
                     code: cell.code,
