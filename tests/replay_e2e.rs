@@ -66,7 +66,11 @@ fn time_us(rfc3339: &str) -> i64 {
 
 #[test]
 fn replay_names_every_incident_and_nothing_else() {
-    let seconds = 2 * albwatch::demo::cycle_secs();
+    // Two incident cycles by default; `ALBWATCH_E2E_SECONDS=86400` replays a whole day.
+    let seconds = std::env::var("ALBWATCH_E2E_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2 * albwatch::demo::cycle_secs());
     let log = temp("two-cycles.log");
     generate(&log, seconds, 20, 7);
     let start = time_us(START);
