@@ -1,8 +1,10 @@
 //! The daemon's wiring and shutdown order — the only place that knows every stage. It binds
-//! the admin port, starts the worker pool, the inputs (files, or the demo traffic generator),
-//! the alert evaluator on the wall clock and the admin server; on SIGTERM/SIGINT (or the end of
-//! `--duration`) it stops the inputs first, drains the queue through the workers, runs a final
-//! alert evaluation and stops the admin server, all within the grace period.
+//! the Firehose endpoint (when configured) and the admin port, starts the worker pool, the
+//! inputs (files, or the demo traffic generator), the alert evaluator on the wall clock and
+//! the admin server. On SIGTERM/SIGINT (or the end of `--duration`) it stops the inputs first —
+//! Firehose answers 503 to new requests while those in flight finish — then drains the queue
+//! through the workers, runs a final alert evaluation and stops the admin server, each step
+//! within the grace period.
 
 use std::future::Future;
 use std::io::{BufRead, Read, Seek, SeekFrom};
@@ -22,6 +24,7 @@ use crate::config::Config;
 use crate::demo::DemoTraffic;
 use crate::export::admin::{self, Health};
 use crate::export::{new_registry, register_snapshot_metrics};
+use crate::firehose::{self, FirehoseMetrics};
 use crate::lines;
 use crate::pipeline::{Pool, RawBatch, Submitter};
 
@@ -81,6 +84,40 @@ pub async fn run(
         Some(pipeline_metrics),
     )?;
 
+    // The Firehose endpoint is bound before the admin server takes the registry, so its
+    // metrics are registered; it stops first on shutdown (draining: new requests get 503).
+    let draining = Arc::new(AtomicBool::new(false));
+    let (firehose_stop_tx, firehose_stop_rx) = watch::channel(false);
+    let firehose_task = match cfg.firehose.addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the Firehose endpoint {addr}"))?;
+            let scheme = if cfg.firehose.is_tls() {
+                "https"
+            } else {
+                "http"
+            };
+            eprintln!(
+                "albwatch: Firehose endpoint on {scheme}://{}",
+                listener.local_addr()?
+            );
+            let metrics = FirehoseMetrics::register(&registry, &cfg.firehose)?;
+            let mut rx = firehose_stop_rx;
+            Some(tokio::spawn(firehose::serve(
+                listener,
+                cfg.firehose.clone(),
+                pool.submitter(),
+                metrics,
+                Arc::clone(&draining),
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => None,
+    };
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let health = Health::new();
     let admin_stop = {
@@ -137,6 +174,18 @@ pub async fn run(
     stop.await;
     eprintln!("albwatch: shutting down");
     health.set_ready(false);
+    draining.store(true, Ordering::Relaxed);
+    let _ = firehose_stop_tx.send(true);
+    if let Some(task) = firehose_task {
+        // Requests in flight finish (their batches are already queued) before the queue closes.
+        match tokio::time::timeout(GRACE_PERIOD, task).await {
+            Ok(Ok(Err(e))) => eprintln!("albwatch: Firehose endpoint: {e}"),
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("albwatch: Firehose requests did not finish within {GRACE_PERIOD:?}")
+            }
+        }
+    }
     stopping.store(true, Ordering::Relaxed);
     let drained = tokio::task::spawn_blocking(move || {
         for t in input_threads {

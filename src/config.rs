@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::aggregate::AggregateConfig;
 use crate::alert::AlertConfig;
 use crate::classify::{LbSettings, LoadBalancers};
+use crate::firehose::{FirehoseConfig, ValidFirehoseConfig};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::pipeline::PoolConfig;
 
@@ -30,6 +31,8 @@ pub enum ConfigError {
     Syntax { path: PathBuf, message: String },
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },
+    #[error("{0}")]
+    Firehose(#[from] crate::firehose::FirehoseConfigError),
     /// The alert section's own error, which starts with its key inside `[alerts]`.
     #[error("alerts.{0}")]
     Alerts(#[from] crate::alert::AlertConfigError),
@@ -52,6 +55,7 @@ pub struct RawConfig {
     pub load_balancers: RawLoadBalancers,
     pub alerts: AlertConfig,
     pub inputs: RawInputs,
+    pub firehose: FirehoseConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +163,8 @@ pub struct Config {
     pub load_balancers: LoadBalancers,
     pub alerts: AlertConfig,
     pub files: RawFiles,
+    /// The Firehose endpoint (`addr: None` = off).
+    pub firehose: ValidFirehoseConfig,
 }
 
 impl RawConfig {
@@ -189,6 +195,10 @@ impl RawConfig {
                 "ALBWATCH_ADMIN_ADDR" => self.admin.addr = value.clone(),
                 "ALBWATCH_WORKERS" => self.pipeline.workers = number(&name)?,
                 "ALBWATCH_MAX_SERIES" => self.aggregate.max_series = number(&name)?,
+                "ALBWATCH_FIREHOSE_ACCESS_KEY" => {
+                    self.firehose =
+                        std::mem::take(&mut self.firehose).with_env_key(Some(value.clone()));
+                }
                 _ => {}
             }
         }
@@ -286,7 +296,10 @@ impl RawConfig {
                 ),
             ));
         }
+        let mut firehose = self.firehose.validate()?;
+        firehose.max_line_bytes = p.max_line_bytes;
         Ok(Config {
+            firehose,
             admin_addr,
             pool: PoolConfig {
                 workers,

@@ -58,6 +58,11 @@ enum Command {
     /// Event times start at --start (default 2026-11-24T00:00:00Z); feed the output to
     /// `albwatch replay` to see the incidents found in event time.
     Generate(GenerateArgs),
+    /// Send log files to a Firehose HTTP endpoint exactly as Amazon Data Firehose does, and
+    /// report lines/s and request latency (a load driver and a wiring check).
+    ///
+    /// The access key is read from the environment variable named by --access-key-env.
+    FirehoseSend(albwatch::firehose_send::FirehoseSendArgs),
     /// Validate a configuration file and exit; names the bad key (exit 64) if any.
     CheckConfig {
         /// The TOML configuration file.
@@ -138,6 +143,10 @@ struct RunArgs {
     /// Keep reading the files as they grow.
     #[arg(long)]
     follow: bool,
+    /// Serve the Amazon Data Firehose HTTP endpoint on ADDR (overrides firehose.addr). The
+    /// access key comes from firehose.access_key or ALBWATCH_FIREHOSE_ACCESS_KEY, never a flag.
+    #[arg(long, value_name = "ADDR")]
+    firehose_addr: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -196,6 +205,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => run_demo(args),
         Command::Run(args) => run_daemon(args),
         Command::Generate(args) => run_generate(&args),
+        Command::FirehoseSend(args) => run_firehose_send(args),
         Command::CheckConfig { file } => check_config(&file),
     };
     match result {
@@ -559,6 +569,9 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         raw.inputs.files.paths.extend(args.files);
         raw.inputs.files.follow |= args.follow;
+        if let Some(addr) = args.firehose_addr {
+            raw.firehose.addr = Some(addr);
+        }
     }) {
         Ok(cfg) => cfg,
         Err(e) => return bad_config(&e),
@@ -595,4 +608,14 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         return stdout_closed(e);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_firehose_send(args: albwatch::firehose_send::FirehoseSendArgs) -> anyhow::Result<ExitCode> {
+    let report = runtime()?.block_on(albwatch::firehose_send::run(args, None))?;
+    println!("{report}");
+    Ok(if report.all_delivered() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

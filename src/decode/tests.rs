@@ -1,0 +1,799 @@
+//! Tests of the decode stage: every payload format end to end, JSON records under the three
+//! namings checked against the parser's view of the AWS example lines, every error leaving the
+//! output untouched, buffer reuse without allocation, and a deterministic fuzz run.
+
+use std::io::Write;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::parse::parse_line;
+
+const AWS_EXAMPLES: &str = include_str!("../../tests/fixtures/aws_examples.log");
+
+/// The AWS names of the 36 fields, in order (§1.2).
+const AWS_NAMES: [&str; 36] = [
+    "type",
+    "time",
+    "elb",
+    "client:port",
+    "target:port",
+    "request_processing_time",
+    "target_processing_time",
+    "response_processing_time",
+    "elb_status_code",
+    "target_status_code",
+    "received_bytes",
+    "sent_bytes",
+    "request",
+    "user_agent",
+    "ssl_cipher",
+    "ssl_protocol",
+    "target_group_arn",
+    "trace_id",
+    "domain_name",
+    "chosen_cert_arn",
+    "matched_rule_priority",
+    "request_creation_time",
+    "actions_executed",
+    "redirect_url",
+    "error_reason",
+    "target:port_list",
+    "target_status_code_list",
+    "classification",
+    "classification_reason",
+    "conn_trace_id",
+    "transformed_host",
+    "transformed_uri",
+    "request_transform_status",
+    "ip_address",
+    "target_error_code",
+    "elb_error_code",
+];
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    gzip_at(data, Compression::fast())
+}
+
+fn gzip_at(data: &[u8], level: Compression) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), level);
+    encoder.write_all(data).expect("writing to a Vec");
+    encoder.finish().expect("finishing a Vec")
+}
+
+fn examples() -> Vec<&'static str> {
+    AWS_EXAMPLES.lines().collect()
+}
+
+/// Decodes with default limits into a buffer that already holds something, and returns the
+/// result with only the appended bytes.
+fn decode(data: &[u8]) -> (Result<Decoded, DecodeError>, Vec<u8>) {
+    let mut out = b"earlier line\n".to_vec();
+    let result = decode_record(data, &DecodeLimits::default(), &mut out);
+    (result, out.split_off(b"earlier line\n".len()))
+}
+
+fn decoded(data: &[u8]) -> (Decoded, String) {
+    let (result, out) = decode(data);
+    let decoded = result.expect("decodes");
+    let out = String::from_utf8(out).expect("utf8");
+    assert_eq!(out.matches('\n').count(), decoded.lines, "{out}");
+    (decoded, out)
+}
+
+fn assert_fails(data: &[u8], limits: DecodeLimits, want: DecodeError) {
+    let mut out = b"earlier line\n".to_vec();
+    let before = out.clone();
+    let capacity = out.capacity();
+    assert_eq!(decode_record(data, &limits, &mut out), Err(want));
+    assert_eq!(out, before, "output touched on {want:?}");
+    // Growth that happened before the failure is kept, never the bytes.
+    assert!(out.capacity() >= capacity);
+}
+
+/// Splits an example line into its fields, quotes stripped (the examples hold no escapes).
+fn fields(line: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while !rest.is_empty() {
+        let (field, after) = if let Some(quoted) = rest.strip_prefix('"') {
+            let end = quoted.find("\" ").unwrap_or(quoted.len() - 1);
+            (&quoted[..end], &quoted[(end + 2).min(quoted.len())..])
+        } else {
+            let end = rest.find(' ').unwrap_or(rest.len());
+            (&rest[..end], &rest[(end + 1).min(rest.len())..])
+        };
+        out.push(field);
+        rest = after;
+    }
+    out
+}
+
+fn dash_is_null(v: &str) -> Value {
+    if v == "-" { Value::Null } else { json!(v) }
+}
+
+fn number_or_null(v: &str) -> Value {
+    if v == "-" {
+        return Value::Null;
+    }
+    if let Ok(n) = v.parse::<i64>() {
+        return json!(n);
+    }
+    json!(v.parse::<f64>().expect("a number"))
+}
+
+/// The record with the AWS field names, every value a string as in the line.
+fn aws_record(line: &str) -> String {
+    let mut obj = Map::new();
+    for (name, value) in AWS_NAMES.iter().zip(fields(line)) {
+        obj.insert((*name).into(), json!(value));
+    }
+    Value::Object(obj).to_string()
+}
+
+/// The record with the CloudFormation UPPER_SNAKE names: numbers where the field is numeric,
+/// the actions as an array.
+fn upper_record(line: &str) -> String {
+    let mut obj = Map::new();
+    for (i, (name, value)) in AWS_NAMES.iter().zip(fields(line)).enumerate() {
+        let name = match *name {
+            "request" => "REQUEST_LINE".to_owned(),
+            n => n.replace(':', "_").to_ascii_uppercase(),
+        };
+        let value = match i {
+            5..=7 | 10 | 11 => number_or_null(value),
+            22 if value != "-" => json!(value.split(',').collect::<Vec<_>>()),
+            _ => json!(value),
+        };
+        obj.insert(name, value);
+    }
+    Value::Object(obj).to_string()
+}
+
+/// The record with the Athena column names: split addresses and request line, `null` for `-`,
+/// numbers for numeric columns.
+fn athena_record(line: &str) -> String {
+    let mut obj = Map::new();
+    for (i, (name, value)) in AWS_NAMES.iter().zip(fields(line)).enumerate() {
+        match i {
+            3 | 4 => {
+                let (ip, port) = match value.rsplit_once(':') {
+                    Some((ip, port)) => (json!(ip), json!(port.parse::<u16>().expect("port"))),
+                    None => (Value::Null, Value::Null),
+                };
+                let side = if i == 3 { "client" } else { "target" };
+                obj.insert(format!("{side}_ip"), ip);
+                obj.insert(format!("{side}_port"), port);
+            }
+            12 => {
+                let (verb, rest) = value.split_once(' ').expect("verb");
+                let (url, proto) = rest.rsplit_once(' ').expect("proto");
+                obj.insert("request_verb".into(), dash_is_null(verb));
+                obj.insert("request_url".into(), dash_is_null(url));
+                obj.insert("request_proto".into(), dash_is_null(proto));
+            }
+            5..=11 | 20 => {
+                obj.insert((*name).into(), number_or_null(value));
+            }
+            22 if value != "-" => {
+                obj.insert((*name).into(), json!(value.split(',').collect::<Vec<_>>()));
+            }
+            _ => {
+                let name = name.replace(':', "_");
+                obj.insert(name, dash_is_null(value));
+            }
+        }
+    }
+    Value::Object(obj).to_string()
+}
+
+fn cloudwatch_envelope(messages: &[&str]) -> Vec<u8> {
+    let events: Vec<Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            json!({
+                "id": format!("3195310660696698337880902507980421114328961542429822156{i}"),
+                "timestamp": 1_432_826_855_000_u64,
+                "message": m,
+            })
+        })
+        .collect();
+    json!({
+        "owner": "111111111111",
+        "logGroup": "alb-access",
+        "logStream": "app/my-loadbalancer/50dc6c495c0c9188",
+        "subscriptionFilters": ["Destination"],
+        "messageType": "DATA_MESSAGE",
+        "logEvents": events,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Asserts that every line of `out` parses to the same entry as the example line beside it.
+fn assert_same_entries(out: &str, want: &[&str]) {
+    let got: Vec<&str> = out.lines().collect();
+    assert_eq!(got.len(), want.len(), "{out}");
+    for (got, want) in got.iter().zip(want) {
+        let g = parse_line(got.as_bytes());
+        let w = parse_line(want.as_bytes());
+        assert!(w.is_ok(), "{want}");
+        assert_eq!(g, w, "\n rendered: {got}\n original: {want}");
+    }
+}
+
+#[test]
+fn labels_are_distinct_snake_case() {
+    let formats: Vec<&str> = PayloadFormat::ALL.iter().map(|f| f.as_str()).collect();
+    let errors: Vec<&str> = DecodeError::ALL.iter().map(|e| e.as_str()).collect();
+    for labels in [&formats, &errors] {
+        let mut unique = labels.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), labels.len());
+        assert!(
+            labels
+                .iter()
+                .all(|l| l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        );
+    }
+}
+
+#[test]
+fn empty_record() {
+    let (d, out) = decoded(b"");
+    assert_eq!(
+        d,
+        Decoded {
+            format: PayloadFormat::Empty,
+            lines: 0
+        }
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn plain_lines_pass_through() {
+    let (d, out) = decoded(AWS_EXAMPLES.as_bytes());
+    assert_eq!(d.format, PayloadFormat::Lines);
+    assert_eq!(d.lines, 8);
+    assert_eq!(out, AWS_EXAMPLES);
+
+    // Firehose `AppendDelimiterToRecord` or a missing newline, CRLF and blank lines.
+    let first = examples()[0];
+    let (d, out) = decoded(first.as_bytes());
+    assert_eq!((d.lines, out), (1, format!("{first}\n")));
+    let (d, out) = decoded(format!("\n{first}\r\n\r\n\n{first}").as_bytes());
+    assert_eq!((d.lines, out), (2, format!("{first}\r\n{first}\n")));
+    assert_same_entries(&format!("{first}\r\n"), &[first]);
+}
+
+#[test]
+fn gzip_multi_member() {
+    let lines = examples();
+    let mut data = gzip(format!("{}\n", lines[..3].join("\n")).as_bytes());
+    data.extend(gzip(b""));
+    data.extend(gzip(format!("{}\n", lines[3..].join("\n")).as_bytes()));
+    let (d, out) = decoded(&data);
+    assert_eq!(d.format, PayloadFormat::GzipLines);
+    assert_eq!(d.lines, 8);
+    assert_eq!(out, AWS_EXAMPLES);
+
+    let (d, out) = decoded(&gzip(b""));
+    assert_eq!(
+        (d.format, d.lines, out.as_str()),
+        (PayloadFormat::GzipLines, 0, "")
+    );
+}
+
+#[test]
+fn cloudwatch_data_message_gzip() {
+    let lines = examples();
+    // One message holding two lines, as a multi-line log event would.
+    let two = format!("{}\n{}\n", lines[0], lines[1]);
+    let mut messages = vec![two.as_str()];
+    messages.extend(&lines[2..]);
+    let (d, out) = decoded(&gzip(&cloudwatch_envelope(&messages)));
+    assert_eq!(d.format, PayloadFormat::CloudWatchLogs);
+    assert_eq!(d.lines, 8);
+    assert_eq!(out, AWS_EXAMPLES);
+
+    // With Firehose's Decompression processor the envelope arrives as plain JSON.
+    let (d, out) = decoded(&cloudwatch_envelope(&lines));
+    assert_eq!(d.format, PayloadFormat::CloudWatchLogs);
+    assert_eq!(out, AWS_EXAMPLES);
+
+    let (d, out) = decoded(&gzip(&cloudwatch_envelope(&[])));
+    assert_eq!(
+        (d.format, d.lines, out.as_str()),
+        (PayloadFormat::CloudWatchLogs, 0, "")
+    );
+}
+
+#[test]
+fn cloudwatch_messages_that_are_json_records_are_rendered() {
+    let lines = examples();
+    let records: Vec<String> = lines.iter().map(|l| athena_record(l)).collect();
+    let mut messages: Vec<&str> = records.iter().map(String::as_str).collect();
+    // A JSON message that is not an ALB record is passed on for the parser to count.
+    messages.push(r#"{"eventVersion":"1.03"}"#);
+    let (d, out) = decoded(&gzip(&cloudwatch_envelope(&messages)));
+    assert_eq!(d.format, PayloadFormat::CloudWatchLogs);
+    assert_eq!(d.lines, 9);
+    let (rendered, foreign) = out.trim_end().rsplit_once('\n').expect("lines");
+    assert_same_entries(rendered, &lines);
+    assert_eq!(foreign, r#"{"eventVersion":"1.03"}"#);
+}
+
+#[test]
+fn cloudwatch_control_message() {
+    let control = json!({
+        "messageType": "CONTROL_MESSAGE",
+        "owner": "CloudwatchLogs",
+        "logGroup": "",
+        "logStream": "",
+        "subscriptionFilters": [],
+        "logEvents": [{"id": "", "timestamp": 1_432_826_855_000_u64,
+                       "message": "CWL CONTROL MESSAGE: Checking health of destination Firehose."}],
+    })
+    .to_string();
+    for data in [gzip(control.as_bytes()), control.into_bytes()] {
+        let (d, out) = decoded(&data);
+        assert_eq!(
+            d,
+            Decoded {
+                format: PayloadFormat::CloudWatchControl,
+                lines: 0
+            }
+        );
+        assert!(out.is_empty());
+    }
+}
+
+#[test]
+fn json_record_with_aws_names_renders_the_original_line() {
+    for line in examples() {
+        let (d, out) = decoded(aws_record(line).as_bytes());
+        assert_eq!((d.format, d.lines), (PayloadFormat::Json, 1));
+        // Every value a string: the rendering is byte for byte the line AWS wrote.
+        assert_eq!(out, format!("{line}\n"));
+    }
+}
+
+#[test]
+fn json_record_with_athena_names() {
+    for line in examples() {
+        let (d, out) = decoded(athena_record(line).as_bytes());
+        assert_eq!((d.format, d.lines), (PayloadFormat::Json, 1));
+        assert_same_entries(&out, &[line]);
+    }
+}
+
+#[test]
+fn json_record_with_upper_snake_names() {
+    for line in examples() {
+        let record = upper_record(line);
+        assert!(record.contains("\"CONN_TRACE_ID\"") && record.contains("\"REQUEST_LINE\""));
+        let (d, out) = decoded(record.as_bytes());
+        assert_eq!((d.format, d.lines), (PayloadFormat::Json, 1));
+        assert_same_entries(&out, &[line]);
+    }
+}
+
+#[test]
+fn json_arrays_lines_and_gzip() {
+    let lines = examples();
+    let records: Vec<String> = lines.iter().map(|l| athena_record(l)).collect();
+
+    let array = format!("[{}]", records.join(","));
+    let (d, out) = decoded(array.as_bytes());
+    assert_eq!((d.format, d.lines), (PayloadFormat::Json, 8));
+    assert_same_entries(&out, &lines);
+
+    let ndjson = format!("{}\n\n", records.join("\n"));
+    let (d, out) = decoded(ndjson.as_bytes());
+    assert_eq!((d.format, d.lines), (PayloadFormat::Json, 8));
+    assert_same_entries(&out, &lines);
+
+    let (d, out) = decoded(&gzip(ndjson.as_bytes()));
+    assert_eq!((d.format, d.lines), (PayloadFormat::GzipJson, 8));
+    assert_same_entries(&out, &lines);
+
+    // Pretty-printed JSON is one document, not lines.
+    let pretty =
+        serde_json::to_string_pretty(&serde_json::from_str::<Value>(&records[1]).expect("json"))
+            .expect("pretty");
+    let (d, out) = decoded(format!("\n  {pretty}\n").as_bytes());
+    assert_eq!((d.format, d.lines), (PayloadFormat::Json, 1));
+    assert_same_entries(&out, &lines[1..2]);
+
+    let (d, out) = decoded(b" [ ] ");
+    assert_eq!(
+        (d.format, d.lines, out.as_str()),
+        (PayloadFormat::Json, 0, "")
+    );
+}
+
+#[test]
+fn json_values_that_would_break_the_line_are_quoted_and_escaped() {
+    let record = json!({
+        "type": "https",
+        "time": "2018-07-02T22:23:00.186641Z",
+        "elb": "app/my-loadbalancer/50dc6c495c0c9188",
+        "client_ip": "2001:db8::1",
+        "client_port": "443",
+        "target:port": null,
+        "request_processing_time": -1,
+        "target_processing_time": 0.0,
+        "response_processing_time": 1.5,
+        "elb_status_code": 0,
+        "target_status_code": null,
+        "received_bytes": 0,
+        "sent_bytes": 18_446_744_073_709_551_615_u64,
+        "request": "GET https://example.com:443/a b HTTP/1.1",
+        "user_agent": "say \"hi\"\nnext\\line",
+        "ssl_cipher": "",
+        "target:port_list": ["10.0.0.1:80", "10.0.0.2:80"],
+        "unknown_future_field": {"nested": true},
+    });
+    let (d, out) = decoded(record.to_string().as_bytes());
+    assert_eq!(d.lines, 1);
+    let e = parse_line(out.as_bytes()).expect("parses");
+    assert_eq!(e.client.ip.as_bytes(), b"2001:db8::1");
+    assert_eq!(e.client.port, 443);
+    assert_eq!(e.target, None);
+    assert_eq!(e.request_processing_time, None);
+    assert_eq!(e.target_processing_time, Some(0));
+    assert_eq!(e.response_processing_time, Some(1_500_000));
+    // A JSON number 0 is the `000` of a forwarded HTTP/2 reset.
+    assert_eq!(e.elb_status_code, 0);
+    assert_eq!(e.sent_bytes, u64::MAX);
+    assert_eq!(
+        e.request.url.map(|u| u.as_bytes()),
+        Some(&b"https://example.com:443/a b"[..])
+    );
+    let agent = e.user_agent.expect("user agent");
+    assert_eq!(&*agent.decoded(), b"say \"hi\"\nnext\\line");
+    assert_eq!(e.ssl_cipher, None);
+    assert_eq!(
+        e.target_port_list.map(|t| t.as_bytes()),
+        Some(&b"10.0.0.1:80 10.0.0.2:80"[..])
+    );
+    assert_eq!(e.field_count, 26);
+}
+
+#[test]
+fn required_fields_only_record_has_twelve_fields() {
+    let (_, out) = decoded(br#"{"type":"http","sent_bytes":12}"#);
+    assert_eq!(out, "http - - - - - - - - - - 12\n");
+    assert_eq!(out.split(' ').count(), 12);
+}
+
+#[test]
+fn gzip_errors() {
+    let limits = DecodeLimits::default();
+    assert_fails(b"\x1f\x8b", limits, DecodeError::BadGzip);
+    assert_fails(b"\x1f\x8bnot gzip at all", limits, DecodeError::BadGzip);
+    let whole = gzip(AWS_EXAMPLES.as_bytes());
+    assert_fails(&whole[..whole.len() - 5], limits, DecodeError::BadGzip);
+    let mut flipped = whole.clone();
+    let crc = flipped.len() - 8;
+    flipped[crc] ^= 0xff;
+    assert_fails(&flipped, limits, DecodeError::BadGzip);
+    let mut trailing = whole.clone();
+    trailing.extend_from_slice(b"garbage");
+    assert_fails(&trailing, limits, DecodeError::BadGzip);
+}
+
+#[test]
+fn gzip_bomb_stops_at_the_cap() {
+    let limits = DecodeLimits {
+        max_decompressed_bytes: 1 << 20,
+        ..DecodeLimits::default()
+    };
+    // 64 MiB of zeros in 64 members of ~1 KiB each: cheap to build, expensive to trust.
+    let member = gzip_at(&vec![0u8; 1 << 20], Compression::best());
+    let bomb: Vec<u8> = member
+        .iter()
+        .copied()
+        .cycle()
+        .take(member.len() * 64)
+        .collect();
+    assert!(bomb.len() < 128 * 1024);
+    assert_fails(&bomb, limits, DecodeError::TooLarge);
+    let single = gzip(&vec![b'x'; (1 << 20) + 1]);
+    assert_fails(&single, limits, DecodeError::TooLarge);
+
+    let mut decoder = Decoder::new(limits);
+    let mut out = Vec::new();
+    assert_eq!(decoder.decode(&bomb, &mut out), Err(DecodeError::TooLarge));
+    assert!(out.is_empty());
+    assert!(
+        decoder.gzip.output.capacity() <= (1 << 20) + 1,
+        "inflated buffer grew to {}",
+        decoder.gzip.output.capacity()
+    );
+
+    // Exactly at the cap is fine, compressed or not.
+    let at_cap = vec![b'\n'; 1 << 20];
+    assert_eq!(
+        decoder.decode(&gzip(&at_cap), &mut out).map(|d| d.lines),
+        Ok(0)
+    );
+    assert_eq!(decoder.decode(&at_cap, &mut out).map(|d| d.lines), Ok(0));
+    let mut over = at_cap;
+    over.push(b'\n');
+    assert_eq!(decoder.decode(&over, &mut out), Err(DecodeError::TooLarge));
+}
+
+#[test]
+fn outsized_scratch_is_released_after_the_record() {
+    let record = athena_record(examples()[1]);
+    let count = (6 << 20) / record.len();
+    let array = format!("[{}]", vec![record.as_str(); count].join(","));
+    let mut decoder = Decoder::default();
+    let mut out = Vec::new();
+    let d = decoder.decode(&gzip(array.as_bytes()), &mut out);
+    assert_eq!(d.map(|d| d.lines), Ok(count));
+    assert!(decoder.gzip.output.capacity() <= RETAIN_BYTES);
+    assert!(decoder.json.envelope.copy.capacity() <= RETAIN_BYTES);
+    assert_eq!(decoder.json.envelope.tape.0.capacity(), 0);
+    // And the decoder still works.
+    out.clear();
+    let d = decoder.decode(record.as_bytes(), &mut out);
+    assert_eq!(d.map(|d| d.lines), Ok(1));
+}
+
+#[test]
+fn json_errors() {
+    let limits = DecodeLimits::default();
+    assert_fails(br#"{"type":"http""#, limits, DecodeError::BadJson);
+    assert_fails(b"{\"a\":\"\xff\"}", limits, DecodeError::BadJson);
+    assert_fails(&gzip(b"[1,"), limits, DecodeError::BadJson);
+    // One bad line spoils newline-delimited JSON as a whole.
+    let good = athena_record(examples()[0]);
+    assert_fails(
+        format!("{good}\n{{oops\n").as_bytes(),
+        limits,
+        DecodeError::BadJson,
+    );
+    // Nesting far past simd-json's depth limit is an error, not a stack overflow.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert_fails(deep.as_bytes(), limits, DecodeError::BadJson);
+    assert_fails(
+        br#"{"eventVersion":"1.03"}"#,
+        limits,
+        DecodeError::NotAlbJson,
+    );
+    assert_fails(b"[1, 2]", limits, DecodeError::NotAlbJson);
+    assert_fails(
+        format!("[{good}, {{}}]").as_bytes(),
+        limits,
+        DecodeError::NotAlbJson,
+    );
+    assert_fails(
+        format!("{good}\n{{\"x\":1}}").as_bytes(),
+        limits,
+        DecodeError::NotAlbJson,
+    );
+}
+
+#[test]
+fn cloudwatch_errors() {
+    let limits = DecodeLimits::default();
+    for envelope in [
+        json!({"messageType": "DATA_MESSAGE", "owner": "1"}),
+        json!({"messageType": "DATA_MESSAGE", "logEvents": {"message": "x"}}),
+        json!({"messageType": "DATA_MESSAGE", "logEvents": [{"message": "a"}, {"id": "1"}]}),
+        json!({"messageType": "DATA_MESSAGE", "logEvents": [{"message": 7}]}),
+        json!({"messageType": "SOMETHING_NEW", "logEvents": []}),
+        json!({"messageType": null}),
+    ] {
+        let text = envelope.to_string();
+        assert_fails(text.as_bytes(), limits, DecodeError::BadCloudWatch);
+        assert_fails(&gzip(text.as_bytes()), limits, DecodeError::BadCloudWatch);
+    }
+}
+
+#[test]
+fn a_decoder_is_reusable_across_formats_and_errors() {
+    let lines = examples();
+    let records: Vec<String> = lines.iter().map(|l| upper_record(l)).collect();
+    let inputs: Vec<Vec<u8>> = vec![
+        gzip(&cloudwatch_envelope(&lines)),
+        b"{broken".to_vec(),
+        records[2].clone().into_bytes(),
+        gzip(b"\x1f\x8b"),
+        AWS_EXAMPLES.as_bytes().to_vec(),
+        b"\x1f\x8b\x08\x00garbage".to_vec(),
+        gzip(format!("[{}]", records.join(",")).as_bytes()),
+        Vec::new(),
+    ];
+    let mut decoder = Decoder::default();
+    for round in 0..3 {
+        for input in &inputs {
+            let mut reused = b"x\n".to_vec();
+            let mut fresh = b"x\n".to_vec();
+            let got = decoder.decode(input, &mut reused);
+            let want = decode_record(input, &DecodeLimits::default(), &mut fresh);
+            assert_eq!(got, want, "round {round}");
+            assert_eq!(reused, fresh, "round {round}");
+        }
+    }
+}
+
+#[test]
+fn decoder_is_send() {
+    fn send<T: Send>() {}
+    send::<Decoder>();
+}
+
+/// Counts heap allocations per thread, so the test below sees only its own.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    fn count() {
+        // `try_with`: the allocator may run while the thread is being torn down.
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+
+    pub fn allocations() -> u64 {
+        ALLOCATIONS.try_with(Cell::get).unwrap_or(0)
+    }
+
+    // SAFETY: every call is forwarded unchanged to the system allocator.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count();
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count();
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count();
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: counting::Counting = counting::Counting;
+
+#[test]
+fn a_warm_decoder_allocates_nothing_per_record() {
+    let lines = examples();
+    let records: Vec<String> = lines.iter().map(|l| athena_record(l)).collect();
+    let json_messages: Vec<&str> = records.iter().map(String::as_str).collect();
+    let inputs: Vec<(&str, Vec<u8>)> = vec![
+        ("lines", AWS_EXAMPLES.as_bytes().to_vec()),
+        ("gzip lines", gzip(AWS_EXAMPLES.as_bytes())),
+        ("cloudwatch", gzip(&cloudwatch_envelope(&lines))),
+        (
+            "cloudwatch json",
+            gzip(&cloudwatch_envelope(&json_messages)),
+        ),
+        ("json", records[1].clone().into_bytes()),
+        (
+            "json array",
+            format!("[{}]", records.join(",")).into_bytes(),
+        ),
+        ("ndjson", records.join("\n").into_bytes()),
+        ("bad json", b"{\"type\":".to_vec()),
+    ];
+    let mut decoder = Decoder::default();
+    let mut out = Vec::with_capacity(1 << 16);
+    let cold = counting::allocations();
+    for (_, input) in &inputs {
+        let _ = decoder.decode(input, &mut out);
+        out.clear();
+    }
+    // The counter works: warming up allocates.
+    assert!(counting::allocations() > cold);
+    for (name, input) in &inputs {
+        let before = counting::allocations();
+        let _ = decoder.decode(input, &mut out);
+        out.clear();
+        assert_eq!(counting::allocations() - before, 0, "{name} allocated");
+    }
+}
+
+/// A tiny deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn random_and_mutated_records_never_panic() {
+    let lines = examples();
+    let records: Vec<String> = lines.iter().map(|l| athena_record(l)).collect();
+    let seeds: Vec<Vec<u8>> = vec![
+        AWS_EXAMPLES.as_bytes().to_vec(),
+        gzip(AWS_EXAMPLES.as_bytes()),
+        cloudwatch_envelope(&lines[..2]),
+        gzip(&cloudwatch_envelope(&lines[..2])),
+        gzip(&cloudwatch_envelope(&[records[0].as_str()])),
+        records[7].clone().into_bytes(),
+        upper_record(lines[1]).into_bytes(),
+        format!("[{},{}]", records[0], records[1]).into_bytes(),
+        format!("{}\n{}", records[2], records[3]).into_bytes(),
+        br#"{"messageType":"CONTROL_MESSAGE","logEvents":[]}"#.to_vec(),
+    ];
+    let prefixes: [&[u8]; 6] = [b"{", b"[", b"\x1f\x8b", b" \n{", b"http ", b""];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut decoder = Decoder::default();
+    let mut small = Decoder::new(DecodeLimits {
+        max_decompressed_bytes: 512,
+        ..DecodeLimits::default()
+    });
+    for case in 0..4000 {
+        let input = if case % 4 == 0 {
+            let mut input = prefixes[rng.below(prefixes.len())].to_vec();
+            let len = rng.below(300);
+            input.extend((0..len).map(|_| rng.next() as u8));
+            input
+        } else {
+            let mut input = seeds[rng.below(seeds.len())].clone();
+            for _ in 0..1 + rng.below(6) {
+                if input.is_empty() {
+                    break;
+                }
+                let at = rng.below(input.len());
+                match rng.below(4) {
+                    0 => input[at] = rng.next() as u8,
+                    1 => input.truncate(at),
+                    2 => input.insert(at, rng.next() as u8),
+                    _ => {
+                        let end = (at + rng.below(64)).min(input.len());
+                        let copy = input[at..end].to_vec();
+                        let to = rng.below(input.len());
+                        input.splice(to..to, copy);
+                    }
+                }
+            }
+            input
+        };
+        for decoder in [&mut decoder, &mut small] {
+            let mut out = b"sentinel\n".to_vec();
+            match decoder.decode(&input, &mut out) {
+                Ok(d) => {
+                    let added = &out[b"sentinel\n".len()..];
+                    assert!(out.starts_with(b"sentinel\n"), "case {case}");
+                    assert_eq!(
+                        added.iter().filter(|&&b| b == b'\n').count(),
+                        d.lines,
+                        "case {case}: {input:?}"
+                    );
+                    assert!(added.is_empty() || added.ends_with(b"\n"), "case {case}");
+                }
+                Err(_) => assert_eq!(out, b"sentinel\n", "case {case}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The Amazon Data Firehose HTTP endpoint destination (spec §4): an input that receives
+//! delivery requests over HTTP or HTTPS, checks them against the protocol, decodes every
+//! record with [`crate::decode`] and hands the lines to the pipeline as
+//! [`crate::pipeline::RawBatch`]es — answering 200 only once every batch is acknowledged, 503
+//! when the pipeline is full or the app is draining (Firehose backs off and retries), and
+//! repeating a committed request id's 200 without counting it again.
+//!
+//! Split like vector's `aws_kinesis_firehose` source:
+//! - [`config`]: the `[firehose]` section, raw → validated;
+//! - [`models`]: wire types (headers, request and response bodies, common attributes);
+//! - [`handler`]: the request handler (checks, capped body, decode, submit, acknowledge);
+//! - [`errors`]: [`RequestError`], each variant one status;
+//! - [`dedupe`]: request ids in flight and recently committed;
+//! - [`auth`]: the access key and its constant-time comparison;
+//! - [`metrics`]: [`FirehoseMetrics`], bounded labels;
+//! - [`tls`]: PEM loading and the handshaking listener.
+//!
+//! The app's side: validate [`FirehoseConfig`] before binding, register [`FirehoseMetrics`],
+//! bind `addr`, spawn [`serve`]; at shutdown set `draining`, resolve `shutdown`, await
+//! [`serve`] (it holds a [`Submitter`] clone until then), and only then finish the pool.
+
+pub(crate) mod auth;
+pub mod config;
+pub(crate) mod dedupe;
+pub mod errors;
+pub(crate) mod handler;
+pub mod metrics;
+pub mod models;
+pub mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tokio::net::TcpListener;
+
+use crate::pipeline::Submitter;
+
+pub use config::{FirehoseConfig, FirehoseConfigError, ValidFirehoseConfig};
+pub use errors::RequestError;
+pub use metrics::{DeliveryStats, FirehoseMetrics};
+
+/// Serves the endpoint on `listener` — HTTPS when `cfg` has a certificate, HTTP otherwise —
+/// until `shutdown` completes; requests in progress then finish (each within the pipeline's
+/// own pace) before this returns. Set `draining` first so that new requests are answered 503.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: ValidFirehoseConfig,
+    submitter: Submitter,
+    metrics: FirehoseMetrics,
+    draining: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let tls = cfg.tls.clone();
+    let shared = Arc::new(handler::Shared::new(
+        cfg,
+        submitter,
+        metrics.clone(),
+        draining,
+    ));
+    let app = handler::router(shared);
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(tls) => {
+            let listener = tls::TlsListener::new(listener, tls, metrics)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
