@@ -220,3 +220,100 @@ fn bad_config_exits_64_naming_the_key_before_binding() {
     );
     let _ = std::fs::remove_file(cfg);
 }
+
+#[test]
+fn firehose_deliveries_are_counted_exactly_once() {
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--firehose-addr",
+            "127.0.0.1:0",
+        ])
+        .env("ALBWATCH_FIREHOSE_ACCESS_KEY", "test-key")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts albwatch run");
+    let mut daemon = Daemon(child);
+    let stderr = lines_of(daemon.0.stderr.take().expect("stderr"));
+    let mut admin = None;
+    let mut firehose = None;
+    while admin.is_none() || firehose.is_none() {
+        let line = wait_for(&stderr, " on http://", Duration::from_secs(30));
+        let url = line.rsplit(' ').next().expect("url").to_string();
+        if line.contains("metrics") {
+            admin = url
+                .strip_prefix("http://")
+                .and_then(|u| u.strip_suffix("/metrics"))
+                .map(str::to_string);
+        } else if line.contains("Firehose") {
+            firehose = Some(url);
+        }
+    }
+    let (admin, firehose) = (admin.expect("admin"), firehose.expect("firehose"));
+
+    // The real load driver, gzip on, one line per record: 39 lines in one request.
+    let sent = Command::new(BIN)
+        .args([
+            "firehose-send",
+            "--gzip",
+            "--lines-per-record",
+            "1",
+            "--url",
+            &firehose,
+        ])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/causes.log"
+        ))
+        .env("ALBWATCH_FIREHOSE_ACCESS_KEY", "test-key")
+        .output()
+        .expect("runs firehose-send");
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stdout)
+    );
+    let report = String::from_utf8_lossy(&sent.stdout);
+    assert!(report.contains("39 of 39 lines delivered"), "{report}");
+
+    // Acknowledged after the work: the counts are there as soon as the 200 came back.
+    let (_, body) = http_get(&admin, "/metrics");
+    assert!(
+        body.contains(r#"albwatch_lines_total{outcome="parsed"} 39"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"albwatch_firehose_requests_total{status="200"} 1"#),
+        "{body}"
+    );
+    let counted: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("alb_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted, 39.0);
+
+    // A wrong key is refused and counts nothing.
+    let refused = Command::new(BIN)
+        .args(["firehose-send", "--max-retries", "0", "--url", &firehose])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/causes.log"
+        ))
+        .env("ALBWATCH_FIREHOSE_ACCESS_KEY", "wrong-key")
+        .output()
+        .expect("runs firehose-send");
+    assert!(!refused.status.success());
+    let (_, body) = http_get(&admin, "/metrics");
+    assert!(
+        body.contains(r#"albwatch_firehose_requests_total{status="403"} 1"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"albwatch_lines_total{outcome="parsed"} 39"#),
+        "{body}"
+    );
+}

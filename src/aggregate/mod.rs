@@ -372,7 +372,9 @@ impl Aggregator {
             buckets: VecDeque::new(),
             minutes: VecDeque::new(),
         });
-        state.last_seen = state.last_seen.max(local.max_time);
+        // Idle means nothing arrived: a series fed with old entries (a backfill, a late
+        // delivery) is alive now, so the clock at merge time counts as well as event time.
+        state.last_seen = state.last_seen.max(local.max_time).max(self.clock);
         self.max_event = Some(
             self.max_event
                 .map_or(local.max_time, |m| m.max(local.max_time)),

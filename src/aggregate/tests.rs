@@ -166,3 +166,20 @@ fn target_churn_stays_under_the_cap_and_idle_series_are_evicted() {
     assert!(snap.series.is_empty());
     assert_eq!(snap.evicted_series, 51);
 }
+
+/// Regression (daemon test): entries hours old arriving now (a backfill or a late Firehose
+/// delivery) made their series look idle, so the next tick evicted it and its totals vanished
+/// from the exposition.
+#[test]
+fn old_entries_arriving_now_keep_their_series_alive() {
+    let mut agg = Aggregator::new(cfg());
+    let mut acc = BatchAccumulator::new(agg.config());
+    let now = T0 + 6 * 60 * MINUTE_US;
+    agg.advance(now);
+    feed(&mut acc, &mut agg, &[line_at(0, T0, "10.0.1.17:8080")]);
+    agg.advance(now + SECOND_US);
+    let snap = agg.snapshot(now + SECOND_US);
+    assert_eq!(snap.series.len(), 1);
+    assert_eq!(snap.series[0].totals.iter().map(|t| t.2).sum::<u64>(), 1);
+    assert_eq!(snap.late_entries, 1);
+}
