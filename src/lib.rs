@@ -34,3 +34,5 @@ pub mod parse;
 pub mod pipeline;
 pub mod render;
 pub mod replay;
+#[cfg(test)]
+mod test_support;

@@ -3,33 +3,15 @@
 use super::*;
 use crate::classify::{LbSettings, classify};
 use crate::parse::parse_line;
+use crate::test_support::{cause_line, retimed_tokens};
 
 const T0: i64 = 1_795_514_400_000_000; // 2026-11-24T10:00:00Z
-const FIXTURE: &str = include_str!("../../tests/fixtures/causes.log");
 
 /// The fixture line `n` of causes.log re-timed to `at` (µs, 4 ms after its creation) and moved
 /// to `target`.
 fn line_at(n: usize, at: i64, target: &str) -> String {
-    let line = FIXTURE
-        .lines()
-        .nth(n)
-        .expect("fixture")
-        .replace("10.0.1.17:8080", target);
-    let time = |us| {
-        let mut out = Vec::new();
-        crate::corpus::write_time(&mut out, us, true);
-        String::from_utf8(out).expect("ascii")
-    };
-    let mut tokens: Vec<String> = line.split(' ').map(str::to_string).collect();
-    tokens[1] = time(at);
-    // request_creation_time is the last timestamp-shaped token of the fixture lines.
-    if let Some(i) = tokens
-        .iter()
-        .rposition(|t| t.starts_with("2026-") && t.ends_with('Z'))
-    {
-        tokens[i] = time(at - 4_000);
-    }
-    tokens.join(" ")
+    let line = cause_line(n).replace("10.0.1.17:8080", target);
+    retimed_tokens(&line, at, 4_000).join(" ")
 }
 
 fn feed(acc: &mut BatchAccumulator, agg: &mut Aggregator, lines: &[String]) {

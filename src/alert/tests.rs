@@ -5,11 +5,11 @@ use super::*;
 use crate::aggregate::{AggregateConfig, Aggregator, BatchAccumulator};
 use crate::classify::{LbSettings, classify};
 use crate::parse::parse_line;
+use crate::test_support::{CAUSES_LOG, retimed_tokens};
 
 const T0: i64 = 1_795_514_400_000_000; // 2026-11-24T10:00:00Z
 const SECOND: i64 = 1_000_000;
 const MINUTE: i64 = 60 * SECOND;
-const FIXTURE: &str = include_str!("../../tests/fixtures/causes.log");
 
 // Fixture lines by cause: the line number in tests/fixtures/causes.expected minus 1.
 const OK: usize = 0;
@@ -65,7 +65,7 @@ impl Line {
     }
 
     fn render(&self) -> String {
-        let line = FIXTURE
+        let line = CAUSES_LOG
             .lines()
             .nth(self.n)
             .expect("fixture line")
@@ -75,20 +75,7 @@ impl Line {
                 "targetgroup/web-prod/",
                 &format!("targetgroup/{}/", self.tg),
             );
-        let time = |us| {
-            let mut out = Vec::new();
-            crate::corpus::write_time(&mut out, us, true);
-            String::from_utf8(out).expect("ascii")
-        };
-        let mut tokens: Vec<String> = line.split(' ').map(str::to_string).collect();
-        tokens[1] = time(self.at);
-        // request_creation_time is the last timestamp-shaped token of the fixture lines.
-        if let Some(i) = tokens
-            .iter()
-            .rposition(|t| t.starts_with("2026-") && t.ends_with('Z'))
-        {
-            tokens[i] = time(self.at - self.elapsed);
-        }
+        let tokens = retimed_tokens(&line, self.at, self.elapsed);
         tokens.join(" ")
     }
 }

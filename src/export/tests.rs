@@ -14,11 +14,11 @@ use super::*;
 use crate::aggregate::{AggregateConfig, Aggregator, BatchAccumulator};
 use crate::classify::{LbSettings, classify};
 use crate::parse::parse_line;
+use crate::test_support::{cause_line, retimed_tokens};
 
 const T0: i64 = 1_795_514_400_000_000; // 2026-11-24T10:00:00Z
 const SECOND_US: i64 = 1_000_000;
 const MINUTE_US: i64 = 60 * SECOND_US;
-const FIXTURE: &str = include_str!("../../tests/fixtures/causes.log");
 const ELB: &str = "app/shop-prod/50dc6c495c0c9188";
 const TARGET: &str = "10.0.1.17:8080";
 
@@ -33,23 +33,9 @@ const REFUSED: usize = 28; // 502 target_refused_connection
 /// Fixture line `n` re-timed to `at` (µs; created 4 ms earlier), with `target_processing_time`
 /// replaced when `target_secs` is given.
 fn line_at(n: usize, at: i64, target_secs: Option<&str>) -> String {
-    let line = FIXTURE.lines().nth(n).expect("fixture line");
-    let time = |us| {
-        let mut out = Vec::new();
-        crate::corpus::write_time(&mut out, us, true);
-        String::from_utf8(out).expect("ascii")
-    };
-    let mut tokens: Vec<String> = line.split(' ').map(str::to_string).collect();
-    tokens[1] = time(at);
+    let mut tokens = retimed_tokens(cause_line(n), at, 4_000);
     if let Some(secs) = target_secs {
         tokens[6] = secs.to_owned();
-    }
-    // request_creation_time is the last timestamp-shaped token of the fixture lines.
-    if let Some(i) = tokens
-        .iter()
-        .rposition(|t| t.starts_with("2026-") && t.ends_with('Z'))
-    {
-        tokens[i] = time(at - 4_000);
     }
     tokens.join(" ")
 }
