@@ -4,8 +4,11 @@
 //! # Layout
 //! The pipeline runs `input → parse → classify → aggregate → export/alert`:
 //! - inputs: [`lines`] (plain or gzip'd files as bounded lines), [`replay`] (files in event
-//!   time), [`demo`] (generated traffic with scripted incidents), and the file reader of
-//!   [`app`]; each hands owned [`pipeline::RawBatch`]es to the bounded queue;
+//!   time), [`demo`] (generated traffic with scripted incidents), the file reader of [`app`],
+//!   and [`firehose`] (the Amazon Data Firehose HTTP endpoint, whose records go through
+//!   [`decode`]: gzip, CloudWatch Logs envelopes, JSON records, KPL aggregates); each hands
+//!   owned [`pipeline::RawBatch`]es to the bounded queue. [`kinesis`] holds the checkpoint
+//!   store of the Kinesis input being built; [`firehose_send`] is the Firehose load driver;
 //! - [`pipeline`]: worker threads that run the synchronous hot path on each batch and
 //!   acknowledge it only after its counts are merged;
 //! - [`parse`] turns one line into a borrowed [`parse::LogEntry`] (zero-copy, `nom`);
@@ -29,6 +32,7 @@ pub mod demo;
 pub mod export;
 pub mod firehose;
 pub mod firehose_send;
+pub mod kinesis;
 pub mod lines;
 pub mod parse;
 pub mod pipeline;

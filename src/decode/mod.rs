@@ -1,19 +1,24 @@
 //! The decode stage: turns the bytes of one delivered record (a Firehose record now, a Kinesis
 //! record later; already base64-decoded) into zero or more newline-terminated ALB access-log
 //! lines appended to a caller-owned buffer, and says which payload format it found. It
-//! recognises, in the order of spec §4.5/§5.9: an empty record; gzip (capped, multi-member),
+//! recognises, in the order of spec §4.5/§5.9: an empty record; a KPL aggregate (§5.7), whose
+//! user records are each detected again by the rules that follow; gzip (capped, multi-member),
 //! whose content is then detected again; JSON — a CloudWatch Logs subscription envelope
 //! (`DATA_MESSAGE` lines, `CONTROL_MESSAGE` skipped) or ALB records with named fields, which are
 //! rendered back into the standard space-separated line; and otherwise plain text lines. It
 //! hands the lines to the parser, which treats them exactly like lines read from a file.
 //!
 //! A record that cannot be decoded is one [`DecodeError`] (a closed set, safe as a metric
-//! label) and leaves the output buffer as it was, so the caller counts it and moves on.
-//! KPL aggregates (magic `F3 89 9A C2`, §5.7) are not recognised here: they fall through to
-//! plain text and fail to parse line by line.
+//! label) and leaves the output buffer as it was, so the caller counts it and moves on. A KPL
+//! aggregate is one record in this sense: if any of its user records fails, the aggregate
+//! fails with that user record's error and leaves nothing behind, as a JSON array with one bad
+//! item does. The aggregate is the unit an input acknowledges (one Kinesis sequence number),
+//! and its user records come from one producer, so a half-decoded aggregate would only hide
+//! the fault.
 
 mod gzip;
 mod json;
+mod kpl;
 mod record;
 mod text;
 
@@ -37,7 +42,9 @@ const RETAIN_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
     /// Largest content of one record after gunzip (or as delivered, when not compressed);
-    /// anything bigger is [`DecodeError::TooLarge`] and is never held whole in memory.
+    /// anything bigger is [`DecodeError::TooLarge`] and is never held whole in memory. For a
+    /// KPL aggregate it bounds both the aggregate as delivered and the sum of its user
+    /// records' contents, so packing many gzip'd user records into one aggregate buys nothing.
     pub max_decompressed_bytes: usize,
     /// Longest useful line. Not enforced here: over-long lines are handed on so the pipeline
     /// counts them as `line_too_long`, exactly as for files; it travels with the decode limits
@@ -71,10 +78,12 @@ pub enum PayloadFormat {
     Json,
     /// The same, gzip'd.
     GzipJson,
+    /// A KPL aggregate (§5.7); its user records may hold any of the formats above.
+    Kpl,
 }
 
 impl PayloadFormat {
-    pub const ALL: [PayloadFormat; 7] = [
+    pub const ALL: [PayloadFormat; 8] = [
         PayloadFormat::Empty,
         PayloadFormat::Lines,
         PayloadFormat::GzipLines,
@@ -82,6 +91,7 @@ impl PayloadFormat {
         PayloadFormat::CloudWatchControl,
         PayloadFormat::Json,
         PayloadFormat::GzipJson,
+        PayloadFormat::Kpl,
     ];
 
     /// The label value for metrics.
@@ -94,6 +104,7 @@ impl PayloadFormat {
             PayloadFormat::CloudWatchControl => "cloudwatch_control",
             PayloadFormat::Json => "json",
             PayloadFormat::GzipJson => "gzip_json",
+            PayloadFormat::Kpl => "kpl",
         }
     }
 }
@@ -111,15 +122,18 @@ pub enum DecodeError {
     BadCloudWatch,
     #[error("JSON that is not an ALB access-log record")]
     NotAlbJson,
+    #[error("KPL aggregate whose digest matches but whose protobuf is malformed")]
+    BadKpl,
 }
 
 impl DecodeError {
-    pub const ALL: [DecodeError; 5] = [
+    pub const ALL: [DecodeError; 6] = [
         DecodeError::BadGzip,
         DecodeError::TooLarge,
         DecodeError::BadJson,
         DecodeError::BadCloudWatch,
         DecodeError::NotAlbJson,
+        DecodeError::BadKpl,
     ];
 
     /// The label value for metrics.
@@ -130,6 +144,7 @@ impl DecodeError {
             DecodeError::BadJson => "bad_json",
             DecodeError::BadCloudWatch => "bad_cloudwatch",
             DecodeError::NotAlbJson => "not_alb_json",
+            DecodeError::BadKpl => "bad_kpl",
         }
     }
 }
@@ -194,25 +209,67 @@ impl Decoder {
     }
 
     fn decode_inner(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<Decoded, DecodeError> {
-        if data.is_empty() {
-            return Ok(Decoded {
-                format: PayloadFormat::Empty,
-                lines: 0,
-            });
+        let max = self.limits.max_decompressed_bytes;
+        if data.starts_with(&kpl::MAGIC) {
+            // The size check that plain content gets anyway, made before hashing the bytes.
+            if data.len() > max {
+                return Err(DecodeError::TooLarge);
+            }
+            if let Some(message) = kpl::message(data) {
+                return self.aggregate(message, out);
+            }
         }
-        if data.starts_with(&GZIP_MAGIC) {
-            let content = self
-                .gzip
-                .inflate(data, self.limits.max_decompressed_bytes)?;
-            return content_of(&mut self.json, content, true, out);
-        }
-        // The same cap as for inflated content, so a record's size means one thing whatever
-        // its encoding.
-        if data.len() > self.limits.max_decompressed_bytes {
-            return Err(DecodeError::TooLarge);
-        }
-        content_of(&mut self.json, data, false, out)
+        let mut budget = max;
+        payload(&mut self.gzip, &mut self.json, data, &mut budget, out)
     }
+
+    /// Decodes every user record of a KPL aggregate, in order, charging their contents to one
+    /// budget. User records are not checked for the KPL magic again: the KPL aggregates once
+    /// and the KCL de-aggregates once, so such a user record is plain text.
+    fn aggregate(&mut self, message: &[u8], out: &mut Vec<u8>) -> Result<Decoded, DecodeError> {
+        let aggregate = kpl::Aggregate::parse(message)?;
+        let Decoder { limits, gzip, json } = self;
+        let mut budget = limits.max_decompressed_bytes;
+        let mut lines = 0;
+        aggregate.for_each_data(|data| {
+            lines += payload(gzip, json, data, &mut budget, out)?.lines;
+            Ok(())
+        })?;
+        Ok(Decoded {
+            format: PayloadFormat::Kpl,
+            lines,
+        })
+    }
+}
+
+/// Decodes one payload that is not a KPL aggregate — a whole record, or one user record of an
+/// aggregate — and takes its content's size (after gunzip) off `budget`.
+fn payload(
+    gzip: &mut gzip::Inflater,
+    json: &mut json::JsonScratch,
+    data: &[u8],
+    budget: &mut usize,
+    out: &mut Vec<u8>,
+) -> Result<Decoded, DecodeError> {
+    if data.is_empty() {
+        return Ok(Decoded {
+            format: PayloadFormat::Empty,
+            lines: 0,
+        });
+    }
+    if data.starts_with(&GZIP_MAGIC) {
+        let content = gzip.inflate(data, *budget)?;
+        // `inflate` never returns more than the budget; saturating all the same.
+        *budget = budget.saturating_sub(content.len());
+        return content_of(json, content, true, out);
+    }
+    // The same cap as for inflated content, so a record's size means one thing whatever its
+    // encoding.
+    if data.len() > *budget {
+        return Err(DecodeError::TooLarge);
+    }
+    *budget -= data.len();
+    content_of(json, data, false, out)
 }
 
 /// Detects and decodes uncompressed content: JSON when it opens with `{` or `[` (after

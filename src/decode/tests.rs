@@ -612,6 +612,13 @@ fn a_decoder_is_reusable_across_formats_and_errors() {
         b"\x1f\x8b\x08\x00garbage".to_vec(),
         gzip(format!("[{}]", records.join(",")).as_bytes()),
         Vec::new(),
+        framed(&aggregate_message(&["pk"], &[], &mixed_user_records())),
+        framed(&aggregate_message(&[], &[], &mixed_user_records())),
+        framed(&aggregate_message(
+            &["pk"],
+            &[],
+            &[user(AWS_EXAMPLES), user("{")],
+        )),
     ];
     let mut decoder = Decoder::default();
     for round in 0..3 {
@@ -695,6 +702,23 @@ fn a_warm_decoder_allocates_nothing_per_record() {
         ),
         ("ndjson", records.join("\n").into_bytes()),
         ("bad json", b"{\"type\":".to_vec()),
+        (
+            "kpl",
+            framed(&aggregate_message(
+                &["pk-a", "pk-b"],
+                &["1"],
+                &mixed_user_records(),
+            )),
+        ),
+        (
+            "bad kpl",
+            framed(&aggregate_message(&[], &[], &[user("x")])),
+        ),
+        ("kpl, bad digest", {
+            let mut data = framed(&aggregate_message(&["pk"], &[], &[user(AWS_EXAMPLES)]));
+            data[KPL_MAGIC.len()] ^= 1;
+            data
+        }),
     ];
     let mut decoder = Decoder::default();
     let mut out = Vec::with_capacity(1 << 16);
@@ -794,6 +818,549 @@ fn random_and_mutated_records_never_panic() {
                 }
                 Err(_) => assert_eq!(out, b"sentinel\n", "case {case}"),
             }
+        }
+    }
+}
+
+// KPL aggregates (§5.7).
+
+/// A tiny protobuf writer, independent of the reader under test, for building aggregates.
+mod pb {
+    pub const VARINT: u8 = 0;
+    pub const I64: u8 = 1;
+    pub const LEN: u8 = 2;
+    pub const START_GROUP: u8 = 3;
+    pub const END_GROUP: u8 = 4;
+    pub const I32: u8 = 5;
+
+    pub fn varint(out: &mut Vec<u8>, mut value: u64) {
+        while value >= 0x80 {
+            out.push(value as u8 | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+
+    pub fn tag(out: &mut Vec<u8>, field: u32, wire: u8) {
+        varint(out, (u64::from(field) << 3) | u64::from(wire));
+    }
+
+    pub fn uint(out: &mut Vec<u8>, field: u32, value: u64) {
+        tag(out, field, VARINT);
+        varint(out, value);
+    }
+
+    pub fn bytes(out: &mut Vec<u8>, field: u32, value: &[u8]) {
+        tag(out, field, LEN);
+        varint(out, value.len() as u64);
+        out.extend_from_slice(value);
+    }
+
+    /// Unknown fields of every wire type from field `from` on, a nested group among them, as
+    /// a newer producer might add.
+    pub fn unknown_fields(out: &mut Vec<u8>, from: u32) {
+        uint(out, from, u64::MAX);
+        tag(out, from + 1, I64);
+        out.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        bytes(
+            out,
+            from + 2,
+            b"\x1a\x7fnot parsed: the length above is a lie",
+        );
+        tag(out, from + 3, I32);
+        out.extend_from_slice(&[1, 2, 3, 4]);
+        tag(out, from + 4, START_GROUP);
+        uint(out, 1, 1);
+        tag(out, from + 5, START_GROUP);
+        bytes(out, 3, b"inner");
+        tag(out, from + 5, END_GROUP);
+        tag(out, from + 4, END_GROUP);
+    }
+}
+
+const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
+
+/// One user record as the KPL writes it.
+#[derive(Debug, Clone)]
+struct UserRecord {
+    partition_key: u64,
+    explicit_hash_key: Option<u64>,
+    data: Vec<u8>,
+    /// `(key, value)`; `None` leaves the field out.
+    tags: Vec<(Option<&'static str>, Option<&'static str>)>,
+}
+
+fn user(data: impl Into<Vec<u8>>) -> UserRecord {
+    UserRecord {
+        partition_key: 0,
+        explicit_hash_key: None,
+        data: data.into(),
+        tags: Vec::new(),
+    }
+}
+
+fn record_message(record: &UserRecord) -> Vec<u8> {
+    let mut out = Vec::new();
+    pb::uint(&mut out, 1, record.partition_key);
+    if let Some(index) = record.explicit_hash_key {
+        pb::uint(&mut out, 2, index);
+    }
+    pb::bytes(&mut out, 3, &record.data);
+    for (key, value) in &record.tags {
+        let mut tag = Vec::new();
+        if let Some(key) = key {
+            pb::bytes(&mut tag, 1, key.as_bytes());
+        }
+        if let Some(value) = value {
+            pb::bytes(&mut tag, 2, value.as_bytes());
+        }
+        pb::unknown_fields(&mut tag, 10);
+        pb::bytes(&mut out, 4, &tag);
+    }
+    pb::unknown_fields(&mut out, 20);
+    out
+}
+
+/// An `AggregatedRecord` with unknown fields at every level.
+fn aggregate_message(
+    partition_keys: &[&str],
+    explicit_hash_keys: &[&str],
+    records: &[UserRecord],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for key in partition_keys {
+        pb::bytes(&mut out, 1, key.as_bytes());
+    }
+    pb::unknown_fields(&mut out, 100);
+    for key in explicit_hash_keys {
+        pb::bytes(&mut out, 2, key.as_bytes());
+    }
+    for record in records {
+        pb::bytes(&mut out, 3, &record_message(record));
+    }
+    pb::unknown_fields(&mut out, 1_000_000);
+    out
+}
+
+/// Magic + message + the message's MD5.
+fn framed(message: &[u8]) -> Vec<u8> {
+    use md5::{Digest, Md5};
+    let mut data = KPL_MAGIC.to_vec();
+    data.extend_from_slice(message);
+    data.extend_from_slice(&Md5::digest(message));
+    data
+}
+
+/// Each user record decoded on its own, concatenated: what the aggregate must produce.
+fn decoded_one_by_one(records: &[UserRecord]) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let mut lines = 0;
+    for record in records {
+        let d = decode_record(&record.data, &DecodeLimits::default(), &mut out);
+        lines += d.expect("a user record decodes alone").lines;
+    }
+    (out, lines)
+}
+
+fn mixed_user_records() -> Vec<UserRecord> {
+    let lines = examples();
+    vec![
+        UserRecord {
+            partition_key: 1,
+            explicit_hash_key: Some(0),
+            data: format!("{}\n{}\n", lines[0], lines[1]).into_bytes(),
+            tags: vec![(Some("source"), Some("alb")), (Some("bare"), None)],
+        },
+        user(gzip(
+            format!("{}\n{}\n{}", lines[2], lines[3], lines[4]).as_bytes(),
+        )),
+        user(gzip(&cloudwatch_envelope(&lines[5..7]))),
+        user(Vec::new()),
+        UserRecord {
+            partition_key: 0,
+            ..user(athena_record(lines[7]))
+        },
+    ]
+}
+
+#[test]
+fn kpl_aggregate_yields_lines_from_every_user_record() {
+    let lines = examples();
+    let records = mixed_user_records();
+    let message = aggregate_message(
+        &["pk-a", "pk-b"],
+        &["340282366920938463463374607431768211455"],
+        &records,
+    );
+    let (d, out) = decoded(&framed(&message));
+    assert_eq!((d.format, d.lines), (PayloadFormat::Kpl, 8));
+    let (text, rendered) = out.trim_end().rsplit_once('\n').expect("lines");
+    assert_eq!(format!("{text}\n"), format!("{}\n", lines[..7].join("\n")));
+    assert_same_entries(rendered, &lines[7..]);
+
+    let (want, want_lines) = decoded_one_by_one(&records);
+    assert_eq!((out.into_bytes(), d.lines), (want, want_lines));
+}
+
+#[test]
+fn kpl_fields_in_any_order_and_with_unexpected_wire_types() {
+    let line = examples()[0];
+    let mut record = Vec::new();
+    // Repeated `data`: the last one wins, as in protobuf-java.
+    pb::bytes(&mut record, 3, b"overwritten\n");
+    // Known numbers with another wire type are unknown fields to protobuf-java: skipped.
+    pb::uint(&mut record, 3, 7);
+    pb::bytes(&mut record, 1, b"not an index");
+    pb::bytes(&mut record, 3, line.as_bytes());
+    pb::uint(&mut record, 2, 0);
+    pb::uint(&mut record, 1, 1);
+    let mut message = Vec::new();
+    pb::uint(&mut message, 3, 5);
+    pb::tag(&mut message, 1, pb::I32);
+    message.extend_from_slice(&[0; 4]);
+    pb::bytes(&mut message, 3, &record);
+    // The tables after the record that indexes them.
+    pb::bytes(&mut message, 2, b"1");
+    pb::bytes(&mut message, 1, b"a");
+    pb::bytes(&mut message, 1, b"b");
+    let (d, out) = decoded(&framed(&message));
+    assert_eq!((d.format, d.lines), (PayloadFormat::Kpl, 1));
+    assert_eq!(out, format!("{line}\n"));
+
+    // An aggregate of no user records is still one.
+    let (d, out) = decoded(&framed(&aggregate_message(&["pk"], &[], &[])));
+    assert_eq!(
+        (d.format, d.lines, out.as_str()),
+        (PayloadFormat::Kpl, 0, "")
+    );
+}
+
+#[test]
+fn kpl_without_a_matching_digest_is_a_plain_record() {
+    let good = framed(&aggregate_message(&["pk"], &[], &[user(AWS_EXAMPLES)]));
+    assert_eq!(decode(&good).0.map(|d| d.format), Ok(PayloadFormat::Kpl));
+
+    let mut digest = good.clone();
+    if let Some(last) = digest.last_mut() {
+        *last ^= 0x01;
+    }
+    let mut body = good.clone();
+    body[KPL_MAGIC.len() + 3] ^= 0x40;
+    let cases = [
+        ("wrong digest", digest),
+        ("changed message", body),
+        ("magic and 16 bytes", good[..KPL_MAGIC.len() + 16].to_vec()),
+        ("empty message and its digest", framed(b"")),
+        ("magic alone", KPL_MAGIC.to_vec()),
+    ];
+    for (name, data) in cases {
+        let (result, out) = decode(&data);
+        // Passed through whole, as the KCL does, for the parser to reject line by line.
+        assert_eq!(result.map(|d| d.format), Ok(PayloadFormat::Lines), "{name}");
+        assert!(out.starts_with(&KPL_MAGIC), "{name}");
+        let first = out.split(|&b| b == b'\n').next().unwrap_or_default();
+        assert!(parse_line(first).is_err(), "{name}");
+    }
+}
+
+#[test]
+fn malformed_kpl_protobuf_is_bad_kpl_and_leaves_out_untouched() {
+    let lines = examples();
+    let good = aggregate_message(&["pk"], &[], &[user(lines[0]), user(lines[1])]);
+    let with = |suffix: &[u8]| [&good[..], suffix].concat();
+    let only = |record: &UserRecord, partition_keys: &[&str], hash_keys: &[&str]| {
+        aggregate_message(partition_keys, hash_keys, std::slice::from_ref(record))
+    };
+    let mut no_data = Vec::new();
+    pb::uint(&mut no_data, 1, 0);
+    let mut no_index = Vec::new();
+    pb::bytes(&mut no_index, 3, lines[0].as_bytes());
+    let mut data_past_end = Vec::new();
+    pb::uint(&mut data_past_end, 1, 0);
+    data_past_end.extend_from_slice(&[0x1a, 0x40, b'x']);
+    let nested = |record: &[u8]| {
+        let mut message = Vec::new();
+        pb::bytes(&mut message, 1, b"pk");
+        pb::bytes(&mut message, 3, record);
+        message
+    };
+    let ten_ff = [0xff; 9];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", good[..good.len() - 3].to_vec()),
+        ("cut inside the last record", {
+            let record = record_message(&user(lines[2]));
+            let mut message = good.clone();
+            pb::tag(&mut message, 3, pb::LEN);
+            pb::varint(&mut message, record.len() as u64);
+            message.extend_from_slice(&record[..record.len() / 2]);
+            message
+        }),
+        (
+            "varint overflow",
+            with(&[[0x78].as_slice(), &ten_ff, &[0x02]].concat()),
+        ),
+        (
+            "eleven-byte varint",
+            with(&[[0x78].as_slice(), &ten_ff, &[0x80, 0x00]].concat()),
+        ),
+        (
+            "tag over 32 bits",
+            with(&[0xff, 0xff, 0xff, 0xff, 0x7f, 0x00]),
+        ),
+        ("length past the end", with(&[0x0a, 0x05, b'a'])),
+        (
+            "length of 2^64 - 1",
+            with(&[[0x0a].as_slice(), &ten_ff, &[0x01]].concat()),
+        ),
+        (
+            "data length past the end of its record",
+            nested(&data_past_end),
+        ),
+        ("field zero", with(&[0x00, 0x00])),
+        ("wire type 6", with(&[0x7e])),
+        ("wire type 7", with(&[0x7f])),
+        ("end group without start", with(&[0x7c])),
+        ("group never ended", with(&[0x7b, 0x08, 0x01])),
+        ("group ended as another", with(&[0x7b, 0x84, 0x01])),
+        (
+            "groups nested past the bound",
+            with(&[vec![0x7b; 40], vec![0x7c; 40]].concat()),
+        ),
+        ("record without data", nested(&no_data)),
+        ("record without partition key index", nested(&no_index)),
+        (
+            "partition key index past the table",
+            only(
+                &UserRecord {
+                    partition_key: 1,
+                    ..user(lines[0])
+                },
+                &["pk"],
+                &[],
+            ),
+        ),
+        (
+            "partition key index without a table",
+            only(&user(lines[0]), &[], &[]),
+        ),
+        (
+            "explicit hash key index past the table",
+            only(
+                &UserRecord {
+                    explicit_hash_key: Some(1),
+                    ..user(lines[0])
+                },
+                &["pk"],
+                &["1"],
+            ),
+        ),
+        (
+            "tag without key",
+            only(
+                &UserRecord {
+                    tags: vec![(None, Some("v"))],
+                    ..user(lines[0])
+                },
+                &["pk"],
+                &[],
+            ),
+        ),
+    ];
+    let mut decoder = Decoder::default();
+    for (name, message) in cases {
+        let mut out = b"earlier line\n".to_vec();
+        let result = decoder.decode(&framed(&message), &mut out);
+        assert_eq!(result, Err(DecodeError::BadKpl), "{name}");
+        assert_eq!(out, b"earlier line\n", "{name}: output touched");
+    }
+}
+
+#[test]
+fn a_failing_user_record_fails_the_whole_aggregate() {
+    let limits = DecodeLimits::default();
+    let bad_cloudwatch = json!({"messageType": "DATA_MESSAGE"}).to_string();
+    let cases: [(&[u8], DecodeError); 4] = [
+        (b"\x1f\x8bnot gzip", DecodeError::BadGzip),
+        (b"{\"type\":", DecodeError::BadJson),
+        (br#"{"eventVersion":"1.03"}"#, DecodeError::NotAlbJson),
+        (bad_cloudwatch.as_bytes(), DecodeError::BadCloudWatch),
+    ];
+    for (bad, want) in cases {
+        let records = [user(AWS_EXAMPLES), user(bad), user(AWS_EXAMPLES)];
+        let message = aggregate_message(&["pk"], &[], &records);
+        // The user record's own error, and none of the lines decoded before it.
+        assert_fails(&framed(&message), limits, want);
+    }
+}
+
+#[test]
+fn kpl_aggregate_is_capped_as_a_whole() {
+    let cap = 64 * 1024;
+    let limits = DecodeLimits {
+        max_decompressed_bytes: cap,
+        ..DecodeLimits::default()
+    };
+    let half = b"x\n".repeat(cap / 4);
+    let aggregate = |records: &[UserRecord]| framed(&aggregate_message(&["pk"], &[], records));
+
+    // Exactly at the cap, gzip'd or not: fine.
+    let at_cap = aggregate(&[user(gzip(&half)), user(gzip(&half))]);
+    let mut out = Vec::new();
+    let d = decode_record(&at_cap, &limits, &mut out);
+    assert_eq!(
+        d.map(|d| (d.format, d.lines)),
+        Ok((PayloadFormat::Kpl, cap / 2))
+    );
+
+    // Each user record alone is within the cap; together they are not.
+    let mut more = half.clone();
+    more.extend_from_slice(b"x\n");
+    assert_fails(
+        &aggregate(&[user(gzip(&half)), user(gzip(&more))]),
+        limits,
+        DecodeError::TooLarge,
+    );
+    assert_fails(
+        &aggregate(&[user(more.clone()), user(gzip(&half))]),
+        limits,
+        DecodeError::TooLarge,
+    );
+    // Many small gzip'd user records add up too.
+    let small = user(gzip(&b"x\n".repeat(1024)));
+    let many: Vec<UserRecord> = (0..33).map(|_| user(small.data.clone())).collect();
+    assert_fails(&aggregate(&many), limits, DecodeError::TooLarge);
+
+    // The aggregate as delivered is capped too, before its digest is even checked.
+    let delivered = aggregate(&[user(vec![b'x'; cap - 64])]);
+    assert!(delivered.len() > cap);
+    assert_fails(&delivered, limits, DecodeError::TooLarge);
+    let mut wrong_digest = delivered;
+    if let Some(last) = wrong_digest.last_mut() {
+        *last ^= 1;
+    }
+    assert_fails(&wrong_digest, limits, DecodeError::TooLarge);
+}
+
+#[test]
+fn a_user_record_that_is_itself_an_aggregate_is_not_deaggregated_again() {
+    let inner = framed(&aggregate_message(&["pk"], &[], &[user(examples()[0])]));
+    let outer = framed(&aggregate_message(&["pk"], &[], &[user(inner.clone())]));
+    let (result, out) = decode(&outer);
+    assert_eq!(result.map(|d| d.format), Ok(PayloadFormat::Kpl));
+    // The KCL de-aggregates once; the inner aggregate reaches the parser as text.
+    let mut want = Vec::new();
+    text::append_lines(&inner, &mut want);
+    assert_eq!(out, want);
+}
+
+#[test]
+fn random_kpl_protobufs_never_panic() {
+    // Every case carries a matching digest, so the protobuf reader sees all of them.
+    let seed = aggregate_message(&["a", "b"], &["1"], &mixed_user_records());
+    // Bytes that are likely tags and lengths, so random messages get past the first field.
+    let vocabulary: [u8; 14] = [
+        0x0a, 0x12, 0x1a, 0x22, 0x08, 0x10, 0x0b, 0x0c, 0x7b, 0x7c, 0x09, 0x0d, 0x00, 0x01,
+    ];
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut decoder = Decoder::default();
+    let mut small = Decoder::new(DecodeLimits {
+        max_decompressed_bytes: 512,
+        ..DecodeLimits::default()
+    });
+    let (mut kpl, mut bad_kpl) = (0, 0);
+    for case in 0..6000 {
+        let message = match case % 3 {
+            0 => (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
+            1 => (0..rng.below(300))
+                .map(|_| match rng.below(3) {
+                    0 => rng.next() as u8,
+                    _ => vocabulary[rng.below(vocabulary.len())],
+                })
+                .collect(),
+            _ => {
+                let mut message = seed.clone();
+                for _ in 0..1 + rng.below(4) {
+                    let at = rng.below(message.len());
+                    match rng.below(3) {
+                        0 => message[at] = rng.next() as u8,
+                        1 => message.truncate(at.max(1)),
+                        _ => message.insert(at, rng.next() as u8),
+                    }
+                }
+                message
+            }
+        };
+        let data = framed(&message);
+        for decoder in [&mut decoder, &mut small] {
+            let mut out = b"sentinel\n".to_vec();
+            match decoder.decode(&data, &mut out) {
+                Ok(d) => {
+                    kpl += usize::from(d.format == PayloadFormat::Kpl);
+                    let added = &out[b"sentinel\n".len()..];
+                    assert!(out.starts_with(b"sentinel\n"), "case {case}");
+                    assert_eq!(
+                        added.iter().filter(|&&b| b == b'\n').count(),
+                        d.lines,
+                        "case {case}: {message:?}"
+                    );
+                    assert!(added.is_empty() || added.ends_with(b"\n"), "case {case}");
+                }
+                Err(e) => {
+                    bad_kpl += usize::from(e == DecodeError::BadKpl);
+                    assert_eq!(out, b"sentinel\n", "case {case}");
+                }
+            }
+        }
+    }
+    // The run reached both sides of the reader, not just its first check.
+    assert!(kpl > 100 && bad_kpl > 1000, "kpl {kpl}, bad_kpl {bad_kpl}");
+}
+
+mod kpl_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn user_record() -> impl Strategy<Value = UserRecord> {
+        // Lines open with a letter, as ALB lines do, so no user record is taken for JSON;
+        // spaces, `\r` and blank lines exercise the text rules.
+        let line = (
+            b'a'..=b'z',
+            proptest::collection::vec(prop_oneof![b' '..=b'~', Just(b'\r')], 0..80),
+        )
+            .prop_map(|(first, rest)| [vec![first], rest].concat());
+        let line = prop_oneof![4 => line, 1 => Just(Vec::new())];
+        (
+            proptest::collection::vec(line, 0..5),
+            any::<bool>(),
+            0u64..3,
+            proptest::option::of(0u64..2),
+        )
+            .prop_map(|(lines, gzipped, partition_key, explicit_hash_key)| {
+                let mut text = lines.join(&b'\n');
+                if gzipped {
+                    text = gzip(&text);
+                }
+                UserRecord {
+                    partition_key,
+                    explicit_hash_key,
+                    data: text,
+                    tags: Vec::new(),
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn kpl_output_is_its_user_records_decoded_in_turn(
+            records in proptest::collection::vec(user_record(), 0..8),
+        ) {
+            let message = aggregate_message(&["a", "b", "c"], &["0", "1"], &records);
+            let mut out = Vec::new();
+            let d = decode_record(&framed(&message), &DecodeLimits::default(), &mut out);
+            let (want, lines) = decoded_one_by_one(&records);
+            prop_assert_eq!(d, Ok(Decoded { format: PayloadFormat::Kpl, lines }));
+            prop_assert_eq!(out, want);
         }
     }
 }
