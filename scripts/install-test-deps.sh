@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
 # Installs the real servers albwatch's tests talk to (Prometheus with promtool, Alertmanager
-# with amtool) on a fresh Debian 12 machine. Idempotent: does nothing when they are already
-# on PATH, so CI and developers can run it before every test run.
+# with amtool from Debian; kinesalite, the Kinesis emulator, from npm into
+# target/test-deps/kinesalite) on a fresh Debian 12 machine. Idempotent: does nothing when they
+# are already there, so CI and developers can run it before every test run.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# kinesalite lives inside the project (tests/kinesis.rs looks for it there), pinned, and is
+# pure JavaScript: no compiler needed. Node 20 + npm come with the machine image.
+KINESALITE_DIR=target/test-deps/kinesalite
+KINESALITE_VERSION=3.3.3
+if [ -f "$KINESALITE_DIR/node_modules/kinesalite/package.json" ] &&
+    grep -q "\"version\": \"$KINESALITE_VERSION\"" "$KINESALITE_DIR/node_modules/kinesalite/package.json"; then
+    echo "install-test-deps: kinesalite $KINESALITE_VERSION present"
+else
+    command -v npm >/dev/null 2>&1 || { echo "install-test-deps: npm (Node.js) is required for kinesalite" >&2; exit 1; }
+    mkdir -p "$KINESALITE_DIR"
+    npm install --no-audit --no-fund --silent --prefix "$KINESALITE_DIR" "kinesalite@$KINESALITE_VERSION"
+    echo "install-test-deps: installed kinesalite $KINESALITE_VERSION into $KINESALITE_DIR"
+fi
 
 # Debian puts the binaries in /usr/bin; the packages start nothing (no systemd on CI).
 missing=()

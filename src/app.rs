@@ -1,10 +1,11 @@
 //! The daemon's wiring and shutdown order — the only place that knows every stage. It binds
 //! the Firehose endpoint (when configured) and the admin port, starts the worker pool, the
-//! inputs (files, or the demo traffic generator), the alert evaluator on the wall clock and
-//! the admin server. On SIGTERM/SIGINT (or the end of `--duration`) it stops the inputs first —
-//! Firehose answers 503 to new requests while those in flight finish — then drains the queue
-//! through the workers, runs a final alert evaluation and stops the admin server, each step
-//! within the grace period.
+//! Kinesis consumer (when configured), the inputs (files, or the demo traffic generator), the
+//! alert evaluator on the wall clock and the admin server. On SIGTERM/SIGINT (or the end of
+//! `--duration`) it stops the inputs first — Firehose answers 503 to new requests while those
+//! in flight finish; Kinesis stops polling, waits for its batches' acknowledgements and writes
+//! its final checkpoints — then drains the queue through the workers, runs a final alert
+//! evaluation and stops the admin server, each step within the grace period.
 
 use std::future::Future;
 use std::io::{BufRead, Read, Seek, SeekFrom};
@@ -25,6 +26,7 @@ use crate::demo::DemoTraffic;
 use crate::export::admin::{self, Health};
 use crate::export::{new_registry, register_snapshot_metrics};
 use crate::firehose::{self, FirehoseMetrics};
+use crate::kinesis::{KinesisMetrics, SdkApi};
 use crate::lines;
 use crate::pipeline::{Pool, RawBatch, Submitter};
 
@@ -118,6 +120,42 @@ pub async fn run(
         None => None,
     };
 
+    // The Kinesis consumer holds a Submitter clone until it returns, so it is stopped and
+    // awaited (final checkpoints written after its batches are acknowledged) before the pool
+    // finishes. Checkpoints are opened now so a bad directory fails before anything runs.
+    let (kinesis_stop_tx, kinesis_stop_rx) = watch::channel(false);
+    let kinesis_task = match cfg.kinesis.stream.clone() {
+        Some(stream) => {
+            let store = crate::kinesis::checkpoint::FileCheckpointStore::open(
+                cfg.kinesis.checkpoint_dir.clone(),
+            )?;
+            let metrics = KinesisMetrics::register(&registry)?;
+            let client = crate::kinesis::consumer::sdk_client(cfg.kinesis.region.as_deref()).await;
+            eprintln!("albwatch: reading Kinesis stream {stream}");
+            let consumer = crate::kinesis::consumer::run(
+                SdkApi::new(client, stream),
+                cfg.kinesis.clone(),
+                Arc::new(store),
+                pool.submitter(),
+                metrics,
+                crate::decode::DecodeLimits {
+                    max_line_bytes: cfg.pool.max_line_bytes,
+                    ..Default::default()
+                },
+                kinesis_stop_rx,
+            );
+            Some(tokio::spawn(async move {
+                // Said at once, not at shutdown: the rest of the daemon keeps running.
+                let result = consumer.await;
+                if let Err(e) = &result {
+                    eprintln!("albwatch: Kinesis input stopped: {e}");
+                }
+                result
+            }))
+        }
+        None => None,
+    };
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let health = Health::new();
     let admin_stop = {
@@ -184,6 +222,13 @@ pub async fn run(
             Err(_) => {
                 eprintln!("albwatch: Firehose requests did not finish within {GRACE_PERIOD:?}")
             }
+        }
+    }
+    let _ = kinesis_stop_tx.send(true);
+    if let Some(task) = kinesis_task {
+        match tokio::time::timeout(GRACE_PERIOD, task).await {
+            Ok(_) => {}
+            Err(_) => eprintln!("albwatch: Kinesis shards did not stop within {GRACE_PERIOD:?}"),
         }
     }
     stopping.store(true, Ordering::Relaxed);

@@ -13,6 +13,7 @@ use crate::aggregate::AggregateConfig;
 use crate::alert::AlertConfig;
 use crate::classify::{LbSettings, LoadBalancers};
 use crate::firehose::{FirehoseConfig, ValidFirehoseConfig};
+use crate::kinesis::{KinesisConfig, ValidKinesisConfig};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::pipeline::PoolConfig;
 
@@ -33,6 +34,8 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
     #[error("{0}")]
     Firehose(#[from] crate::firehose::FirehoseConfigError),
+    #[error("{0}")]
+    Kinesis(#[from] crate::kinesis::KinesisConfigError),
     /// The alert section's own error, which starts with its key inside `[alerts]`.
     #[error("alerts.{0}")]
     Alerts(#[from] crate::alert::AlertConfigError),
@@ -56,6 +59,7 @@ pub struct RawConfig {
     pub alerts: AlertConfig,
     pub inputs: RawInputs,
     pub firehose: FirehoseConfig,
+    pub kinesis: KinesisConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +169,8 @@ pub struct Config {
     pub files: RawFiles,
     /// The Firehose endpoint (`addr: None` = off).
     pub firehose: ValidFirehoseConfig,
+    /// The Kinesis Data Streams input (`stream: None` = off).
+    pub kinesis: ValidKinesisConfig,
 }
 
 impl RawConfig {
@@ -298,8 +304,11 @@ impl RawConfig {
         }
         let mut firehose = self.firehose.validate()?;
         firehose.max_line_bytes = p.max_line_bytes;
+        let mut kinesis = self.kinesis.validate()?;
+        kinesis.batch_bytes = p.batch_bytes;
         Ok(Config {
             firehose,
+            kinesis,
             admin_addr,
             pool: PoolConfig {
                 workers,

@@ -7,8 +7,9 @@
 //!   time), [`demo`] (generated traffic with scripted incidents), the file reader of [`app`],
 //!   and [`firehose`] (the Amazon Data Firehose HTTP endpoint, whose records go through
 //!   [`decode`]: gzip, CloudWatch Logs envelopes, JSON records, KPL aggregates); each hands
-//!   owned [`pipeline::RawBatch`]es to the bounded queue. [`kinesis`] holds the checkpoint
-//!   store of the Kinesis input being built; [`firehose_send`] is the Firehose load driver;
+//!   owned [`pipeline::RawBatch`]es to the bounded queue. [`kinesis`] is the Kinesis Data
+//!   Streams input (shard DAG, polling, checkpoints), whose records also go through
+//!   [`decode`]; [`firehose_send`] is the Firehose load driver;
 //! - [`pipeline`]: worker threads that run the synchronous hot path on each batch and
 //!   acknowledge it only after its counts are merged;
 //! - [`parse`] turns one line into a borrowed [`parse::LogEntry`] (zero-copy, `nom`);

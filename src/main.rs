@@ -147,6 +147,10 @@ struct RunArgs {
     /// access key comes from firehose.access_key or ALBWATCH_FIREHOSE_ACCESS_KEY, never a flag.
     #[arg(long, value_name = "ADDR")]
     firehose_addr: Option<String>,
+    /// Read this Kinesis data stream (name or ARN; overrides kinesis.stream). Region,
+    /// credentials and AWS_ENDPOINT_URL[_KINESIS] come from the usual AWS environment.
+    #[arg(long, value_name = "NAME|ARN")]
+    kinesis_stream: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -571,6 +575,9 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         raw.inputs.files.follow |= args.follow;
         if let Some(addr) = args.firehose_addr {
             raw.firehose.addr = Some(addr);
+        }
+        if let Some(stream) = args.kinesis_stream {
+            raw.kinesis.stream = Some(stream);
         }
     }) {
         Ok(cfg) => cfg,

@@ -1,7 +1,12 @@
-//! The Kinesis Data Streams input, being built piece by piece (spec §5). So far it owns only
-//! [`checkpoint`]: where each shard resumes after a restart, and the in-order commit rule that
-//! keeps a checkpoint from overtaking a batch the pipeline has not finished. The shard reader,
-//! the resharding DAG and the wiring into `app` will hand batches to the pipeline and their
-//! acknowledgements back to [`checkpoint::InOrderCommits`].
+//! The Kinesis Data Streams input (spec §5). [`checkpoint`] owns where each shard resumes after
+//! a restart and the in-order commit rule that keeps a checkpoint from overtaking a batch the
+//! pipeline has not finished; [`config`] is the `[kinesis]` section; [`consumer`] discovers
+//! shards, walks the resharding DAG (children after their parents' `SHARD_END`), polls each
+//! readable shard and hands its records to the pipeline as acknowledged batches.
 
 pub mod checkpoint;
+pub mod config;
+pub mod consumer;
+
+pub use config::{KinesisConfig, KinesisConfigError, ValidKinesisConfig};
+pub use consumer::{KinesisMetrics, SdkApi};

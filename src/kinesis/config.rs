@@ -1,0 +1,251 @@
+//! The `[kinesis]` section: the stream to read, where to start when a shard has no checkpoint,
+//! where checkpoints live and how fast to poll. [`KinesisConfig`] is the raw serde shape;
+//! [`KinesisConfig::validate`] hands the consumer a [`ValidKinesisConfig`] whose every bound
+//! is checked, or an error naming the key (`kinesis.<key>: why`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// GetRecords' own ceiling (spec §5.4): a larger `Limit` is `InvalidArgumentException`.
+pub const MAX_RECORDS_PER_CALL: i32 = 10_000;
+/// 5 GetRecords calls per second per shard (spec §5.1): never poll one shard faster.
+pub const MIN_CALL_GAP: Duration = Duration::from_millis(200);
+/// Polling slower than this leaves iterators to expire (5 min) between calls.
+const MAX_POLL_INTERVAL_MS: u64 = 60_000;
+/// Batch size until the app's config sets `pipeline.batch_bytes`.
+pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
+/// Discovery slower than a day is a typo.
+const MAX_DISCOVERY_SECS: u64 = 86_400;
+
+/// Where a shard without a checkpoint starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    /// Only records written after the consumer starts.
+    #[default]
+    Latest,
+    /// The oldest record still retained.
+    TrimHorizon,
+    /// The first record at or after `start_timestamp`.
+    AtTimestamp,
+}
+
+/// The `[kinesis]` section as written; absent `stream` = the input is off.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KinesisConfig {
+    /// Stream name, or its ARN (`arn:aws:kinesis:…:stream/NAME`).
+    pub stream: Option<String>,
+    /// AWS region; absent = the SDK's usual chain (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    pub start: StartAt,
+    /// Seconds since the Unix epoch (fractions allowed), for `start = "at_timestamp"`.
+    pub start_timestamp: Option<f64>,
+    pub checkpoint_dir: PathBuf,
+    /// Longest wait between GetRecords calls on an idle shard.
+    pub poll_interval_ms: u64,
+    pub max_records_per_call: i32,
+    pub shard_discovery_secs: u64,
+    /// Shortest gap between two checkpoint writes of one shard (shard end and shutdown
+    /// always write): bounds disk syncs, at the price of re-reading up to this much on a crash.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for KinesisConfig {
+    fn default() -> Self {
+        KinesisConfig {
+            stream: None,
+            region: None,
+            start: StartAt::Latest,
+            start_timestamp: None,
+            checkpoint_dir: PathBuf::from("./albwatch-checkpoints"),
+            poll_interval_ms: 1000,
+            max_records_per_call: MAX_RECORDS_PER_CALL,
+            shard_discovery_secs: 30,
+            checkpoint_interval_secs: 5,
+        }
+    }
+}
+
+/// A `[kinesis]` key that cannot be used; displays as `kinesis.<key>: <why>`.
+#[derive(Debug, thiserror::Error)]
+#[error("kinesis.{key}: {message}")]
+pub struct KinesisConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> KinesisConfigError {
+    KinesisConfigError {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The resolved start for a shard without a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InitialPosition {
+    Latest,
+    TrimHorizon,
+    /// Seconds since the Unix epoch.
+    AtTimestamp(f64),
+}
+
+/// The checked `[kinesis]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidKinesisConfig {
+    /// `None` = the input is off.
+    pub stream: Option<String>,
+    pub region: Option<String>,
+    pub initial: InitialPosition,
+    pub checkpoint_dir: PathBuf,
+    pub poll_interval: Duration,
+    pub max_records_per_call: i32,
+    pub shard_discovery: Duration,
+    pub checkpoint_interval: Duration,
+    /// Decoded bytes per batch handed to the pipeline; a GetRecords page larger than this is
+    /// cut into several batches. Set from `pipeline.batch_bytes` by the app's config.
+    pub batch_bytes: usize,
+}
+
+impl ValidKinesisConfig {
+    pub fn is_enabled(&self) -> bool {
+        self.stream.is_some()
+    }
+}
+
+impl Default for ValidKinesisConfig {
+    fn default() -> Self {
+        // The defaults are valid by construction; a test below keeps it so.
+        KinesisConfig::default()
+            .validate()
+            .unwrap_or_else(|e| unreachable!("default kinesis config is invalid: {e}"))
+    }
+}
+
+impl KinesisConfig {
+    pub fn validate(self) -> Result<ValidKinesisConfig, KinesisConfigError> {
+        if let Some(s) = &self.stream
+            && (s.trim().is_empty() || s.len() > 2048)
+        {
+            return Err(invalid(
+                "stream",
+                "must be a stream name or ARN (1..=2048 bytes)",
+            ));
+        }
+        if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return Err(invalid("region", "must not be empty"));
+        }
+        let initial = match (self.start, self.start_timestamp) {
+            (StartAt::Latest, None) => InitialPosition::Latest,
+            (StartAt::TrimHorizon, None) => InitialPosition::TrimHorizon,
+            (StartAt::AtTimestamp, Some(t)) if t.is_finite() && t >= 0.0 => {
+                InitialPosition::AtTimestamp(t)
+            }
+            (StartAt::AtTimestamp, Some(_)) => {
+                return Err(invalid(
+                    "start_timestamp",
+                    "must be seconds since the Unix epoch (>= 0)",
+                ));
+            }
+            (StartAt::AtTimestamp, None) => {
+                return Err(invalid(
+                    "start_timestamp",
+                    "is required when start = \"at_timestamp\"",
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(invalid(
+                    "start_timestamp",
+                    "is only used with start = \"at_timestamp\"",
+                ));
+            }
+        };
+        if self.checkpoint_dir.as_os_str().is_empty() {
+            return Err(invalid("checkpoint_dir", "must not be empty"));
+        }
+        if !(MIN_CALL_GAP.as_millis() as u64..=MAX_POLL_INTERVAL_MS)
+            .contains(&self.poll_interval_ms)
+        {
+            return Err(invalid(
+                "poll_interval_ms",
+                format!(
+                    "must be {}..={MAX_POLL_INTERVAL_MS} (5 GetRecords calls/s per shard at most)",
+                    MIN_CALL_GAP.as_millis()
+                ),
+            ));
+        }
+        if !(1..=MAX_RECORDS_PER_CALL).contains(&self.max_records_per_call) {
+            return Err(invalid(
+                "max_records_per_call",
+                format!("must be 1..={MAX_RECORDS_PER_CALL}"),
+            ));
+        }
+        if !(1..=MAX_DISCOVERY_SECS).contains(&self.shard_discovery_secs) {
+            return Err(invalid(
+                "shard_discovery_secs",
+                format!("must be 1..={MAX_DISCOVERY_SECS}"),
+            ));
+        }
+        if !(1..=3600).contains(&self.checkpoint_interval_secs) {
+            return Err(invalid("checkpoint_interval_secs", "must be 1..=3600"));
+        }
+        Ok(ValidKinesisConfig {
+            stream: self.stream,
+            region: self.region,
+            initial,
+            checkpoint_dir: self.checkpoint_dir,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            max_records_per_call: self.max_records_per_call,
+            shard_discovery: Duration::from_secs(self.shard_discovery_secs),
+            checkpoint_interval: Duration::from_secs(self.checkpoint_interval_secs),
+            batch_bytes: DEFAULT_BATCH_BYTES,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ValidKinesisConfig, String> {
+        let raw: KinesisConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        raw.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_off() {
+        let cfg = ValidKinesisConfig::default();
+        assert!(!cfg.is_enabled());
+        assert_eq!(cfg.initial, InitialPosition::Latest);
+        assert_eq!(cfg.max_records_per_call, 10_000);
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        for (text, key) in [
+            (
+                "max_records_per_call = 10001",
+                "kinesis.max_records_per_call",
+            ),
+            ("poll_interval_ms = 100", "kinesis.poll_interval_ms"),
+            ("start = \"at_timestamp\"", "kinesis.start_timestamp"),
+            ("start_timestamp = 5.0", "kinesis.start_timestamp"),
+            ("shard_discovery_secs = 0", "kinesis.shard_discovery_secs"),
+            ("stream = \"\"", "kinesis.stream"),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert!(err.starts_with(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn at_timestamp_resolves() {
+        let cfg = parse("stream = \"s\"\nstart = \"at_timestamp\"\nstart_timestamp = 1700000000.5")
+            .unwrap();
+        assert_eq!(cfg.initial, InitialPosition::AtTimestamp(1_700_000_000.5));
+        assert!(cfg.is_enabled());
+    }
+}

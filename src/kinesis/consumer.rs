@@ -1,0 +1,978 @@
+//! The polling Kinesis Data Streams consumer (spec §5.2–§5.5). It owns the shard DAG (which
+//! shards are readable: a child only once its parents are at `SHARD_END`), one tokio task per
+//! readable shard running the GetShardIterator/GetRecords loop, and the shard's checkpoints.
+//! Each GetRecords response becomes one [`RawBatch`] of decoded ALB lines (several, cut between
+//! records, past `batch_bytes`) whose acknowledgement goes through [`InOrderCommits`]; released
+//! positions are saved at most every `checkpoint_interval` per shard, and always at shard end
+//! and at shutdown, so a restart re-reads at most the batches in flight plus one interval. The
+//! AWS calls sit behind the thin [`KinesisApi`] seam so tests can inject throttling the
+//! emulator never produces.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use super::checkpoint::{
+    CheckpointError, CheckpointStore, InOrderCommits, Position, SaveOutcome, SequenceNumber,
+};
+use super::config::{InitialPosition, MIN_CALL_GAP, ValidKinesisConfig};
+use crate::decode::{DecodeLimits, Decoder};
+use crate::pipeline::{RawBatch, Submitter};
+
+/// Longest backoff after repeated throttling or transient errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// After a throttle AWS asks for at least a second (spec §5.4).
+const THROTTLE_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a stopping shard waits for its batches in flight before saving what it has:
+/// under the app's 10 s grace period, so the final save still fits inside it.
+const ACK_WAIT: Duration = Duration::from_secs(8);
+/// At shard end the children wait for ShardEnd, so the acks are waited for much longer.
+const SHARD_END_ACK_WAIT: Duration = Duration::from_secs(3600);
+
+/// A shard as ListShards describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub id: String,
+    pub parent: Option<String>,
+    pub adjacent_parent: Option<String>,
+}
+
+/// Where to open a shard iterator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IteratorStart {
+    After(SequenceNumber),
+    Initial(InitialPosition),
+}
+
+/// One record as the consumer needs it.
+#[derive(Debug, Clone)]
+pub struct ApiRecord {
+    pub sequence_number: String,
+    pub data: Vec<u8>,
+}
+
+/// One GetRecords response.
+#[derive(Debug, Clone, Default)]
+pub struct RecordsPage {
+    pub records: Vec<ApiRecord>,
+    /// `None` = the shard is closed and read to its end.
+    pub next_iterator: Option<String>,
+    pub millis_behind_latest: Option<i64>,
+}
+
+/// What went wrong with one call, sorted by what the consumer does about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// ProvisionedThroughputExceeded, LimitExceeded, KMSThrottling: back off, keep the iterator.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// The iterator is over 5 minutes old: open a new one.
+    #[error("shard iterator expired")]
+    ExpiredIterator,
+    /// The stream or shard is gone (e.g. the shard expired past retention).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Network or service-side trouble: retry with backoff.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// A bug or a permission problem: retrying will not help.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl ApiError {
+    /// The bounded label value for `albwatch_kinesis_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Throttled(_) => "throttled",
+            ApiError::ExpiredIterator => "expired_iterator",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Transient(_) => "transient",
+            ApiError::Fatal(_) => "fatal",
+        }
+    }
+}
+
+/// The three Kinesis calls the consumer makes; [`SdkApi`] is the real one.
+pub trait KinesisApi: Send + Sync + 'static {
+    /// Every shard of the stream, all pages.
+    fn list_shards(&self) -> impl Future<Output = Result<Vec<ShardInfo>, ApiError>> + Send;
+    fn get_shard_iterator(
+        &self,
+        shard: &str,
+        start: &IteratorStart,
+    ) -> impl Future<Output = Result<String, ApiError>> + Send;
+    fn get_records(
+        &self,
+        iterator: &str,
+        limit: i32,
+    ) -> impl Future<Output = Result<RecordsPage, ApiError>> + Send;
+}
+
+/// [`KinesisApi`] over `aws-sdk-kinesis`.
+#[derive(Clone)]
+pub struct SdkApi {
+    client: aws_sdk_kinesis::Client,
+    /// The stream name or ARN: ARNs go in `StreamARN`, names in `StreamName`.
+    stream: String,
+}
+
+impl SdkApi {
+    pub fn new(client: aws_sdk_kinesis::Client, stream: impl Into<String>) -> Self {
+        SdkApi {
+            client,
+            stream: stream.into(),
+        }
+    }
+
+    fn is_arn(&self) -> bool {
+        self.stream.starts_with("arn:")
+    }
+}
+
+/// The SDK client the daemon uses: rustls with *ring* (no cmake/aws-lc build), the region and
+/// credentials from the usual chain, and `AWS_ENDPOINT_URL[_KINESIS]` honoured by aws-config.
+pub async fn sdk_client(region: Option<&str>) -> aws_sdk_kinesis::Client {
+    use aws_smithy_http_client::tls;
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_owned()));
+    }
+    aws_sdk_kinesis::Client::new(&loader.load().await)
+}
+
+/// Sorts an SDK error into an [`ApiError`] by its error code, which is what every Kinesis
+/// operation error shares.
+fn classify_sdk<E, R>(err: aws_sdk_kinesis::error::SdkError<E, R>) -> ApiError
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_kinesis::error::SdkError;
+    let text = aws_sdk_kinesis::error::DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some(
+                "ProvisionedThroughputExceededException"
+                | "LimitExceededException"
+                | "KMSThrottlingException",
+            ) => ApiError::Throttled(text),
+            Some("ExpiredIteratorException") => ApiError::ExpiredIterator,
+            Some("ResourceNotFoundException") => ApiError::NotFound(text),
+            Some(
+                "InternalFailureException" | "ServiceUnavailable" | "ServiceUnavailableException",
+            ) => ApiError::Transient(text),
+            _ => ApiError::Fatal(text),
+        },
+        // Timeouts, connection and response errors: the network or the service, retry.
+        _ => ApiError::Transient(text),
+    }
+}
+
+impl KinesisApi for SdkApi {
+    async fn list_shards(&self) -> Result<Vec<ShardInfo>, ApiError> {
+        let mut shards = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self.client.list_shards();
+            // With NextToken the stream must not be named again (spec §5.2).
+            req = match &token {
+                Some(t) => req.next_token(t),
+                None if self.is_arn() => req.stream_arn(&self.stream),
+                None => req.stream_name(&self.stream),
+            };
+            let out = req.send().await.map_err(classify_sdk)?;
+            shards.extend(out.shards().iter().map(|s| ShardInfo {
+                id: s.shard_id().to_owned(),
+                parent: s.parent_shard_id().map(str::to_owned),
+                adjacent_parent: s.adjacent_parent_shard_id().map(str::to_owned),
+            }));
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(shards),
+            }
+        }
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        shard: &str,
+        start: &IteratorStart,
+    ) -> Result<String, ApiError> {
+        use aws_sdk_kinesis::types::ShardIteratorType as T;
+        let mut req = self.client.get_shard_iterator().shard_id(shard);
+        req = if self.is_arn() {
+            req.stream_arn(&self.stream)
+        } else {
+            req.stream_name(&self.stream)
+        };
+        req = match start {
+            IteratorStart::After(seq) => req
+                .shard_iterator_type(T::AfterSequenceNumber)
+                .starting_sequence_number(seq.as_str()),
+            IteratorStart::Initial(InitialPosition::Latest) => req.shard_iterator_type(T::Latest),
+            IteratorStart::Initial(InitialPosition::TrimHorizon) => {
+                req.shard_iterator_type(T::TrimHorizon)
+            }
+            IteratorStart::Initial(InitialPosition::AtTimestamp(t)) => req
+                .shard_iterator_type(T::AtTimestamp)
+                .timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs_f64(*t)),
+        };
+        let out = req.send().await.map_err(classify_sdk)?;
+        out.shard_iterator()
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::Transient("GetShardIterator returned no iterator".into()))
+    }
+
+    async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordsPage, ApiError> {
+        let out = self
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(classify_sdk)?;
+        let millis_behind_latest = out.millis_behind_latest();
+        let next_iterator = out.next_shard_iterator().map(str::to_owned);
+        let records = out
+            .records
+            .into_iter()
+            .map(|r| ApiRecord {
+                sequence_number: r.sequence_number,
+                data: r.data.into_inner(),
+            })
+            .collect();
+        Ok(RecordsPage {
+            records,
+            next_iterator,
+            millis_behind_latest,
+        })
+    }
+}
+
+/// The consumer's telemetry; `shard` labels are bounded by the shards of one stream.
+#[derive(Clone)]
+pub struct KinesisMetrics {
+    pub lag_seconds: GaugeVec,
+    pub records: IntCounter,
+    pub batches: IntCounter,
+    pub errors: IntCounterVec,
+    pub decode_errors: IntCounter,
+    pub checkpoints: IntCounter,
+    pub shards_reading: IntGauge,
+}
+
+impl KinesisMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = KinesisMetrics {
+            lag_seconds: GaugeVec::new(
+                Opts::new(
+                    "albwatch_kinesis_lag_seconds",
+                    "MillisBehindLatest of the shard's last GetRecords, in seconds",
+                ),
+                &["shard"],
+            )?,
+            records: IntCounter::new("albwatch_kinesis_records_total", "Kinesis records read")?,
+            batches: IntCounter::new(
+                "albwatch_kinesis_batches_total",
+                "Batches handed to the pipeline (one per non-empty GetRecords response)",
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new(
+                    "albwatch_kinesis_errors_total",
+                    "Failed Kinesis calls and checkpoint writes, by kind",
+                ),
+                &["kind"],
+            )?,
+            decode_errors: IntCounter::new(
+                "albwatch_kinesis_decode_errors_total",
+                "Kinesis records whose payload could not be decoded (skipped)",
+            )?,
+            checkpoints: IntCounter::new(
+                "albwatch_kinesis_checkpoints_total",
+                "Checkpoint positions written",
+            )?,
+            shards_reading: IntGauge::new(
+                "albwatch_kinesis_shards_reading",
+                "Shards being read now",
+            )?,
+        };
+        registry.register(Box::new(m.lag_seconds.clone()))?;
+        registry.register(Box::new(m.records.clone()))?;
+        registry.register(Box::new(m.batches.clone()))?;
+        registry.register(Box::new(m.errors.clone()))?;
+        registry.register(Box::new(m.decode_errors.clone()))?;
+        registry.register(Box::new(m.checkpoints.clone()))?;
+        registry.register(Box::new(m.shards_reading.clone()))?;
+        Ok(m)
+    }
+}
+
+/// Why the consumer stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("kinesis checkpoints: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    #[error("kinesis stream {stream}: {source}")]
+    Api { stream: String, source: ApiError },
+    #[error("kinesis shard {shard}: {message}")]
+    Shard { shard: String, message: String },
+}
+
+/// Everything a shard task shares with the others.
+struct Ctx<A> {
+    api: A,
+    stream: String,
+    cfg: ValidKinesisConfig,
+    store: Arc<dyn CheckpointStore>,
+    submitter: Submitter,
+    metrics: KinesisMetrics,
+    limits: DecodeLimits,
+}
+
+/// How a shard task ended.
+enum ShardExit {
+    /// Read to its end and `ShardEnd` saved: its children may start.
+    Ended,
+    /// Told to stop (or the pipeline closed); its last released position is saved.
+    Stopped,
+    /// The shard is gone (past retention); dropped from the DAG until ListShards shows it.
+    Gone,
+}
+
+/// Reads `cfg.stream` until `stop` turns true, then stops polling, waits for the batches in
+/// flight and saves every shard's last position. Returns early only on an error that retrying
+/// cannot fix (unreadable checkpoints, a missing stream, a permission problem).
+pub async fn run<A: KinesisApi>(
+    api: A,
+    cfg: ValidKinesisConfig,
+    store: Arc<dyn CheckpointStore>,
+    submitter: Submitter,
+    metrics: KinesisMetrics,
+    limits: DecodeLimits,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ConsumerError> {
+    let Some(stream) = cfg.stream.clone() else {
+        return Ok(());
+    };
+    let mut loaded = {
+        let store = Arc::clone(&store);
+        let stream = stream.clone();
+        tokio::task::spawn_blocking(move || store.load(&stream))
+            .await
+            .map_err(|e| ConsumerError::Shard {
+                shard: "*".into(),
+                message: format!("checkpoint load task: {e}"),
+            })??
+    };
+    let ctx = Arc::new(Ctx {
+        api,
+        stream: stream.clone(),
+        cfg,
+        store,
+        submitter,
+        metrics,
+        limits,
+    });
+    // Shards at ShardEnd, from the store or finished in this run.
+    let mut ended: HashSet<String> = loaded
+        .iter()
+        .filter(|(_, p)| **p == Position::ShardEnd)
+        .map(|(s, _)| s.clone())
+        .collect();
+    let mut reading: HashSet<String> = HashSet::new();
+    let mut shards: Vec<ShardInfo> = Vec::new();
+    let mut tasks: JoinSet<(String, ShardExit)> = JoinSet::new();
+    let mut discovery = tokio::time::interval(ctx.cfg.shard_discovery);
+    discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut list_backoff = Backoff::default();
+    let mut result = Ok(());
+    // The shard tasks' own stop signal, so the loop can stop them on an error too.
+    let (halt_tx, halt_rx) = watch::channel(false);
+
+    loop {
+        tokio::select! {
+            _ = wait_stop(&mut stop) => break,
+            _ = discovery.tick() => {
+                match ctx.api.list_shards().await {
+                    Ok(list) => {
+                        list_backoff.reset();
+                        shards = list;
+                    }
+                    Err(e @ (ApiError::Fatal(_) | ApiError::NotFound(_))) => {
+                        ctx.metrics.errors.with_label_values(&[e.kind()]).inc();
+                        result = Err(ConsumerError::Api { stream: stream.clone(), source: e });
+                        break;
+                    }
+                    Err(e) => {
+                        ctx.metrics.errors.with_label_values(&[e.kind()]).inc();
+                        eprintln!("albwatch: kinesis ListShards {stream}: {e}");
+                        // Retried on the next tick, or sooner when the backoff is shorter.
+                        discovery.reset_after(list_backoff.next().min(ctx.cfg.shard_discovery));
+                        continue;
+                    }
+                }
+            }
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                match joined {
+                    Ok((shard, exit)) => {
+                        reading.remove(&shard);
+                        match exit {
+                            ShardExit::Ended => {
+                                ended.insert(shard);
+                                // Its children may be new: look now, not a period later.
+                                discovery.reset_immediately();
+                            }
+                            ShardExit::Gone => {
+                                shards.retain(|s| s.id != shard);
+                                // If ListShards shows it again it resumes from what this run
+                                // saved, not from the positions loaded at start.
+                                let store = Arc::clone(&ctx.store);
+                                let stream = stream.clone();
+                                if let Ok(Ok(now)) = tokio::task::spawn_blocking(move || store.load(&stream)).await {
+                                    loaded = now;
+                                }
+                            }
+                            // Only stopping (or a closed pipeline) stops a shard.
+                            ShardExit::Stopped => break,
+                        }
+                    }
+                    Err(e) => {
+                        result = Err(ConsumerError::Shard { shard: "?".into(), message: format!("task failed: {e}") });
+                        break;
+                    }
+                }
+            }
+        }
+        let listed: HashSet<&str> = shards.iter().map(|s| s.id.as_str()).collect();
+        for shard in &shards {
+            if ended.contains(&shard.id) || reading.contains(&shard.id) {
+                continue;
+            }
+            let ready = parents_done(shard, &ended, &listed, &loaded);
+            if !ready {
+                continue;
+            }
+            let start = match loaded.get(&shard.id) {
+                Some(Position::After(seq)) => IteratorStart::After(seq.clone()),
+                Some(Position::ShardEnd) => continue,
+                None => IteratorStart::Initial(initial_for_child(&ctx.cfg, shard)),
+            };
+            reading.insert(shard.id.clone());
+            let ctx = Arc::clone(&ctx);
+            let id = shard.id.clone();
+            let stop = halt_rx.clone();
+            tasks.spawn(async move {
+                ctx.metrics.shards_reading.inc();
+                let exit = read_shard(&ctx, &id, start, stop).await;
+                ctx.metrics.shards_reading.dec();
+                (id, exit)
+            });
+        }
+    }
+
+    // Whatever ended the loop (the caller's stop, an error, a closed pipeline), every shard
+    // task stops polling, waits for its batches in flight and saves its last position.
+    let _ = halt_tx.send(true);
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined
+            && !e.is_cancelled()
+        {
+            eprintln!("albwatch: kinesis shard task failed: {e}");
+        }
+    }
+    result
+}
+
+/// Whether `shard` may be read: each parent is at ShardEnd, or is no longer listed (expired
+/// past retention) and was never checkpointed by us, so nothing of it is left to read. A parent
+/// that is unlisted but has a non-final checkpoint keeps blocking: its unread tail may only be
+/// missing from a partial listing, and reading the child first would break per-key order.
+fn parents_done(
+    shard: &ShardInfo,
+    ended: &HashSet<String>,
+    listed: &HashSet<&str>,
+    loaded: &BTreeMap<String, Position>,
+) -> bool {
+    [&shard.parent, &shard.adjacent_parent]
+        .into_iter()
+        .flatten()
+        .all(|p| ended.contains(p) || (!listed.contains(p.as_str()) && !loaded.contains_key(p)))
+}
+
+/// A child shard found after the consumer started holds only data written after its parents
+/// closed; reading it from LATEST would skip what arrived between the split and our discovery.
+/// So a shard with a parent starts at TRIM_HORIZON unless AT_TIMESTAMP was asked for.
+fn initial_for_child(cfg: &ValidKinesisConfig, shard: &ShardInfo) -> InitialPosition {
+    match cfg.initial {
+        InitialPosition::Latest if shard.parent.is_some() || shard.adjacent_parent.is_some() => {
+            InitialPosition::TrimHorizon
+        }
+        other => other,
+    }
+}
+
+/// Exponential backoff with full jitter, 100 ms doubling up to [`MAX_BACKOFF`].
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let cap = Duration::from_millis(100)
+            .saturating_mul(1u32 << self.failures.min(9))
+            .min(MAX_BACKOFF);
+        // Jitter from the clock's sub-second nanos: enough to de-synchronise shards without
+        // pulling in a random number generator.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        cap.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Acknowledged positions waiting to be saved, shared with the pipeline's ack closures.
+#[derive(Default)]
+struct Released {
+    commits: Mutex<InOrderCommits>,
+    /// The newest released position not yet saved.
+    unsaved: Mutex<Option<Position>>,
+    changed: Notify,
+}
+
+impl Released {
+    fn ack(&self, batch: super::checkpoint::BatchNo) {
+        let released = self
+            .commits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ack(batch);
+        match released {
+            Ok(Some(position)) => {
+                *self.unsaved.lock().unwrap_or_else(PoisonError::into_inner) = Some(position);
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("albwatch: kinesis commit bookkeeping: {e}"),
+        }
+        self.changed.notify_one();
+    }
+
+    fn take_unsaved(&self) -> Option<Position> {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.commits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .in_flight()
+    }
+}
+
+/// Saves `position` for `shard` off the async threads; true if it is durable (or already was).
+async fn save<A: KinesisApi>(ctx: &Ctx<A>, shard: &str, position: Position) -> bool {
+    let store = Arc::clone(&ctx.store);
+    let stream = ctx.stream.clone();
+    let shard_id = shard.to_owned();
+    let saved =
+        tokio::task::spawn_blocking(move || store.save(&stream, &shard_id, &position)).await;
+    match saved {
+        Ok(Ok(SaveOutcome::Advanced)) => {
+            ctx.metrics.checkpoints.inc();
+            true
+        }
+        Ok(Ok(SaveOutcome::Unchanged)) => true,
+        Ok(Ok(SaveOutcome::Stale { stored })) => {
+            ctx.metrics
+                .errors
+                .with_label_values(&["stale_checkpoint"])
+                .inc();
+            eprintln!("albwatch: kinesis {shard}: checkpoint behind the stored {stored:?}");
+            true
+        }
+        Ok(Err(e)) => {
+            ctx.metrics.errors.with_label_values(&["checkpoint"]).inc();
+            eprintln!("albwatch: kinesis {shard}: {e}");
+            false
+        }
+        Err(e) => {
+            ctx.metrics.errors.with_label_values(&["checkpoint"]).inc();
+            eprintln!("albwatch: kinesis {shard}: checkpoint task: {e}");
+            false
+        }
+    }
+}
+
+/// Waits until every batch in flight is acknowledged, or `limit` passes.
+async fn wait_for_acks(released: &Released, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let notified = released.changed.notified();
+        if released.in_flight() == 0 {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return released.in_flight() == 0;
+        }
+    }
+}
+
+/// Reads one shard from `start` until it ends or `stop` turns true.
+async fn read_shard<A: KinesisApi>(
+    ctx: &Ctx<A>,
+    shard: &str,
+    start: IteratorStart,
+    mut stop: watch::Receiver<bool>,
+) -> ShardExit {
+    let released = Arc::new(Released::default());
+    let mut decoder = Decoder::new(ctx.limits);
+    let mut backoff = Backoff::default();
+    // The newest record handed to the pipeline: an expired iterator is renewed after it, not
+    // after the last checkpoint, because every record up to it is already queued with an ack.
+    let mut resume = start;
+    let mut iterator: Option<String> = None;
+    let mut last_save = Instant::now();
+    let mut last_call: Option<tokio::time::Instant> = None;
+    let lag = ctx.metrics.lag_seconds.with_label_values(&[shard]);
+    let stopped = |rx: &watch::Receiver<bool>| *rx.borrow();
+
+    let exit = loop {
+        if stopped(&stop) {
+            break ShardExit::Stopped;
+        }
+        // Periodic checkpoint of what the pipeline has finished.
+        if last_save.elapsed() >= ctx.cfg.checkpoint_interval {
+            if let Some(position) = released.take_unsaved()
+                && !save(ctx, shard, position.clone()).await
+            {
+                // Keep it for the next attempt rather than lose it.
+                let mut unsaved = released
+                    .unsaved
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if unsaved.is_none() {
+                    *unsaved = Some(position);
+                }
+            }
+            last_save = Instant::now();
+        }
+        let it = match &iterator {
+            Some(it) => it.clone(),
+            None => match ctx.api.get_shard_iterator(shard, &resume).await {
+                Ok(it) => {
+                    iterator = Some(it.clone());
+                    it
+                }
+                Err(e) => {
+                    ctx.metrics.errors.with_label_values(&[e.kind()]).inc();
+                    match e {
+                        ApiError::NotFound(_) => break ShardExit::Gone,
+                        ApiError::Fatal(msg) => {
+                            eprintln!("albwatch: kinesis {shard}: GetShardIterator: {msg}");
+                            break ShardExit::Gone;
+                        }
+                        _ => {
+                            if sleep_or_stop(backoff.next(), &mut stop).await {
+                                break ShardExit::Stopped;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            },
+        };
+        // Never more than 5 calls per second on one shard (spec §5.1).
+        if let Some(at) = last_call {
+            let gap = at + MIN_CALL_GAP;
+            if gap > tokio::time::Instant::now()
+                && sleep_or_stop(gap - tokio::time::Instant::now(), &mut stop).await
+            {
+                break ShardExit::Stopped;
+            }
+        }
+        last_call = Some(tokio::time::Instant::now());
+        let page = match ctx.api.get_records(&it, ctx.cfg.max_records_per_call).await {
+            Ok(page) => page,
+            Err(e) => {
+                ctx.metrics.errors.with_label_values(&[e.kind()]).inc();
+                let wait = match e {
+                    ApiError::ExpiredIterator => {
+                        iterator = None;
+                        Duration::ZERO
+                    }
+                    ApiError::Throttled(_) => backoff.next().max(THROTTLE_BACKOFF),
+                    ApiError::NotFound(_) => break ShardExit::Gone,
+                    ApiError::Transient(_) => backoff.next(),
+                    ApiError::Fatal(msg) => {
+                        // A bad iterator is renewed; anything else waits at the longest backoff.
+                        eprintln!("albwatch: kinesis {shard}: GetRecords: {msg}");
+                        iterator = None;
+                        MAX_BACKOFF
+                    }
+                };
+                if sleep_or_stop(wait, &mut stop).await {
+                    break ShardExit::Stopped;
+                }
+                continue;
+            }
+        };
+        backoff.reset();
+        if let Some(ms) = page.millis_behind_latest {
+            lag.set(ms as f64 / 1000.0);
+        }
+        let got_records = !page.records.is_empty();
+        if got_records {
+            match submit_page(ctx, shard, &released, &mut decoder, page.records).await {
+                Ok(last) => resume = IteratorStart::After(last),
+                Err(exit) => break exit,
+            }
+        }
+        match page.next_iterator {
+            Some(next) => iterator = Some(next),
+            None => {
+                // Closed and read to its end: wait for the pipeline, then ShardEnd is final.
+                let now = released
+                    .commits
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .finish();
+                if let Some(p) = now {
+                    *released
+                        .unsaved
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(p);
+                }
+                if !wait_for_acks(&released, SHARD_END_ACK_WAIT).await {
+                    break ShardExit::Stopped;
+                }
+                let _ = ctx.metrics.lag_seconds.remove_label_values(&[shard]);
+                // Every batch is acknowledged and the shard finished, so ShardEnd supersedes
+                // any unsaved position. Retried until durable: the children wait for it.
+                let _ = released.take_unsaved();
+                loop {
+                    if save(ctx, shard, Position::ShardEnd).await {
+                        return ShardExit::Ended;
+                    }
+                    if sleep_or_stop(backoff.next(), &mut stop).await {
+                        return ShardExit::Stopped;
+                    }
+                }
+            }
+        }
+        // Adaptive polling: straight on while records flow, the full interval when idle.
+        if !got_records && sleep_or_stop(ctx.cfg.poll_interval, &mut stop).await {
+            break ShardExit::Stopped;
+        }
+    };
+    // Stopping: the pipeline is still running (app stops inputs before the pool), so the
+    // batches in flight come back; then the newest released position is saved.
+    wait_for_acks(&released, ACK_WAIT).await;
+    if let Some(position) = released.take_unsaved() {
+        save(ctx, shard, position).await;
+    }
+    exit
+}
+
+/// Decodes one page into batches of about `batch_bytes` of lines, cut between records so each
+/// batch's last sequence number covers only records it holds whole, registers each with the
+/// shard's commits and queues it. Returns the last sequence number queued.
+async fn submit_page<A: KinesisApi>(
+    ctx: &Ctx<A>,
+    shard: &str,
+    released: &Arc<Released>,
+    decoder: &mut Decoder,
+    records: Vec<ApiRecord>,
+) -> Result<SequenceNumber, ShardExit> {
+    let mut lines = Vec::new();
+    let mut last: Option<SequenceNumber> = None;
+    let mut queued = None;
+    ctx.metrics.records.inc_by(records.len() as u64);
+    let count = records.len();
+    for (i, record) in records.iter().enumerate() {
+        if decoder.decode(&record.data, &mut lines).is_err() {
+            // A bad record is counted and skipped; its sequence number still moves the
+            // checkpoint, since re-reading it would fail the same way.
+            ctx.metrics.decode_errors.inc();
+        }
+        match SequenceNumber::parse(&record.sequence_number) {
+            Ok(seq) => last = Some(seq),
+            Err(e) => {
+                ctx.metrics.errors.with_label_values(&["fatal"]).inc();
+                eprintln!("albwatch: kinesis {shard}: bad sequence number: {e}");
+            }
+        }
+        // Bounds what one batch holds however large the page (up to 10,000 records).
+        let full = lines.len() >= ctx.cfg.batch_bytes;
+        if (full || i + 1 == count)
+            && let Some(seq) = last.take()
+        {
+            submit_batch(
+                ctx,
+                shard,
+                released,
+                std::mem::take(&mut lines),
+                seq.clone(),
+            )
+            .await?;
+            queued = Some(seq);
+        }
+    }
+    queued.ok_or(ShardExit::Gone)
+}
+
+/// Registers one batch ending at record `last` and queues it.
+async fn submit_batch<A: KinesisApi>(
+    ctx: &Ctx<A>,
+    shard: &str,
+    released: &Arc<Released>,
+    lines: Vec<u8>,
+    last: SequenceNumber,
+) -> Result<(), ShardExit> {
+    let batch = released
+        .commits
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .sent(last);
+    let batch = match batch {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("albwatch: kinesis {shard}: {e}");
+            return Err(ShardExit::Gone);
+        }
+    };
+    let acked = Arc::clone(released);
+    let raw = RawBatch::with_ack(lines, Box::new(move |_| acked.ack(batch)));
+    let submitter = ctx.submitter.clone();
+    // The queue is bounded and `submit` blocks while it is full: that is the backpressure
+    // that slows polling down, kept off the async threads.
+    match tokio::task::spawn_blocking(move || submitter.submit(raw)).await {
+        Ok(Ok(())) => {
+            ctx.metrics.batches.inc();
+            Ok(())
+        }
+        _ => Err(ShardExit::Stopped),
+    }
+}
+
+/// Sleeps for `d`; true if `stop` turned true first.
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = wait_stop(stop) => true,
+    };
+    stopped || *stop.borrow()
+}
+
+/// Resolves once `stop` is true (or its sender is gone). Returns nothing, so no `watch::Ref`
+/// lives in a `select!` output across an await, which would make the future `!Send`.
+async fn wait_stop(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(id: &str, parent: Option<&str>, adjacent: Option<&str>) -> ShardInfo {
+        ShardInfo {
+            id: id.into(),
+            parent: parent.map(Into::into),
+            adjacent_parent: adjacent.map(Into::into),
+        }
+    }
+
+    fn seq(s: &str) -> Position {
+        Position::After(SequenceNumber::parse(s).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    #[test]
+    fn a_merge_child_waits_for_both_parents() {
+        let child = shard("c", Some("a"), Some("b"));
+        let listed: HashSet<&str> = ["a", "b", "c"].into();
+        let loaded = BTreeMap::new();
+        let mut ended = HashSet::new();
+        assert!(!parents_done(&child, &ended, &listed, &loaded));
+        ended.insert("a".to_string());
+        assert!(!parents_done(&child, &ended, &listed, &loaded));
+        ended.insert("b".to_string());
+        assert!(parents_done(&child, &ended, &listed, &loaded));
+    }
+
+    #[test]
+    fn an_expired_parent_never_read_does_not_block() {
+        let child = shard("c", Some("gone"), None);
+        let listed: HashSet<&str> = ["c"].into();
+        let ended = HashSet::new();
+        assert!(parents_done(&child, &ended, &listed, &BTreeMap::new()));
+        // Read part-way by us and now unlisted: keep waiting rather than break the order.
+        let loaded = BTreeMap::from([("gone".to_string(), seq("7"))]);
+        assert!(!parents_done(&child, &ended, &listed, &loaded));
+    }
+
+    #[test]
+    fn shards_without_parents_are_ready() {
+        let root = shard("r", None, None);
+        assert!(parents_done(
+            &root,
+            &HashSet::new(),
+            &HashSet::new(),
+            &BTreeMap::new()
+        ));
+    }
+
+    #[test]
+    fn children_found_later_start_at_the_trim_horizon_under_latest() {
+        let cfg = ValidKinesisConfig::default();
+        assert_eq!(cfg.initial, InitialPosition::Latest);
+        assert_eq!(
+            initial_for_child(&cfg, &shard("c", Some("p"), None)),
+            InitialPosition::TrimHorizon
+        );
+        assert_eq!(
+            initial_for_child(&cfg, &shard("r", None, None)),
+            InitialPosition::Latest
+        );
+    }
+
+    #[test]
+    fn backoff_grows_is_jittered_and_capped() {
+        let mut b = Backoff::default();
+        let first = b.next();
+        assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(200));
+        for _ in 0..20 {
+            assert!(b.next() <= MAX_BACKOFF);
+        }
+        assert!(b.next() >= MAX_BACKOFF / 2);
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn error_kinds_are_the_documented_label_values() {
+        assert_eq!(ApiError::Throttled(String::new()).kind(), "throttled");
+        assert_eq!(ApiError::ExpiredIterator.kind(), "expired_iterator");
+        assert_eq!(ApiError::NotFound(String::new()).kind(), "not_found");
+        assert_eq!(ApiError::Transient(String::new()).kind(), "transient");
+        assert_eq!(ApiError::Fatal(String::new()).kind(), "fatal");
+    }
+}

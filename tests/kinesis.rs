@@ -1,0 +1,730 @@
+//! The Kinesis consumer against a real emulator: kinesalite, installed by
+//! `scripts/install-test-deps.sh` into `target/test-deps/kinesalite` and started here on a free
+//! loopback port (a missing install fails the tests, it never skips them). Records go through
+//! a real worker pool into a real aggregator, so "counted exactly once" is checked where it
+//! matters; a thin wrapper around the consumer's [`KinesisApi`] seam records the call order
+//! (children only after the parent's `SHARD_END`) and injects the throttling kinesalite never
+//! produces.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use albwatch::aggregate::{AggregateConfig, Aggregator};
+use albwatch::classify::LoadBalancers;
+use albwatch::decode::DecodeLimits;
+use albwatch::kinesis::checkpoint::{CheckpointStore, FileCheckpointStore, Position};
+use albwatch::kinesis::config::{KinesisConfig, StartAt};
+use albwatch::kinesis::consumer::{
+    self, ApiError, IteratorStart, KinesisApi, KinesisMetrics, RecordsPage, SdkApi, ShardInfo,
+};
+use albwatch::pipeline::{Pool, PoolConfig};
+use aws_sdk_kinesis::primitives::Blob;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const LINE: &str = "http 2018-07-02T22:23:00.186641Z app/my-loadbalancer/50dc6c495c0c9188 192.168.131.39:2817 10.0.0.1:80 0.000 0.001 0.000 200 200 34 366 \"GET http://www.example.com:80/ HTTP/1.1\" \"curl/7.46.0\" - - arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/my-targets/73e2d6bc24d8a067 \"Root=1-58337262-36d228ad5d99923122bbe354\" \"-\" \"-\" 0 2018-07-02T22:22:48.364000Z \"forward\" \"-\" \"-\" \"10.0.0.1:80\" \"200\" \"-\" \"-\" TID_1234abcd5678ef90 \"-\" \"-\" \"-\"\n";
+
+/// 2^127: the split point that halves a single shard's hash range.
+const MIDDLE_HASH: &str = "170141183460469231731687303715884105728";
+
+// ---------------------------------------------------------------------------------------------
+// kinesalite
+
+struct Kinesalite {
+    child: Child,
+    endpoint: String,
+}
+
+impl Kinesalite {
+    fn start() -> Kinesalite {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/kinesalite");
+        let module = dir.join("node_modules/kinesalite");
+        assert!(
+            module.join("package.json").is_file(),
+            "kinesalite is not installed at {}: run scripts/install-test-deps.sh",
+            module.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let script = format!(
+            "require({:?})({{createStreamMs:50,deleteStreamMs:50,updateStreamMs:50}}).listen({port},'127.0.0.1')",
+            module.display().to_string()
+        );
+        let child = Command::new("node")
+            .arg("-e")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node must be installed (Node 20) to run kinesalite");
+        let mut k = Kinesalite {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return k;
+            }
+            if let Ok(Some(status)) = k.child.try_wait() {
+                panic!("kinesalite exited at start: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("kinesalite did not listen on {port} within 10 s");
+    }
+}
+
+impl Drop for Kinesalite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    use aws_smithy_http_client::tls;
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "AKIDTEST", "secret", None, None, "static",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await;
+    aws_sdk_kinesis::Client::new(&conf)
+}
+
+async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
+    for _ in 0..200 {
+        let d = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .expect("describe");
+        if d.stream_description_summary()
+            .is_some_and(|s| s.stream_status().as_str() == "ACTIVE")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stream {stream} never became ACTIVE");
+}
+
+async fn create_stream(client: &aws_sdk_kinesis::Client, stream: &str) {
+    create_stream_with(client, stream, 1).await;
+}
+
+async fn create_stream_with(client: &aws_sdk_kinesis::Client, stream: &str, shards: i32) {
+    client
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("create stream");
+    wait_active(client, stream).await;
+}
+
+async fn put(client: &aws_sdk_kinesis::Client, stream: &str, data: Vec<u8>, hash: Option<&str>) {
+    let mut req = client
+        .put_record()
+        .stream_name(stream)
+        .partition_key("pk")
+        .data(Blob::new(data));
+    if let Some(h) = hash {
+        req = req.explicit_hash_key(h);
+    }
+    req.send().await.expect("put record");
+}
+
+fn lines(n: usize) -> Vec<u8> {
+    LINE.repeat(n).into_bytes()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).expect("gzip");
+    enc.finish().expect("gzip")
+}
+
+fn cwl_envelope(message_type: &str, n: usize) -> Vec<u8> {
+    let events: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({"id": format!("{i}"), "timestamp": 1_530_570_180_186u64,
+                "message": LINE.trim_end()})
+        })
+        .collect();
+    let body = serde_json::json!({"owner": "111111111111", "logGroup": "alb", "logStream": "s",
+        "subscriptionFilters": ["f"], "messageType": message_type, "logEvents": events});
+    gzip(body.to_string().as_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The consumer with a real pipeline behind it.
+
+/// Records the order of iterator requests and throttles the first `throttle` GetRecords.
+struct Recording<A> {
+    inner: A,
+    throttle: AtomicUsize,
+    /// GetRecords calls still to fail with an expired iterator; set by the test mid-run.
+    expire: Arc<AtomicUsize>,
+    iterators: Arc<Mutex<Vec<String>>>,
+}
+
+fn take_one(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+impl<A: KinesisApi> KinesisApi for Recording<A> {
+    async fn list_shards(&self) -> Result<Vec<ShardInfo>, ApiError> {
+        self.inner.list_shards().await
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        shard: &str,
+        start: &IteratorStart,
+    ) -> Result<String, ApiError> {
+        self.iterators
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(shard.to_owned());
+        self.inner.get_shard_iterator(shard, start).await
+    }
+
+    async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordsPage, ApiError> {
+        if take_one(&self.throttle) {
+            return Err(ApiError::Throttled("injected".into()));
+        }
+        if take_one(&self.expire) {
+            return Err(ApiError::ExpiredIterator);
+        }
+        self.inner.get_records(iterator, limit).await
+    }
+}
+
+/// A consumer task and the sender that stops it.
+type Running = (
+    watch::Sender<bool>,
+    JoinHandle<Result<(), consumer::ConsumerError>>,
+);
+
+struct Harness {
+    agg: Arc<Mutex<Aggregator>>,
+    pool: Option<Pool>,
+    dir: PathBuf,
+    store: Arc<FileCheckpointStore>,
+    metrics: KinesisMetrics,
+    registry: prometheus::Registry,
+    iterators: Arc<Mutex<Vec<String>>>,
+    expire: Arc<AtomicUsize>,
+}
+
+impl Harness {
+    fn new(name: &str) -> Harness {
+        let dir =
+            std::env::temp_dir().join(format!("albwatch-kinesis-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let agg = Arc::new(Mutex::new(Aggregator::new(AggregateConfig::default())));
+        let pool = Pool::start(
+            &PoolConfig {
+                workers: 2,
+                queue_batches: 8,
+                max_line_bytes: 65_536,
+            },
+            &AggregateConfig::default(),
+            Arc::new(LoadBalancers::default()),
+            Arc::clone(&agg),
+            Arc::new(|| None),
+            None,
+        )
+        .expect("worker threads");
+        let store = Arc::new(FileCheckpointStore::open(&dir).expect("checkpoint dir"));
+        let registry = prometheus::Registry::new();
+        let metrics = KinesisMetrics::register(&registry).expect("metrics");
+        Harness {
+            agg,
+            pool: Some(pool),
+            dir,
+            store,
+            metrics,
+            registry,
+            iterators: Arc::default(),
+            expire: Arc::default(),
+        }
+    }
+
+    fn start(&self, client: &aws_sdk_kinesis::Client, stream: &str, throttle: usize) -> Running {
+        self.start_with(client, stream, throttle, 1 << 20)
+    }
+
+    fn start_with(
+        &self,
+        client: &aws_sdk_kinesis::Client,
+        stream: &str,
+        throttle: usize,
+        batch_bytes: usize,
+    ) -> Running {
+        let mut cfg = KinesisConfig {
+            stream: Some(stream.to_owned()),
+            start: StartAt::TrimHorizon,
+            checkpoint_dir: self.dir.clone(),
+            poll_interval_ms: 200,
+            shard_discovery_secs: 1,
+            checkpoint_interval_secs: 1,
+            ..KinesisConfig::default()
+        }
+        .validate()
+        .expect("valid config");
+        cfg.batch_bytes = batch_bytes;
+        let api = Recording {
+            inner: SdkApi::new(client.clone(), stream),
+            throttle: AtomicUsize::new(throttle),
+            expire: Arc::clone(&self.expire),
+            iterators: Arc::clone(&self.iterators),
+        };
+        let (tx, rx) = watch::channel(false);
+        let pool = self.pool.as_ref().expect("pool running");
+        let task = tokio::spawn(consumer::run(
+            api,
+            cfg,
+            Arc::clone(&self.store) as Arc<dyn CheckpointStore>,
+            pool.submitter(),
+            self.metrics.clone(),
+            DecodeLimits::default(),
+            rx,
+        ));
+        (tx, task)
+    }
+
+    fn counted(&self) -> u64 {
+        let agg = self.agg.lock().unwrap_or_else(PoisonError::into_inner);
+        agg.snapshot(i64::MAX)
+            .series
+            .iter()
+            .flat_map(|s| &s.totals)
+            .map(|t| t.2)
+            .sum()
+    }
+
+    async fn wait_counted(&self, n: u64) {
+        for _ in 0..300 {
+            if self.counted() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A little longer, so a duplicate that would arrive late is seen.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(self.counted(), n, "lines counted");
+    }
+
+    fn metric(&self, sample: &str) -> f64 {
+        let (_, body) = albwatch::export::admin::encode(&self.registry).expect("encode");
+        let text = String::from_utf8(body).expect("utf8");
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    fn positions(&self, stream: &str) -> std::collections::BTreeMap<String, Position> {
+        self.store.load(stream).expect("load checkpoints")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.finish();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn stop(tx: watch::Sender<bool>, task: JoinHandle<Result<(), consumer::ConsumerError>>) {
+    let _ = tx.send(true);
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("consumer stops in time")
+        .expect("consumer task")
+        .expect("consumer ran without error");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_gzip_and_cloudwatch_records_are_counted_once() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, "formats").await;
+    put(&c, "formats", lines(2), None).await;
+    put(&c, "formats", gzip(&lines(3)), None).await;
+    put(&c, "formats", cwl_envelope("DATA_MESSAGE", 2), None).await;
+    put(&c, "formats", cwl_envelope("CONTROL_MESSAGE", 0), None).await;
+
+    let h = Harness::new("formats");
+    let (tx, task) = h.start(&c, "formats", 0);
+    h.wait_counted(7).await;
+    stop(tx, task).await;
+    assert_eq!(h.metric("albwatch_kinesis_records_total"), 4.0);
+    let positions = h.positions("formats");
+    assert!(
+        matches!(
+            positions.get("shardId-000000000000"),
+            Some(Position::After(_))
+        ),
+        "{positions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_from_the_checkpoint_without_loss() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, "restart").await;
+    for _ in 0..5 {
+        put(&c, "restart", lines(1), None).await;
+    }
+    let h = Harness::new("restart");
+    let (tx, task) = h.start(&c, "restart", 0);
+    h.wait_counted(5).await;
+    stop(tx, task).await;
+
+    for _ in 0..4 {
+        put(&c, "restart", lines(2), None).await;
+    }
+    let (tx, task) = h.start(&c, "restart", 0);
+    h.wait_counted(13).await;
+    stop(tx, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_parent_reaches_shard_end_before_children_are_read() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, "split").await;
+    for _ in 0..3 {
+        put(&c, "split", lines(1), None).await;
+    }
+    c.split_shard()
+        .stream_name("split")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key(MIDDLE_HASH)
+        .send()
+        .await
+        .expect("split");
+    wait_active(&c, "split").await;
+    put(&c, "split", lines(2), Some("1")).await;
+    put(
+        &c,
+        "split",
+        lines(2),
+        Some("170141183460469231731687303715884105729"),
+    )
+    .await;
+
+    let h = Harness::new("split");
+    let (tx, task) = h.start(&c, "split", 0);
+    h.wait_counted(7).await;
+    stop(tx, task).await;
+
+    let positions = h.positions("split");
+    assert_eq!(
+        positions.get("shardId-000000000000"),
+        Some(&Position::ShardEnd),
+        "{positions:?}"
+    );
+    assert_eq!(positions.len(), 3, "{positions:?}");
+    let order = h
+        .iterators
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    assert_eq!(
+        order.first().map(String::as_str),
+        Some("shardId-000000000000")
+    );
+    assert!(
+        order[1..].iter().all(|s| s != "shardId-000000000000"),
+        "{order:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_backs_off_and_loses_nothing() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, "throttle").await;
+    for _ in 0..3 {
+        put(&c, "throttle", lines(1), None).await;
+    }
+    let h = Harness::new("throttle");
+    let (tx, task) = h.start(&c, "throttle", 2);
+    h.wait_counted(3).await;
+    stop(tx, task).await;
+    assert_eq!(
+        h.metric("albwatch_kinesis_errors_total{kind=\"throttled\"}"),
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_iterator_is_renewed_after_the_last_record_read() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, "expire").await;
+    for _ in 0..3 {
+        put(&c, "expire", lines(1), None).await;
+    }
+    let h = Harness::new("expire");
+    let (tx, task) = h.start(&c, "expire", 0);
+    h.wait_counted(3).await;
+    h.expire.store(1, Ordering::SeqCst);
+    for _ in 0..2 {
+        put(&c, "expire", lines(1), None).await;
+    }
+    // Renewed with AFTER_SEQUENCE_NUMBER of the last record queued: nothing lost or repeated.
+    h.wait_counted(5).await;
+    stop(tx, task).await;
+    assert_eq!(
+        h.metric("albwatch_kinesis_errors_total{kind=\"expired_iterator\"}"),
+        1.0
+    );
+    let renewals = h
+        .iterators
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .len();
+    assert_eq!(renewals, 2, "one iterator at start, one after the expiry");
+}
+
+/// The daemon as deployed: `albwatch run --kinesis-stream`, the endpoint from
+/// `AWS_ENDPOINT_URL_KINESIS` (aws-config's standard variable), counts on `/metrics`, and on
+/// SIGTERM a final checkpoint in the configured directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_reads_the_stream_named_on_the_command_line() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, "daemon").await;
+    put(&c, "daemon", lines(2), None).await;
+    put(&c, "daemon", gzip(&lines(3)), None).await;
+
+    let dir = std::env::temp_dir().join(format!("albwatch-kinesis-daemon-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("albwatch.toml");
+    let checkpoints = dir.join("checkpoints");
+    std::fs::write(
+        &config,
+        format!(
+            "[kinesis]\nstart = \"trim_horizon\"\npoll_interval_ms = 200\ncheckpoint_dir = {:?}\n",
+            checkpoints.display().to_string()
+        ),
+    )
+    .expect("config");
+    let admin_port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_albwatch"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--admin-addr", &admin, "--kinesis-stream", "daemon"])
+        .env("AWS_ENDPOINT_URL_KINESIS", &k.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_PROFILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("albwatch runs");
+
+    let (mut records, mut lines_counted) = (0.0, 0.0);
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(body) = http_get(&admin, "/metrics") {
+            records = sample(&body, "albwatch_kinesis_records_total");
+            lines_counted = sample(&body, "albwatch_lines_total{outcome=\"parsed\"}");
+            if records >= 2.0 && lines_counted >= 5.0 {
+                break;
+            }
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("albwatch exits");
+    assert!(status.success(), "{status}");
+    assert_eq!(records, 2.0);
+    assert_eq!(lines_counted, 5.0);
+    let store = FileCheckpointStore::open(&checkpoints).expect("checkpoints");
+    let positions = store.load("daemon").expect("load");
+    assert!(
+        matches!(
+            positions.get("shardId-000000000000"),
+            Some(Position::After(_))
+        ),
+        "{positions:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_child_is_read_after_both_parents_end() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream_with(&c, "merge", 2).await;
+    put(&c, "merge", lines(1), Some("1")).await;
+    put(
+        &c,
+        "merge",
+        lines(2),
+        Some("170141183460469231731687303715884105729"),
+    )
+    .await;
+    c.merge_shards()
+        .stream_name("merge")
+        .shard_to_merge("shardId-000000000000")
+        .adjacent_shard_to_merge("shardId-000000000001")
+        .send()
+        .await
+        .expect("merge");
+    wait_active(&c, "merge").await;
+    put(&c, "merge", lines(3), Some("1")).await;
+
+    let h = Harness::new("merge");
+    let (tx, task) = h.start(&c, "merge", 0);
+    h.wait_counted(6).await;
+    stop(tx, task).await;
+
+    let positions = h.positions("merge");
+    for parent in ["shardId-000000000000", "shardId-000000000001"] {
+        assert_eq!(
+            positions.get(parent),
+            Some(&Position::ShardEnd),
+            "{positions:?}"
+        );
+    }
+    assert!(
+        matches!(
+            positions.get("shardId-000000000002"),
+            Some(Position::After(_))
+        ),
+        "{positions:?}"
+    );
+    let order = h
+        .iterators
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    assert_eq!(
+        order.last().map(String::as_str),
+        Some("shardId-000000000002"),
+        "{order:?}"
+    );
+    assert_eq!(order.len(), 3, "{order:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_stream_is_an_error_not_a_silent_wait() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    let h = Harness::new("missing");
+    let (_tx, task) = h.start(&c, "no-such-stream", 0);
+    let result = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the consumer gives up on its own")
+        .expect("consumer task");
+    let err = result.expect_err("ListShards on a missing stream fails");
+    assert!(err.to_string().contains("no-such-stream"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_page_is_cut_into_batches_between_records() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, "cut").await;
+    for _ in 0..6 {
+        put(&c, "cut", lines(2), None).await;
+    }
+    let h = Harness::new("cut");
+    // Smaller than one record's lines: every record becomes its own batch.
+    let (tx, task) = h.start_with(&c, "cut", 0, 100);
+    h.wait_counted(12).await;
+    stop(tx, task).await;
+    assert_eq!(h.metric("albwatch_kinesis_batches_total"), 6.0);
+    assert_eq!(h.metric("albwatch_kinesis_records_total"), 6.0);
+}
+
+/// A consumer that dies without its shutdown save (the task is aborted, as a crash would end
+/// it) resumes from the periodic checkpoint: nothing lost, and here nothing repeated either,
+/// because the checkpoint interval passed after the last batch was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_checkpoints_survive_a_crash() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, "crash").await;
+    for _ in 0..5 {
+        put(&c, "crash", lines(1), None).await;
+    }
+    let h = Harness::new("crash");
+    let (_tx, task) = h.start(&c, "crash", 0);
+    h.wait_counted(5).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    task.abort();
+    let _ = task.await;
+    assert!(
+        matches!(
+            h.positions("crash").get("shardId-000000000000"),
+            Some(Position::After(_))
+        ),
+        "a periodic checkpoint was written"
+    );
+    for _ in 0..3 {
+        put(&c, "crash", lines(1), None).await;
+    }
+    let (tx, task) = h.start(&c, "crash", 0);
+    h.wait_counted(8).await;
+    stop(tx, task).await;
+}
