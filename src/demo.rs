@@ -18,8 +18,9 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use crate::classify::{Cause, Scope};
-use crate::corpus::{SplitMix64, write_time};
+use crate::corpus::SplitMix64;
 use crate::parse::write_seconds;
+use crate::parse::write_timestamp;
 
 const SECOND_US: i64 = 1_000_000;
 const MINUTE_US: i64 = 60 * SECOND_US;
@@ -919,7 +920,7 @@ struct Line<'a> {
 /// Writes one full 36-field line, with its `\n`, in the field order of spec §1.2.
 fn write_line(out: &mut Vec<u8>, r: &mut SplitMix64, l: &Line<'_>) {
     let _ = write!(out, "{} ", l.conn);
-    write_time(out, l.time_us, true);
+    write_timestamp(out, l.time_us, true);
     let _ = write!(out, " {} ", l.elb);
     match l.client_ip {
         Some(ip) => out.extend_from_slice(ip.as_bytes()),
@@ -980,7 +981,7 @@ fn write_line(out: &mut Vec<u8>, r: &mut SplitMix64, l: &Line<'_>) {
         "-"
     };
     let _ = write!(out, "\"{}\" \"{cert}\" {} ", l.domain, l.rule);
-    write_time(out, l.created_us, false);
+    write_timestamp(out, l.created_us, false);
     let _ = writeln!(
         out,
         " \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"-\" \"-\" TID_{:016x}{:016x} \"-\" \"-\" \"-\" 10.0.0.{} \"-\" \"-\"",

@@ -11,7 +11,7 @@ pub(crate) const CAUSES_LOG: &str = include_str!("../tests/fixtures/causes.log")
 pub(crate) fn retimed_tokens(line: &str, at: i64, elapsed_us: i64) -> Vec<String> {
     let time = |us| {
         let mut out = Vec::new();
-        crate::corpus::write_time(&mut out, us, true);
+        crate::parse::write_timestamp(&mut out, us, true);
         String::from_utf8(out).unwrap_or_default()
     };
     let mut tokens: Vec<String> = line.split(' ').map(str::to_string).collect();

@@ -198,9 +198,9 @@ pub fn window(secs: u32) -> String {
 pub fn rfc3339_ms(us: i64) -> String {
     let mut buf = Vec::with_capacity(32);
     // Microsecond precision; the last three fraction digits are dropped below.
-    crate::corpus::write_time(&mut buf, us, true);
+    crate::parse::write_timestamp(&mut buf, us, true);
     let mut out = String::from_utf8_lossy(&buf).into_owned();
-    // write_time always ends in `.ffffffZ`; keep `.fff` and the `Z`.
+    // write_timestamp always ends in `.ffffffZ`; keep `.fff` and the `Z`.
     if out.len() >= 4 && out.ends_with('Z') {
         out.truncate(out.len() - 4);
         out.push('Z');

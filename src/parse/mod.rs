@@ -15,7 +15,7 @@ mod value;
 
 pub use fields::MAX_FIELDS;
 pub use text::Text;
-pub use value::{Endpoint, timestamp_us, write_seconds};
+pub use value::{Endpoint, timestamp_us, write_seconds, write_timestamp};
 
 use value::{endpoint, processing_time_us, status, uint};
 

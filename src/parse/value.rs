@@ -4,6 +4,8 @@
 //! takes the whole field and either accepts all of it or returns `None`; the caller turns that
 //! into the error kind of the field's position.
 
+use std::io::Write;
+
 use super::text::Text;
 
 /// An `ip:port` pair split on the last colon, so unbracketed IPv6 addresses work (§1.3).
@@ -114,6 +116,36 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The inverse of [`timestamp_us`]: writes `us` (µs since the epoch) as `2018-07-02T22:23:00.186641Z`; with `micros` false the
+/// fraction is milliseconds padded with zeros, as ALB writes `request_creation_time`.
+pub fn write_timestamp(out: &mut Vec<u8>, us: i64, micros: bool) {
+    let secs = us.div_euclid(1_000_000);
+    let frac = us.rem_euclid(1_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    let frac = if micros { frac } else { frac / 1000 * 1000 };
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+}
+
+/// The date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 /// A processing time: `Some(Some(µs))` for `0.086`, `Some(None)` for `-1` or `-` (not
 /// dispatched / no response, never a duration), `None` for anything else.
 pub fn processing_time_us(field: &[u8]) -> Option<Option<u64>> {
@@ -181,7 +213,6 @@ pub fn endpoint(field: &[u8]) -> Option<Endpoint<'_>> {
 /// Formats microseconds as seconds with at least millisecond precision (`86000` → `0.086`),
 /// the way the log writes them.
 pub fn write_seconds(out: &mut Vec<u8>, us: u64) {
-    use std::io::Write;
     let (whole, frac) = (us / 1_000_000, us % 1_000_000);
     if frac % 1000 == 0 {
         let _ = write!(out, "{whole}.{:03}", frac / 1000);
@@ -219,6 +250,20 @@ mod tests {
             b"",
         ] {
             assert_eq!(timestamp_us(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn time_formatting_round_trips() {
+        for us in [
+            0,
+            1_530_570_180_186_641,
+            1_709_164_800_500_000,
+            4_102_444_799_999_999,
+        ] {
+            let mut out = Vec::new();
+            write_timestamp(&mut out, us, true);
+            assert_eq!(timestamp_us(&out), Some(us));
         }
     }
 
