@@ -8,7 +8,7 @@
 //! evaluation and stops the admin server, each step within the grace period.
 
 use std::future::Future;
-use std::io::{BufRead, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -321,59 +321,22 @@ fn read_file(
         }
         return Ok(());
     }
-    let mut reader = std::io::BufReader::new(file);
-    let mut pending: Vec<u8> = Vec::new();
-    let mut batch = Vec::new();
-    let mut too_long = 0;
-    let mut skipping = false;
-    let mut position = 0u64;
+    let mut chunker = lines::Chunker::new(BufReader::new(file), max_line);
+    let mut last_len = 0;
     while !stopping.load(Ordering::Relaxed) {
-        let chunk = reader.fill_buf()?;
-        if chunk.is_empty() {
-            if !batch.is_empty() || too_long > 0 {
-                submit(std::mem::take(&mut batch), std::mem::take(&mut too_long))?;
-            }
+        let (chunk, at_end) = chunker.available(batch_bytes)?;
+        if !chunk.lines.is_empty() || chunk.too_long > 0 {
+            submit(chunk.lines, chunk.too_long)?;
+        }
+        if at_end {
             std::thread::sleep(Duration::from_millis(250));
-            if std::fs::metadata(path).is_ok_and(|m| m.len() < position) {
-                reader = std::io::BufReader::new(std::fs::File::open(path)?);
-                position = 0;
-                pending.clear();
-                skipping = false;
+            // A file that shrank was truncated (or replaced): read it again from the start.
+            let len = std::fs::metadata(path).map_or(last_len, |m| m.len());
+            if len < last_len {
+                chunker = lines::Chunker::new(BufReader::new(std::fs::File::open(path)?), max_line);
             }
-            continue;
+            last_len = len;
         }
-        let len = chunk.len();
-        let mut data = chunk;
-        if skipping {
-            // The rest of a runaway line: drop up to its end.
-            match memchr::memchr(b'\n', data) {
-                Some(at) => {
-                    skipping = false;
-                    data = &data[at + 1..];
-                }
-                None => data = &[],
-            }
-        }
-        pending.extend_from_slice(data);
-        reader.consume(len);
-        position += len as u64;
-        // Only whole lines go on: the last one may still be being written.
-        if let Some(cut) = memchr::memrchr(b'\n', &pending) {
-            let rest = pending.split_off(cut + 1);
-            batch.extend_from_slice(&pending);
-            pending = rest;
-        } else if pending.len() > max_line {
-            // A runaway line is dropped, not held: count it and resynchronise at a newline.
-            pending.clear();
-            too_long += 1;
-            skipping = true;
-        }
-        if batch.len() >= batch_bytes {
-            submit(std::mem::take(&mut batch), std::mem::take(&mut too_long))?;
-        }
-    }
-    if !batch.is_empty() || too_long > 0 {
-        submit(batch, too_long)?;
     }
     Ok(())
 }

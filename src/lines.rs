@@ -87,6 +87,27 @@ impl<R: BufRead> Chunker<R> {
     /// The next batch of at least `target` bytes (fewer at the end), or `None` when the
     /// input is exhausted.
     pub fn next_chunk(&mut self, target: usize) -> io::Result<Option<Chunk>> {
+        let (mut chunk, at_end) = self.whole_lines(target)?;
+        if at_end {
+            if !self.carry.is_empty() && !self.skipping {
+                chunk.lines.append(&mut self.carry);
+                chunk.lines.push(b'\n');
+            }
+            self.carry.clear();
+        }
+        let done = chunk.lines.is_empty() && chunk.too_long == 0;
+        Ok((!done).then_some(chunk))
+    }
+
+    /// For a file that is still being written (`tail -F`): the whole lines available now, up
+    /// to about `target` bytes, and whether the reader ran out. A partial last line is kept
+    /// until its newline arrives, so a line is never cut while it is being written.
+    pub fn available(&mut self, target: usize) -> io::Result<(Chunk, bool)> {
+        self.whole_lines(target)
+    }
+
+    /// Whole lines until `target` bytes or the reader's current end (`true`).
+    fn whole_lines(&mut self, target: usize) -> io::Result<(Chunk, bool)> {
         let mut chunk = Chunk::default();
         loop {
             let buf = match self.inner.fill_buf() {
@@ -95,13 +116,7 @@ impl<R: BufRead> Chunker<R> {
                 Err(e) => return Err(e),
             };
             if buf.is_empty() {
-                if !self.carry.is_empty() && !self.skipping {
-                    chunk.lines.append(&mut self.carry);
-                    chunk.lines.push(b'\n');
-                }
-                self.carry.clear();
-                let done = chunk.lines.is_empty() && chunk.too_long == 0;
-                return Ok((!done).then_some(chunk));
+                return Ok((chunk, true));
             }
             let len = buf.len();
             let mut rest = buf;
@@ -137,7 +152,7 @@ impl<R: BufRead> Chunker<R> {
             }
             self.inner.consume(len);
             if chunk.lines.len() >= target {
-                return Ok(Some(chunk));
+                return Ok((chunk, false));
             }
         }
     }
@@ -275,6 +290,22 @@ mod tests {
         assert_eq!(too_long, 0);
         assert!(n >= 2);
         assert_eq!(chunks(b"", 100, 3), (Vec::new(), 0, 0));
+    }
+
+    #[test]
+    fn available_keeps_a_partial_last_line_for_later() {
+        let reader = BufReader::with_capacity(4, Cursor::new(b"one\ntwo\nthr".to_vec()));
+        let mut c = Chunker::new(reader, 100);
+        let (chunk, at_end) = c.available(1000).expect("reads");
+        assert_eq!(
+            (chunk.lines, chunk.too_long, at_end),
+            (b"one\ntwo\n".to_vec(), 0, true)
+        );
+        // The rest of the line arrives: a plain end now flushes it.
+        assert_eq!(
+            c.next_chunk(1000).expect("reads").map(|c| c.lines),
+            Some(b"thr\n".to_vec())
+        );
     }
 
     #[test]
