@@ -489,16 +489,6 @@ impl DemoTraffic {
         }
     }
 
-    /// Where the stream (and the first cycle of the script) began.
-    pub fn start_us(&self) -> i64 {
-        self.start_us
-    }
-
-    /// Event time of the next line [`DemoTraffic::generate_until`] will write.
-    pub fn next_event_us(&self) -> i64 {
-        self.next_us
-    }
-
     /// Appends every request with event time before `until_us`, one newline-terminated line
     /// each, and returns how many lines it wrote. Splitting a span into several calls writes
     /// the same bytes as one call.
