@@ -16,10 +16,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use reqwest::Url;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::aggregate::Aggregator;
+use crate::alert::notify::{AlertmanagerMetrics, Notifier, Timestamps, ValidAlertmanagerConfig};
 use crate::alert::{AlertEngine, Transition};
 use crate::config::Config;
 use crate::demo::DemoTraffic;
@@ -39,7 +41,12 @@ pub enum Input {
     /// Files read to their end, or followed as they grow.
     Files { paths: Vec<PathBuf>, follow: bool },
     /// The built-in traffic generator with scripted incidents, in wall-clock time.
-    Demo { seed: u64, requests_per_sec: u32 },
+    Demo {
+        seed: u64,
+        requests_per_sec: u32,
+        /// Where in its cycle the incident script starts, in seconds.
+        script_offset_secs: u32,
+    },
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -156,6 +163,32 @@ pub async fn run(
         None => None,
     };
 
+    // The alert engine and the notifier exist before the admin server, which shows the
+    // engine's active alerts; the notifier's senders start now so a slow Alertmanager is
+    // already being retried in the background when the first alert fires.
+    let engine = Arc::new(Mutex::new(AlertEngine::new(cfg.alerts.clone())));
+    let notifier = Notifier::start(
+        &cfg.alertmanager,
+        Timestamps::Wall,
+        Some(alert_page_url(&cfg.alertmanager, admin_addr)?),
+        wall_clock_us,
+        AlertmanagerMetrics::register(&registry)?,
+    )?;
+    for url in &cfg.alertmanager.endpoints {
+        eprintln!("albwatch: sending alerts to {url}");
+    }
+    let alert_view: admin::AlertView = {
+        let engine = Arc::clone(&engine);
+        Arc::new(move || {
+            engine
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .active()
+                .cloned()
+                .collect()
+        })
+    };
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let health = Health::new();
     let admin_stop = {
@@ -164,7 +197,13 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let admin_task = tokio::spawn(admin::serve(listener, registry, health.clone(), admin_stop));
+    let admin_task = tokio::spawn(admin::serve(
+        listener,
+        registry,
+        health.clone(),
+        alert_view,
+        admin_stop,
+    ));
 
     let stopping = Arc::new(AtomicBool::new(false));
     let mut input_threads = Vec::new();
@@ -186,22 +225,27 @@ pub async fn run(
             Input::Demo {
                 seed,
                 requests_per_sec,
-            } => demo_input(seed, requests_per_sec, &submitter, &stopping),
+                script_offset_secs,
+            } => {
+                let traffic = DemoTraffic::new(seed, wall_clock_us(), requests_per_sec)
+                    .skip_script(script_offset_secs);
+                demo_input(traffic, &submitter, &stopping)
+            }
         }));
     }
 
-    let engine = Arc::new(Mutex::new(AlertEngine::new(cfg.alerts.clone())));
     let eval_every = Duration::from_secs(u64::from(cfg.aggregate.bucket_secs.clamp(1, 10)));
     let alert_task = {
         let agg = Arc::clone(&agg);
         let engine = Arc::clone(&engine);
+        let notifier = Arc::clone(&notifier);
         let on_alert = Arc::clone(&on_alert);
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(eval_every);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => evaluate(&agg, &engine, on_alert.as_ref()),
+                    _ = tick.tick() => evaluate(&agg, &engine, &notifier, on_alert.as_ref()),
                     _ = rx.wait_for(|s| *s) => return,
                 }
             }
@@ -241,9 +285,15 @@ pub async fn run(
     if tokio::time::timeout(GRACE_PERIOD, drained).await.is_err() {
         eprintln!("albwatch: inputs did not drain within {GRACE_PERIOD:?}; exiting anyway");
     }
-    evaluate(&agg, &engine, on_alert.as_ref());
+    evaluate(&agg, &engine, &notifier, on_alert.as_ref());
     let _ = stop_tx.send(true);
     let _ = alert_task.await;
+    // The last state reaches Alertmanager before the process goes, if it can within the grace
+    // period; firing alerts then expire by their `endsAt` lease unless a successor resends.
+    for url in notifier.flush(GRACE_PERIOD).await {
+        eprintln!("albwatch: Alertmanager {url} did not take the last alert state before exit");
+    }
+    notifier.stop().await;
     match tokio::time::timeout(GRACE_PERIOD, admin_task).await {
         Ok(Ok(result)) => result.context("admin server")?,
         Ok(Err(e)) => return Err(e).context("admin server task"),
@@ -255,6 +305,7 @@ pub async fn run(
 fn evaluate(
     agg: &Mutex<Aggregator>,
     engine: &Mutex<AlertEngine>,
+    notifier: &Notifier,
     on_alert: &(dyn Fn(&Transition) + Send + Sync),
 ) {
     let now = wall_clock_us();
@@ -268,18 +319,31 @@ fn evaluate(
             .window_secs;
         agg.snapshot_of(now, &[window])
     };
-    let transitions = engine
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .evaluate(&snapshot, now);
+    let mut engine = engine.lock().unwrap_or_else(PoisonError::into_inner);
+    let transitions = engine.evaluate(&snapshot, now);
+    notifier.update(&transitions, engine.active(), now);
+    drop(engine);
     for t in &transitions {
         on_alert(t);
     }
 }
 
+/// The live alert page as users reach it: `alertmanager.external_url`, or the admin address.
+fn alert_page_url(cfg: &ValidAlertmanagerConfig, admin: SocketAddr) -> anyhow::Result<Url> {
+    let base = match &cfg.external_url {
+        Some(url) => url.clone(),
+        None => Url::parse(&format!("http://{admin}/"))?,
+    };
+    let mut base = base;
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    Ok(base.join("alerts")?)
+}
+
 /// Generates demo traffic in wall-clock time, a batch every 250 ms, until told to stop.
-fn demo_input(seed: u64, requests_per_sec: u32, submitter: &Submitter, stopping: &AtomicBool) {
-    let mut traffic = DemoTraffic::new(seed, wall_clock_us(), requests_per_sec);
+fn demo_input(mut traffic: DemoTraffic, submitter: &Submitter, stopping: &AtomicBool) {
     while !stopping.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(250));
         let mut lines = Vec::new();

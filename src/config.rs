@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::aggregate::AggregateConfig;
 use crate::alert::AlertConfig;
+use crate::alert::notify::{AlertmanagerConfig, ValidAlertmanagerConfig};
 use crate::classify::{LbSettings, LoadBalancers};
 use crate::firehose::{FirehoseConfig, ValidFirehoseConfig};
 use crate::kinesis::{KinesisConfig, ValidKinesisConfig};
@@ -36,6 +37,8 @@ pub enum ConfigError {
     Firehose(#[from] crate::firehose::FirehoseConfigError),
     #[error("{0}")]
     Kinesis(#[from] crate::kinesis::KinesisConfigError),
+    #[error("{0}")]
+    Alertmanager(#[from] crate::alert::notify::AlertmanagerConfigError),
     /// The alert section's own error, which starts with its key inside `[alerts]`.
     #[error("alerts.{0}")]
     Alerts(#[from] crate::alert::AlertConfigError),
@@ -60,6 +63,7 @@ pub struct RawConfig {
     pub inputs: RawInputs,
     pub firehose: FirehoseConfig,
     pub kinesis: KinesisConfig,
+    pub alertmanager: AlertmanagerConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +175,8 @@ pub struct Config {
     pub firehose: ValidFirehoseConfig,
     /// The Kinesis Data Streams input (`stream: None` = off).
     pub kinesis: ValidKinesisConfig,
+    /// Where alerts are pushed (no endpoints = nowhere).
+    pub alertmanager: ValidAlertmanagerConfig,
 }
 
 impl RawConfig {
@@ -201,6 +207,14 @@ impl RawConfig {
                 "ALBWATCH_ADMIN_ADDR" => self.admin.addr = value.clone(),
                 "ALBWATCH_WORKERS" => self.pipeline.workers = number(&name)?,
                 "ALBWATCH_MAX_SERIES" => self.aggregate.max_series = number(&name)?,
+                "ALBWATCH_ALERTMANAGER_URLS" => {
+                    self.alertmanager.urls = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                }
                 "ALBWATCH_FIREHOSE_ACCESS_KEY" => {
                     self.firehose =
                         std::mem::take(&mut self.firehose).with_env_key(Some(value.clone()));
@@ -305,8 +319,10 @@ impl RawConfig {
         let mut firehose = self.firehose.validate()?;
         firehose.max_line_bytes = p.max_line_bytes;
         let mut kinesis = self.kinesis.validate()?;
+        let alertmanager = self.alertmanager.validate()?;
         kinesis.batch_bytes = p.batch_bytes;
         Ok(Config {
+            alertmanager,
             firehose,
             kinesis,
             admin_addr,

@@ -489,6 +489,14 @@ impl DemoTraffic {
         }
     }
 
+    /// The same stream with its incident script shifted: the cycle is `offset_secs` in at
+    /// `start_us`, so a short demo reaches an incident without waiting out the quiet start
+    /// (the first incident begins 120 s into the cycle). Requests start at `start_us`.
+    pub fn skip_script(mut self, offset_secs: u32) -> Self {
+        self.start_us -= i64::from(offset_secs) * SECOND_US;
+        self
+    }
+
     /// Appends every request with event time before `until_us`, one newline-terminated line
     /// each, and returns how many lines it wrote. Splitting a span into several calls writes
     /// the same bytes as one call.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use albwatch::alert::notify::{AlertmanagerMetrics, Notifier, Timestamps};
 use albwatch::alert::{Status, Transition};
 use albwatch::app::{self, Input};
 use albwatch::classify::{Cause, LbSettings, LoadBalancers, classify};
@@ -87,6 +88,11 @@ struct ReplayArgs {
     /// Never draw the progress line (it is drawn only when stderr is a terminal anyway).
     #[arg(long)]
     no_progress: bool,
+    /// Push the alerts to this Alertmanager (base URL, e.g. http://127.0.0.1:9093) with
+    /// their event times, waiting for delivery at the end; repeat for every replica. Adds to
+    /// alertmanager.urls.
+    #[arg(long = "alertmanager-url", value_name = "URL")]
+    alertmanager_urls: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,9 +109,17 @@ struct DemoArgs {
     /// Seed of the traffic generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Start the incident script this many seconds into its cycle: the first incident begins
+    /// at 120, so 110 shows it after ten seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    start_offset: u32,
     /// Configuration file (TOML) for thresholds and windows.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Push alerts to this Alertmanager (base URL, e.g. http://127.0.0.1:9093); repeat for
+    /// every replica of an HA cluster. Adds to alertmanager.urls.
+    #[arg(long = "alertmanager-url", value_name = "URL")]
+    alertmanager_urls: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,6 +165,10 @@ struct RunArgs {
     /// credentials and AWS_ENDPOINT_URL[_KINESIS] come from the usual AWS environment.
     #[arg(long, value_name = "NAME|ARN")]
     kinesis_stream: Option<String>,
+    /// Push alerts to this Alertmanager (base URL, e.g. http://127.0.0.1:9093); repeat for
+    /// every replica of an HA cluster. Adds to alertmanager.urls.
+    #[arg(long = "alertmanager-url", value_name = "URL")]
+    alertmanager_urls: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -355,7 +373,10 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let cfg = match load_config(args.config.as_deref(), |_| {}) {
+    let alertmanager_urls = args.alertmanager_urls.clone();
+    let cfg = match load_config(args.config.as_deref(), |raw| {
+        raw.alertmanager.urls.extend(alertmanager_urls);
+    }) {
         Ok(cfg) => cfg,
         Err(e) => return bad_config(&e),
     };
@@ -366,7 +387,12 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let mut write_error = None;
+    let pusher = ReplayPusher::start(&cfg)?;
     let report = albwatch::replay::replay(&cfg, &args.files, !args.no_progress, &mut |t| {
+        if let Some(p) = &pusher {
+            p.notifier
+                .update(std::slice::from_ref(t), [], app::wall_clock_us());
+        }
         if let Some(out) = alerts_out.as_mut() {
             let line = t.alert.to_alertmanager(t.status).to_string();
             if let Err(e) = writeln!(out, "{line}") {
@@ -392,15 +418,63 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let (_, body) = albwatch::export::admin::encode(&registry)?;
         std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
     }
+    let undelivered = pusher.map_or_else(Vec::new, ReplayPusher::finish);
     let mut out = io::stdout().lock();
     if let Err(e) = write_summary(&mut out, &report) {
         return stdout_closed(e);
     }
-    Ok(if report.unreadable.is_empty() {
+    for url in &undelivered {
+        eprintln!("albwatch: Alertmanager {url} did not accept the replay's alerts");
+    }
+    Ok(if report.unreadable.is_empty() && undelivered.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Replay's Alertmanager client: the alerts with their event times, sent in the background
+/// while the replay runs, and waited for at the end.
+struct ReplayPusher {
+    runtime: tokio::runtime::Runtime,
+    notifier: Arc<Notifier>,
+}
+
+impl ReplayPusher {
+    /// How long the end of a replay waits for every Alertmanager to take the alerts.
+    const FLUSH: Duration = Duration::from_secs(30);
+
+    fn start(cfg: &albwatch::config::Config) -> anyhow::Result<Option<Self>> {
+        let am = &cfg.alertmanager;
+        if am.endpoints.is_empty() {
+            return Ok(None);
+        }
+        let runtime = runtime()?;
+        let generator = match &am.external_url {
+            Some(url) => Some(url.join("alerts")?),
+            None => None,
+        };
+        let notifier = {
+            let _entered = runtime.enter();
+            Notifier::start(
+                am,
+                Timestamps::Event,
+                generator,
+                app::wall_clock_us,
+                AlertmanagerMetrics::register(&prometheus::Registry::new())?,
+            )?
+        };
+        Ok(Some(ReplayPusher { runtime, notifier }))
+    }
+
+    /// Waits for delivery; returns the Alertmanagers that did not take the last state.
+    fn finish(self) -> Vec<reqwest::Url> {
+        self.runtime.block_on(async {
+            let behind = self.notifier.flush(Self::FLUSH).await;
+            self.notifier.stop().await;
+            behind
+        })
+    }
 }
 
 fn write_summary(out: &mut impl Write, r: &albwatch::replay::ReplayReport) -> io::Result<()> {
@@ -537,7 +611,11 @@ fn print_alert(t: &Transition) {
 
 fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let admin = args.admin_addr.clone();
-    let cfg = match load_config(args.config.as_deref(), |raw| raw.admin.addr = admin) {
+    let alertmanager_urls = args.alertmanager_urls.clone();
+    let cfg = match load_config(args.config.as_deref(), |raw| {
+        raw.admin.addr = admin;
+        raw.alertmanager.urls.extend(alertmanager_urls);
+    }) {
         Ok(cfg) => cfg,
         Err(e) => return bad_config(&e),
     };
@@ -551,6 +629,7 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         vec![Input::Demo {
             seed: args.seed,
             requests_per_sec: args.rate,
+            script_offset_secs: args.start_offset,
         }],
         async move {
             match duration {
@@ -579,6 +658,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         if let Some(stream) = args.kinesis_stream {
             raw.kinesis.stream = Some(stream);
         }
+        raw.alertmanager.urls.extend(args.alertmanager_urls);
     }) {
         Ok(cfg) => cfg,
         Err(e) => return bad_config(&e),

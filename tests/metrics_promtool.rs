@@ -163,6 +163,7 @@ async fn metrics_endpoint_passes_promtool() {
         listener,
         registry,
         health.clone(),
+        admin::no_alerts(),
         async move {
             let _ = stopped.await;
         },

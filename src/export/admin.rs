@@ -1,20 +1,25 @@
 //! The admin HTTP server (linkerd2-proxy style): `GET /metrics` encodes the registry in the
 //! Prometheus text format, `GET /ready` reports whether the inputs are running (from
-//! [`Health`], which the app flips), `GET /live` says the process answers at all; every
-//! other path is 404. It owns nothing but the listener it is handed and stops gracefully
-//! when the caller's shutdown future completes.
+//! [`Health`], which the app flips), `GET /live` says the process answers at all, and the
+//! live view of alerts — `GET /api/alerts` (JSON) and `GET /alerts` (a page for people) —
+//! shows what the [`AlertView`] returns; every other path is 404. It owns nothing but the
+//! listener it is handed and stops gracefully when the caller's shutdown future completes.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
+
+use crate::alert::text::rfc3339_ms;
+use crate::alert::{Alert, Status};
 
 /// What `/ready` reports. Cloning shares the flag.
 #[derive(Debug, Clone, Default)]
@@ -40,20 +45,35 @@ impl Health {
     }
 }
 
+/// The alerts firing now (including those waiting out their resolve hold).
+pub type AlertView = Arc<dyn Fn() -> Vec<Alert> + Send + Sync>;
+
+/// An [`AlertView`] with nothing to show, for servers without an alert engine.
+pub fn no_alerts() -> AlertView {
+    Arc::new(Vec::new)
+}
+
 #[derive(Clone)]
 struct AppState {
     registry: Registry,
     health: Health,
+    alerts: AlertView,
 }
 
 /// The admin routes, for callers that mount them on their own server.
-pub fn router(registry: Registry, health: Health) -> Router {
+pub fn router(registry: Registry, health: Health, alerts: AlertView) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .route("/live", get(live))
+        .route("/api/alerts", get(api_alerts))
+        .route("/alerts", get(alerts_page))
         .fallback(not_found)
-        .with_state(AppState { registry, health })
+        .with_state(AppState {
+            registry,
+            health,
+            alerts,
+        })
 }
 
 /// Serves the admin routes on `listener` until `shutdown` completes, then lets in-flight
@@ -62,11 +82,119 @@ pub async fn serve(
     listener: TcpListener,
     registry: Registry,
     health: Health,
+    alerts: AlertView,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry, health))
+    axum::serve(listener, router(registry, health, alerts))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The firing alerts as Alertmanager would receive them (labels, annotations, `startsAt`),
+/// plus `status`.
+async fn api_alerts(State(state): State<AppState>) -> Response {
+    let alerts: Vec<serde_json::Value> = (state.alerts)()
+        .iter()
+        .map(|a| a.to_alertmanager(Status::Firing))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::Value::Array(alerts).to_string(),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    alertname: Option<String>,
+}
+
+/// A page for people: one row per firing alert (or only those named in `?alertname=`, where
+/// Alertmanager's `generatorURL` links land), refreshed every 10 s.
+async fn alerts_page(State(state): State<AppState>, Query(q): Query<PageQuery>) -> Response {
+    let alerts: Vec<Alert> = (state.alerts)()
+        .into_iter()
+        .filter(|a| {
+            q.alertname
+                .as_ref()
+                .is_none_or(|n| a.labels.get("alertname") == Some(n))
+        })
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        render_alerts_page(&alerts, q.alertname.as_deref()),
+    )
+        .into_response()
+}
+
+fn render_alerts_page(alerts: &[Alert], filter: Option<&str>) -> String {
+    let mut page = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" \
+         content=\"10\"><title>albwatch alerts</title><style>body{font-family:sans-serif;\
+         margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;\
+         vertical-align:top;text-align:left}th{background:#eee}.critical{color:#b00}\
+         .warning{color:#a60}code{font-size:90%}</style></head><body>\n<h1>albwatch: firing alerts</h1>\n",
+    );
+    if let Some(name) = filter {
+        let _ = writeln!(
+            page,
+            "<p>Only {}. <a href=\"alerts\">All alerts</a></p>",
+            escape(name)
+        );
+    }
+    if alerts.is_empty() {
+        page.push_str("<p>No alert is firing.</p>\n");
+    } else {
+        page.push_str(
+            "<table><tr><th>Alert</th><th>Severity</th><th>Cause</th><th>Where</th>\
+             <th>What happened</th><th>Check first</th><th>Example trace</th><th>Since</th></tr>\n",
+        );
+        for a in alerts {
+            let label = |k: &str| a.labels.get(k).map_or("", String::as_str);
+            let note = |k: &str| a.annotations.get(k).map_or("", String::as_str);
+            let place: Vec<&str> = ["elb", "target_group", "target"]
+                .into_iter()
+                .map(label)
+                .filter(|v| !v.is_empty() && *v != "-")
+                .collect();
+            let severity = label("severity");
+            let _ = writeln!(
+                page,
+                "<tr><td>{}</td><td class=\"{}\">{}</td><td><code>{}</code></td><td>{}</td>\
+                 <td>{}<br><small>{}</small></td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+                escape(label("alertname")),
+                escape(severity),
+                escape(severity),
+                escape(label("cause")),
+                escape(&place.join(" / ")),
+                escape(note("summary")),
+                escape(note("description")),
+                escape(note("runbook")),
+                escape(note("trace_id")),
+                escape(&rfc3339_ms(a.starts_at_us)),
+            );
+        }
+        page.push_str("</table>\n");
+    }
+    page.push_str(
+        "<p><a href=\"api/alerts\">JSON</a> · <a href=\"metrics\">metrics</a></p></body></html>\n",
+    );
+    page
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

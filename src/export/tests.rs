@@ -446,6 +446,7 @@ async fn admin_routes_and_graceful_shutdown() {
         listener,
         registry,
         health.clone(),
+        admin::no_alerts(),
         async move {
             let _ = stopped.await;
         },
