@@ -20,6 +20,28 @@ else
     echo "install-test-deps: installed kinesalite $KINESALITE_VERSION into $KINESALITE_DIR"
 fi
 
+# The schema check of deploy/kubernetes (tests/deploy_kubernetes.rs runs
+# deploy/kubernetes/validate.py with this virtualenv's python), pinned, inside the project:
+# kubernetes-validate bundles the Kubernetes API's JSON schemas (no download at check time),
+# cloudcoil's prometheus-operator models cover the ServiceMonitor, and pydantic is pinned
+# because the check relies on its per-call extra="forbid". Python 3.11 comes with the image.
+K8S_VALIDATE_DIR=target/test-deps/k8s-validate
+K8S_VALIDATE_PINS=(kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0 pydantic==2.14.4)
+if [ -x "$K8S_VALIDATE_DIR/bin/python" ] &&
+    "$K8S_VALIDATE_DIR/bin/python" -c '
+import sys
+from importlib.metadata import version
+sys.exit(any(version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
+' "${K8S_VALIDATE_PINS[@]}" 2>/dev/null; then
+    echo "install-test-deps: ${K8S_VALIDATE_PINS[*]} present"
+else
+    command -v python3 >/dev/null 2>&1 || { echo "install-test-deps: python3 is required for the Kubernetes manifest check" >&2; exit 1; }
+    python3 -m venv "$K8S_VALIDATE_DIR" ||
+        { echo "install-test-deps: python3 -m venv failed (Debian: apt-get install python3-venv)" >&2; exit 1; }
+    "$K8S_VALIDATE_DIR/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "${K8S_VALIDATE_PINS[@]}"
+    echo "install-test-deps: installed ${K8S_VALIDATE_PINS[*]} into $K8S_VALIDATE_DIR"
+fi
+
 # Debian puts the binaries in /usr/bin; the packages start nothing (no systemd on CI).
 missing=()
 for tool in promtool prometheus prometheus-alertmanager amtool; do
