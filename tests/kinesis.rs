@@ -17,10 +17,11 @@ use std::time::Duration;
 use albwatch::aggregate::{AggregateConfig, Aggregator};
 use albwatch::classify::LoadBalancers;
 use albwatch::decode::DecodeLimits;
+use albwatch::kinesis::KinesisMetrics;
 use albwatch::kinesis::checkpoint::{CheckpointStore, FileCheckpointStore, Position};
 use albwatch::kinesis::config::{KinesisConfig, StartAt};
 use albwatch::kinesis::consumer::{
-    self, ApiError, IteratorStart, KinesisApi, KinesisMetrics, RecordsPage, SdkApi, ShardInfo,
+    self, ApiError, IteratorStart, KinesisApi, RecordsPage, SdkApi, ShardInfo,
 };
 use albwatch::pipeline::{Pool, PoolConfig};
 use aws_sdk_kinesis::primitives::Blob;
@@ -31,6 +32,9 @@ const LINE: &str = "http 2018-07-02T22:23:00.186641Z app/my-loadbalancer/50dc6c4
 
 /// 2^127: the split point that halves a single shard's hash range.
 const MIDDLE_HASH: &str = "170141183460469231731687303715884105728";
+
+/// An explicit hash key inside each shard of a 3-shard stream (kinesalite cuts 2^128 evenly).
+const HASH_IN_SHARD_OF_3: [&str; 3] = ["0", MIDDLE_HASH, "340282366920938463463374607431768211455"];
 
 // ---------------------------------------------------------------------------------------------
 // kinesalite
@@ -151,6 +155,15 @@ async fn put(client: &aws_sdk_kinesis::Client, stream: &str, data: Vec<u8>, hash
         req = req.explicit_hash_key(h);
     }
     req.send().await.expect("put record");
+}
+
+/// The exposition sample name of a per-shard counter, e.g. `albwatch_kinesis_lines_total{…}`.
+fn shard_sample(what: &str, shard: u32) -> String {
+    format!("albwatch_kinesis_{what}_total{{shard=\"shardId-{shard:012}\"}}")
+}
+
+fn calls(operation: &str, outcome: &str) -> String {
+    format!("albwatch_kinesis_api_calls_total{{operation=\"{operation}\",outcome=\"{outcome}\"}}")
 }
 
 fn lines(n: usize) -> Vec<u8> {
@@ -336,12 +349,14 @@ impl Harness {
         assert_eq!(self.counted(), n, "lines counted");
     }
 
-    fn metric(&self, sample: &str) -> f64 {
+    /// What `/metrics` would serve now.
+    fn exposition(&self) -> String {
         let (_, body) = albwatch::export::admin::encode(&self.registry).expect("encode");
-        let text = String::from_utf8(body).expect("utf8");
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
+        String::from_utf8(body).expect("utf8")
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        sample(&self.exposition(), name)
     }
 
     fn positions(&self, stream: &str) -> std::collections::BTreeMap<String, Position> {
@@ -383,7 +398,7 @@ async fn plain_gzip_and_cloudwatch_records_are_counted_once() {
     let (tx, task) = h.start(&c, "formats", 0);
     h.wait_counted(7).await;
     stop(tx, task).await;
-    assert_eq!(h.metric("albwatch_kinesis_records_total"), 4.0);
+    assert_eq!(h.metric(&shard_sample("records", 0)), 4.0);
     let positions = h.positions("formats");
     assert!(
         matches!(
@@ -479,10 +494,7 @@ async fn throttling_backs_off_and_loses_nothing() {
     let (tx, task) = h.start(&c, "throttle", 2);
     h.wait_counted(3).await;
     stop(tx, task).await;
-    assert_eq!(
-        h.metric("albwatch_kinesis_errors_total{kind=\"throttled\"}"),
-        2.0
-    );
+    assert_eq!(h.metric(&calls("get_records", "throttled")), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,10 +515,12 @@ async fn expired_iterator_is_renewed_after_the_last_record_read() {
     // Renewed with AFTER_SEQUENCE_NUMBER of the last record queued: nothing lost or repeated.
     h.wait_counted(5).await;
     stop(tx, task).await;
+    assert_eq!(h.metric(&calls("get_records", "expired_iterator")), 1.0);
     assert_eq!(
-        h.metric("albwatch_kinesis_errors_total{kind=\"expired_iterator\"}"),
+        h.metric("albwatch_kinesis_iterator_renewals_total{reason=\"expired\"}"),
         1.0
     );
+    assert_eq!(h.metric(&calls("get_shard_iterator", "ok")), 2.0);
     let renewals = h
         .iterators
         .lock()
@@ -564,7 +578,7 @@ async fn daemon_reads_the_stream_named_on_the_command_line() {
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if let Some(body) = http_get(&admin, "/metrics") {
-            records = sample(&body, "albwatch_kinesis_records_total");
+            records = sample(&body, &shard_sample("records", 0));
             lines_counted = sample(&body, "albwatch_lines_total{outcome=\"parsed\"}");
             if records >= 2.0 && lines_counted >= 5.0 {
                 break;
@@ -694,7 +708,8 @@ async fn a_large_page_is_cut_into_batches_between_records() {
     h.wait_counted(12).await;
     stop(tx, task).await;
     assert_eq!(h.metric("albwatch_kinesis_batches_total"), 6.0);
-    assert_eq!(h.metric("albwatch_kinesis_records_total"), 6.0);
+    assert_eq!(h.metric(&shard_sample("records", 0)), 6.0);
+    assert_eq!(h.metric(&shard_sample("lines", 0)), 12.0);
 }
 
 /// A consumer that dies without its shutdown save (the task is aborted, as a crash would end
@@ -727,4 +742,145 @@ async fn periodic_checkpoints_survive_a_crash() {
     let (tx, task) = h.start(&c, "crash", 0);
     h.wait_counted(8).await;
     stop(tx, task).await;
+}
+
+/// Several shards at once: every per-shard series on `/metrics` is exact (records, stored
+/// bytes, decoded lines), as are the call outcomes and payload formats; while the shards are
+/// read each has a checkpoint age and they are all owned; once stopped, their gauges are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_shards_are_counted_exactly_per_shard() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream_with(&c, "shards", 3).await;
+    let per_shard: [Vec<Vec<u8>>; 3] = [
+        vec![lines(1), gzip(&lines(3))],
+        vec![lines(2), lines(2), lines(2)],
+        vec![
+            cwl_envelope("DATA_MESSAGE", 4),
+            cwl_envelope("CONTROL_MESSAGE", 0),
+        ],
+    ];
+    let expected_lines = [4.0, 6.0, 4.0];
+    for (records, hash) in per_shard.iter().zip(HASH_IN_SHARD_OF_3) {
+        for data in records {
+            put(&c, "shards", data.clone(), Some(hash)).await;
+        }
+    }
+
+    let h = Harness::new("shards");
+    let (tx, task) = h.start(&c, "shards", 0);
+    h.wait_counted(14).await;
+    // Every shard checkpointed (checkpoint_interval_secs = 1): polled, not slept for.
+    for _ in 0..300 {
+        if h.positions("shards").len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        h.positions("shards").len(),
+        3,
+        "{:?}",
+        h.positions("shards")
+    );
+    let running = h.exposition();
+    assert_eq!(sample(&running, "albwatch_kinesis_shards_owned"), 3.0);
+    for shard in 0..3 {
+        let age =
+            format!("albwatch_kinesis_checkpoint_age_seconds{{shard=\"shardId-{shard:012}\"}}");
+        let value: f64 = running
+            .lines()
+            .find_map(|l| l.strip_prefix(&age))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{age} missing in\n{running}"));
+        assert!(value >= 0.0, "{age} = {value}");
+        assert_eq!(
+            sample(
+                &running,
+                &format!("albwatch_kinesis_lag_seconds{{shard=\"shardId-{shard:012}\"}}")
+            ),
+            0.0,
+            "caught up"
+        );
+    }
+    assert!(sample(&running, "albwatch_kinesis_checkpoints_total") >= 3.0);
+    promtool_check(&running);
+    stop(tx, task).await;
+
+    for (shard, records) in per_shard.iter().enumerate() {
+        let shard = shard as u32;
+        let bytes: usize = records.iter().map(Vec::len).sum();
+        assert_eq!(
+            h.metric(&shard_sample("records", shard)),
+            records.len() as f64
+        );
+        assert_eq!(h.metric(&shard_sample("bytes", shard)), bytes as f64);
+        assert_eq!(
+            h.metric(&shard_sample("lines", shard)),
+            expected_lines[shard as usize]
+        );
+    }
+    assert_eq!(h.metric(&calls("get_shard_iterator", "ok")), 3.0);
+    assert!(h.metric(&calls("list_shards", "ok")) >= 1.0);
+    assert!(h.metric(&calls("get_records", "ok")) >= 3.0);
+    for outcome in [
+        "throttled",
+        "expired_iterator",
+        "not_found",
+        "transient",
+        "fatal",
+    ] {
+        assert_eq!(h.metric(&calls("get_records", outcome)), 0.0, "{outcome}");
+    }
+    for (format, n) in [
+        ("lines", 4.0),
+        ("gzip_lines", 1.0),
+        ("cloudwatch_logs", 1.0),
+        ("cloudwatch_control", 1.0),
+        ("kpl", 0.0),
+    ] {
+        assert_eq!(
+            h.metric(&format!(
+                "albwatch_kinesis_payload_formats_total{{format=\"{format}\"}}"
+            )),
+            n,
+            "{format}"
+        );
+    }
+    let stopped = h.exposition();
+    assert_eq!(sample(&stopped, "albwatch_kinesis_shards_owned"), 0.0);
+    assert!(
+        !stopped.contains("albwatch_kinesis_checkpoint_age_seconds{"),
+        "{stopped}"
+    );
+    assert!(
+        !stopped.contains("albwatch_kinesis_lag_seconds{"),
+        "{stopped}"
+    );
+}
+
+/// The real `promtool check metrics` (names, types, units, help) on an exposition; a missing
+/// promtool fails the test.
+fn promtool_check(exposition: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be on PATH: run scripts/install-test-deps.sh");
+    // promtool reads all of stdin before it prints, so writing first cannot deadlock.
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -8,12 +8,11 @@
 //! AWS calls sit behind the thin [`KinesisApi`] seam so tests can inject throttling the
 //! emulator never produces.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
@@ -21,6 +20,9 @@ use super::checkpoint::{
     CheckpointError, CheckpointStore, InOrderCommits, Position, SaveOutcome, SequenceNumber,
 };
 use super::config::{InitialPosition, MIN_CALL_GAP, ValidKinesisConfig};
+use super::metrics::{
+    ConsumerFault, FINISHED_SHARD_SERIES_TTL, KinesisMetrics, Operation, Renewal, ShardMetrics,
+};
 use crate::decode::{DecodeLimits, Decoder};
 use crate::pipeline::{RawBatch, Submitter};
 
@@ -86,7 +88,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The bounded label value for `albwatch_kinesis_errors_total`.
+    /// The bounded `outcome` label value of `albwatch_kinesis_api_calls_total`.
     pub fn kind(&self) -> &'static str {
         match self {
             ApiError::Throttled(_) => "throttled",
@@ -261,64 +263,6 @@ impl KinesisApi for SdkApi {
     }
 }
 
-/// The consumer's telemetry; `shard` labels are bounded by the shards of one stream.
-#[derive(Clone)]
-pub struct KinesisMetrics {
-    pub lag_seconds: GaugeVec,
-    pub records: IntCounter,
-    pub batches: IntCounter,
-    pub errors: IntCounterVec,
-    pub decode_errors: IntCounter,
-    pub checkpoints: IntCounter,
-    pub shards_reading: IntGauge,
-}
-
-impl KinesisMetrics {
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let m = KinesisMetrics {
-            lag_seconds: GaugeVec::new(
-                Opts::new(
-                    "albwatch_kinesis_lag_seconds",
-                    "MillisBehindLatest of the shard's last GetRecords, in seconds",
-                ),
-                &["shard"],
-            )?,
-            records: IntCounter::new("albwatch_kinesis_records_total", "Kinesis records read")?,
-            batches: IntCounter::new(
-                "albwatch_kinesis_batches_total",
-                "Batches handed to the pipeline (one per non-empty GetRecords response)",
-            )?,
-            errors: IntCounterVec::new(
-                Opts::new(
-                    "albwatch_kinesis_errors_total",
-                    "Failed Kinesis calls and checkpoint writes, by kind",
-                ),
-                &["kind"],
-            )?,
-            decode_errors: IntCounter::new(
-                "albwatch_kinesis_decode_errors_total",
-                "Kinesis records whose payload could not be decoded (skipped)",
-            )?,
-            checkpoints: IntCounter::new(
-                "albwatch_kinesis_checkpoints_total",
-                "Checkpoint positions written",
-            )?,
-            shards_reading: IntGauge::new(
-                "albwatch_kinesis_shards_reading",
-                "Shards being read now",
-            )?,
-        };
-        registry.register(Box::new(m.lag_seconds.clone()))?;
-        registry.register(Box::new(m.records.clone()))?;
-        registry.register(Box::new(m.batches.clone()))?;
-        registry.register(Box::new(m.errors.clone()))?;
-        registry.register(Box::new(m.decode_errors.clone()))?;
-        registry.register(Box::new(m.checkpoints.clone()))?;
-        registry.register(Box::new(m.shards_reading.clone()))?;
-        Ok(m)
-    }
-}
-
 /// Why the consumer stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -397,6 +341,8 @@ pub async fn run<A: KinesisApi>(
     let mut discovery = tokio::time::interval(ctx.cfg.shard_discovery);
     discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut list_backoff = Backoff::default();
+    // Shards whose task ended, oldest first, until their counters are dropped.
+    let mut finished: VecDeque<(tokio::time::Instant, String)> = VecDeque::new();
     let mut result = Ok(());
     // The shard tasks' own stop signal, so the loop can stop them on an error too.
     let (halt_tx, halt_rx) = watch::channel(false);
@@ -407,16 +353,17 @@ pub async fn run<A: KinesisApi>(
             _ = discovery.tick() => {
                 match ctx.api.list_shards().await {
                     Ok(list) => {
+                        ctx.metrics.call(Operation::ListShards, Ok(()));
                         list_backoff.reset();
                         shards = list;
                     }
                     Err(e @ (ApiError::Fatal(_) | ApiError::NotFound(_))) => {
-                        ctx.metrics.errors.with_label_values(&[e.kind()]).inc();
+                        ctx.metrics.call(Operation::ListShards, Err(&e));
                         result = Err(ConsumerError::Api { stream: stream.clone(), source: e });
                         break;
                     }
                     Err(e) => {
-                        ctx.metrics.errors.with_label_values(&[e.kind()]).inc();
+                        ctx.metrics.call(Operation::ListShards, Err(&e));
                         eprintln!("albwatch: kinesis ListShards {stream}: {e}");
                         // Retried on the next tick, or sooner when the backoff is shorter.
                         discovery.reset_after(list_backoff.next().min(ctx.cfg.shard_discovery));
@@ -428,6 +375,9 @@ pub async fn run<A: KinesisApi>(
                 match joined {
                     Ok((shard, exit)) => {
                         reading.remove(&shard);
+                        if !matches!(exit, ShardExit::Stopped) {
+                            finished.push_back((tokio::time::Instant::now(), shard.clone()));
+                        }
                         match exit {
                             ShardExit::Ended => {
                                 ended.insert(shard);
@@ -455,6 +405,15 @@ pub async fn run<A: KinesisApi>(
                 }
             }
         }
+        while let Some((at, shard)) = finished.front()
+            && at.elapsed() >= FINISHED_SHARD_SERIES_TTL
+        {
+            // A shard read again since (it was gone and came back) keeps its series.
+            if !reading.contains(shard) {
+                ctx.metrics.forget_shard_counters(shard);
+            }
+            finished.pop_front();
+        }
         let listed: HashSet<&str> = shards.iter().map(|s| s.id.as_str()).collect();
         for shard in &shards {
             if ended.contains(&shard.id) || reading.contains(&shard.id) {
@@ -474,9 +433,9 @@ pub async fn run<A: KinesisApi>(
             let id = shard.id.clone();
             let stop = halt_rx.clone();
             tasks.spawn(async move {
-                ctx.metrics.shards_reading.inc();
-                let exit = read_shard(&ctx, &id, start, stop).await;
-                ctx.metrics.shards_reading.dec();
+                let series = ctx.metrics.shard_started(&id);
+                let exit = read_shard(&ctx, &id, &series, start, stop).await;
+                ctx.metrics.shard_stopped(&id);
                 (id, exit)
             });
         }
@@ -598,25 +557,22 @@ async fn save<A: KinesisApi>(ctx: &Ctx<A>, shard: &str, position: Position) -> b
         tokio::task::spawn_blocking(move || store.save(&stream, &shard_id, &position)).await;
     match saved {
         Ok(Ok(SaveOutcome::Advanced)) => {
-            ctx.metrics.checkpoints.inc();
+            ctx.metrics.checkpoint_written(shard);
             true
         }
         Ok(Ok(SaveOutcome::Unchanged)) => true,
         Ok(Ok(SaveOutcome::Stale { stored })) => {
-            ctx.metrics
-                .errors
-                .with_label_values(&["stale_checkpoint"])
-                .inc();
+            ctx.metrics.fault(ConsumerFault::StaleCheckpoint);
             eprintln!("albwatch: kinesis {shard}: checkpoint behind the stored {stored:?}");
             true
         }
         Ok(Err(e)) => {
-            ctx.metrics.errors.with_label_values(&["checkpoint"]).inc();
+            ctx.metrics.fault(ConsumerFault::CheckpointWrite);
             eprintln!("albwatch: kinesis {shard}: {e}");
             false
         }
         Err(e) => {
-            ctx.metrics.errors.with_label_values(&["checkpoint"]).inc();
+            ctx.metrics.fault(ConsumerFault::CheckpointWrite);
             eprintln!("albwatch: kinesis {shard}: checkpoint task: {e}");
             false
         }
@@ -641,6 +597,7 @@ async fn wait_for_acks(released: &Released, limit: Duration) -> bool {
 async fn read_shard<A: KinesisApi>(
     ctx: &Ctx<A>,
     shard: &str,
+    series: &ShardMetrics,
     start: IteratorStart,
     mut stop: watch::Receiver<bool>,
 ) -> ShardExit {
@@ -653,7 +610,6 @@ async fn read_shard<A: KinesisApi>(
     let mut iterator: Option<String> = None;
     let mut last_save = Instant::now();
     let mut last_call: Option<tokio::time::Instant> = None;
-    let lag = ctx.metrics.lag_seconds.with_label_values(&[shard]);
     let stopped = |rx: &watch::Receiver<bool>| *rx.borrow();
 
     let exit = loop {
@@ -680,11 +636,12 @@ async fn read_shard<A: KinesisApi>(
             Some(it) => it.clone(),
             None => match ctx.api.get_shard_iterator(shard, &resume).await {
                 Ok(it) => {
+                    ctx.metrics.call(Operation::GetShardIterator, Ok(()));
                     iterator = Some(it.clone());
                     it
                 }
                 Err(e) => {
-                    ctx.metrics.errors.with_label_values(&[e.kind()]).inc();
+                    ctx.metrics.call(Operation::GetShardIterator, Err(&e));
                     match e {
                         ApiError::NotFound(_) => break ShardExit::Gone,
                         ApiError::Fatal(msg) => {
@@ -712,11 +669,15 @@ async fn read_shard<A: KinesisApi>(
         }
         last_call = Some(tokio::time::Instant::now());
         let page = match ctx.api.get_records(&it, ctx.cfg.max_records_per_call).await {
-            Ok(page) => page,
+            Ok(page) => {
+                ctx.metrics.call(Operation::GetRecords, Ok(()));
+                page
+            }
             Err(e) => {
-                ctx.metrics.errors.with_label_values(&[e.kind()]).inc();
+                ctx.metrics.call(Operation::GetRecords, Err(&e));
                 let wait = match e {
                     ApiError::ExpiredIterator => {
+                        ctx.metrics.iterator_renewed(Renewal::Expired);
                         iterator = None;
                         Duration::ZERO
                     }
@@ -726,6 +687,7 @@ async fn read_shard<A: KinesisApi>(
                     ApiError::Fatal(msg) => {
                         // A bad iterator is renewed; anything else waits at the longest backoff.
                         eprintln!("albwatch: kinesis {shard}: GetRecords: {msg}");
+                        ctx.metrics.iterator_renewed(Renewal::Rejected);
                         iterator = None;
                         MAX_BACKOFF
                     }
@@ -738,11 +700,11 @@ async fn read_shard<A: KinesisApi>(
         };
         backoff.reset();
         if let Some(ms) = page.millis_behind_latest {
-            lag.set(ms as f64 / 1000.0);
+            series.lag_seconds.set(ms as f64 / 1000.0);
         }
         let got_records = !page.records.is_empty();
         if got_records {
-            match submit_page(ctx, shard, &released, &mut decoder, page.records).await {
+            match submit_page(ctx, shard, series, &released, &mut decoder, page.records).await {
                 Ok(last) => resume = IteratorStart::After(last),
                 Err(exit) => break exit,
             }
@@ -765,7 +727,6 @@ async fn read_shard<A: KinesisApi>(
                 if !wait_for_acks(&released, SHARD_END_ACK_WAIT).await {
                     break ShardExit::Stopped;
                 }
-                let _ = ctx.metrics.lag_seconds.remove_label_values(&[shard]);
                 // Every batch is acknowledged and the shard finished, so ShardEnd supersedes
                 // any unsaved position. Retried until durable: the children wait for it.
                 let _ = released.take_unsaved();
@@ -799,6 +760,7 @@ async fn read_shard<A: KinesisApi>(
 async fn submit_page<A: KinesisApi>(
     ctx: &Ctx<A>,
     shard: &str,
+    series: &ShardMetrics,
     released: &Arc<Released>,
     decoder: &mut Decoder,
     records: Vec<ApiRecord>,
@@ -806,18 +768,23 @@ async fn submit_page<A: KinesisApi>(
     let mut lines = Vec::new();
     let mut last: Option<SequenceNumber> = None;
     let mut queued = None;
-    ctx.metrics.records.inc_by(records.len() as u64);
+    series.records.inc_by(records.len() as u64);
     let count = records.len();
     for (i, record) in records.iter().enumerate() {
-        if decoder.decode(&record.data, &mut lines).is_err() {
+        series.bytes.inc_by(record.data.len() as u64);
+        match decoder.decode(&record.data, &mut lines) {
+            Ok(decoded) => {
+                ctx.metrics.decoded(decoded.format);
+                series.lines.inc_by(decoded.lines as u64);
+            }
             // A bad record is counted and skipped; its sequence number still moves the
             // checkpoint, since re-reading it would fail the same way.
-            ctx.metrics.decode_errors.inc();
+            Err(kind) => ctx.metrics.decode_failed(kind),
         }
         match SequenceNumber::parse(&record.sequence_number) {
             Ok(seq) => last = Some(seq),
             Err(e) => {
-                ctx.metrics.errors.with_label_values(&["fatal"]).inc();
+                ctx.metrics.fault(ConsumerFault::BadSequenceNumber);
                 eprintln!("albwatch: kinesis {shard}: bad sequence number: {e}");
             }
         }
@@ -867,7 +834,7 @@ async fn submit_batch<A: KinesisApi>(
     // that slows polling down, kept off the async threads.
     match tokio::task::spawn_blocking(move || submitter.submit(raw)).await {
         Ok(Ok(())) => {
-            ctx.metrics.batches.inc();
+            ctx.metrics.batch_submitted();
             Ok(())
         }
         _ => Err(ShardExit::Stopped),
