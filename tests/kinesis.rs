@@ -34,7 +34,10 @@ const LINE: &str = "http 2018-07-02T22:23:00.186641Z app/my-loadbalancer/50dc6c4
 const MIDDLE_HASH: &str = "170141183460469231731687303715884105728";
 
 /// An explicit hash key inside each shard of a 3-shard stream (kinesalite cuts 2^128 evenly).
-const HASH_IN_SHARD_OF_3: [&str; 3] = ["0", MIDDLE_HASH, "340282366920938463463374607431768211455"];
+const HASH_IN_SHARD_OF_3: [&str; 3] = ["0", MIDDLE_HASH, LAST_HASH];
+
+/// 2^128 − 1: the highest hash key, in the last shard of any stream.
+const LAST_HASH: &str = "340282366920938463463374607431768211455";
 
 // ---------------------------------------------------------------------------------------------
 // kinesalite
@@ -186,6 +189,37 @@ fn cwl_envelope(message_type: &str, n: usize) -> Vec<u8> {
     let body = serde_json::json!({"owner": "111111111111", "logGroup": "alb", "logStream": "s",
         "subscriptionFilters": ["f"], "messageType": message_type, "logEvents": events});
     gzip(body.to_string().as_bytes())
+}
+
+/// A KPL aggregate (spec §5.7) of `user_records`, as the KPL writes it: magic, the
+/// `AggregatedRecord` protobuf (one partition key, every user record pointing at it), its MD5.
+fn kpl_aggregate(user_records: &[Vec<u8>]) -> Vec<u8> {
+    use md5::{Digest, Md5};
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn bytes_field(out: &mut Vec<u8>, field: u64, data: &[u8]) {
+        varint(out, field << 3 | 2);
+        varint(out, data.len() as u64);
+        out.extend_from_slice(data);
+    }
+    let mut message = Vec::new();
+    bytes_field(&mut message, 1, b"pk");
+    for data in user_records {
+        let mut record = Vec::new();
+        varint(&mut record, 1 << 3); // partition_key_index = 0
+        varint(&mut record, 0);
+        bytes_field(&mut record, 3, data);
+        bytes_field(&mut message, 3, &record);
+    }
+    let mut framed = vec![0xF3, 0x89, 0x9A, 0xC2];
+    framed.extend_from_slice(&message);
+    framed.extend_from_slice(&Md5::digest(&message));
+    framed
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -882,5 +916,50 @@ fn promtool_check(exposition: &str) {
         "promtool check metrics: {}{}\n{exposition}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// KPL aggregates through the emulator (spec §5.7): user records of every kind (plain lines,
+/// gzip'd lines, a gzip'd CloudWatch Logs envelope) come out as their lines, each aggregate
+/// is one Kinesis record; an aggregate whose MD5 does not match is passed through as a plain
+/// record, as the KCL does, so none of its lines is counted as an ALB entry. A plain gzip'd
+/// CloudWatch Logs record beside them is counted too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kpl_aggregates_and_cloudwatch_envelopes_are_counted_exactly() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream_with(&c, "kpl", 2).await;
+    let mixed = kpl_aggregate(&[lines(2), gzip(&lines(3)), cwl_envelope("DATA_MESSAGE", 2)]);
+    let many = kpl_aggregate(&(0..10).map(|_| lines(1)).collect::<Vec<_>>());
+    let mut corrupt = kpl_aggregate(&[lines(1), lines(1)]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xFF; // the MD5's last byte
+    put(&c, "kpl", mixed, Some("0")).await;
+    put(&c, "kpl", many, Some(LAST_HASH)).await;
+    put(&c, "kpl", cwl_envelope("DATA_MESSAGE", 3), Some(LAST_HASH)).await;
+    put(&c, "kpl", corrupt, Some("0")).await;
+
+    let h = Harness::new("kpl");
+    let (tx, task) = h.start(&c, "kpl", 0);
+    h.wait_counted(7 + 10 + 3).await;
+    stop(tx, task).await;
+    assert_eq!(h.metric(&shard_sample("records", 0)), 2.0);
+    assert_eq!(h.metric(&shard_sample("records", 1)), 2.0);
+    assert_eq!(h.metric(&shard_sample("lines", 1)), 13.0);
+    // Shard 0: the 7 lines of the good aggregate, then whatever lines the corrupt one's raw
+    // bytes split into; none of those parses as an ALB entry (the count above is exact).
+    assert!(h.metric(&shard_sample("lines", 0)) > 7.0);
+    for (format, n) in [("kpl", 2.0), ("cloudwatch_logs", 1.0), ("lines", 1.0)] {
+        assert_eq!(
+            h.metric(&format!(
+                "albwatch_kinesis_payload_formats_total{{format=\"{format}\"}}"
+            )),
+            n,
+            "{format}"
+        );
+    }
+    assert_eq!(
+        h.metric("albwatch_kinesis_decode_errors_total{kind=\"bad_kpl\"}"),
+        0.0
     );
 }
