@@ -6,6 +6,7 @@
 //! (children only after the parent's `SHARD_END`) and injects the throttling kinesalite never
 //! produces.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use albwatch::classify::LoadBalancers;
 use albwatch::decode::DecodeLimits;
 use albwatch::kinesis::KinesisMetrics;
 use albwatch::kinesis::checkpoint::{
-    CheckpointStore, FileCheckpointStore, Position, SequenceNumber,
+    CheckpointError, CheckpointStore, FileCheckpointStore, Position, SaveOutcome, SequenceNumber,
 };
 use albwatch::kinesis::config::{KinesisConfig, StartAt};
 use albwatch::kinesis::consumer::{
@@ -273,12 +274,27 @@ fn kpl_aggregate(user_records: &[Vec<u8>]) -> Vec<u8> {
 // The consumer with a real pipeline behind it.
 
 /// Records the order of iterator requests and throttles the first `throttle` GetRecords.
+/// With `hide_children`, it also plays a ListShards that has not caught up with a split
+/// (children left out) and a GetRecords that names the children at shard end (`ChildShards`,
+/// which kinesalite never sends), so the consumer can only learn them the second way.
 struct Recording<A> {
     inner: A,
     throttle: AtomicUsize,
     /// GetRecords calls still to fail with an expired iterator; set by the test mid-run.
     expire: Arc<AtomicUsize>,
     iterators: Arc<Mutex<Vec<String>>>,
+    hide_children: bool,
+    /// Which shard each iterator handed out reads.
+    shard_of: Mutex<HashMap<String, String>>,
+}
+
+impl<A> Recording<A> {
+    fn note_iterator(&self, iterator: &str, shard: &str) {
+        self.shard_of
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(iterator.to_owned(), shard.to_owned());
+    }
 }
 
 fn take_one(n: &AtomicUsize) -> bool {
@@ -288,7 +304,11 @@ fn take_one(n: &AtomicUsize) -> bool {
 
 impl<A: KinesisApi> KinesisApi for Recording<A> {
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, ApiError> {
-        self.inner.list_shards().await
+        let mut shards = self.inner.list_shards().await?;
+        if self.hide_children {
+            shards.retain(|s| s.parent.is_none() && s.adjacent_parent.is_none());
+        }
+        Ok(shards)
     }
 
     async fn get_shard_iterator(
@@ -300,7 +320,9 @@ impl<A: KinesisApi> KinesisApi for Recording<A> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(shard.to_owned());
-        self.inner.get_shard_iterator(shard, start).await
+        let iterator = self.inner.get_shard_iterator(shard, start).await?;
+        self.note_iterator(&iterator, shard);
+        Ok(iterator)
     }
 
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordsPage, ApiError> {
@@ -310,7 +332,88 @@ impl<A: KinesisApi> KinesisApi for Recording<A> {
         if take_one(&self.expire) {
             return Err(ApiError::ExpiredIterator);
         }
-        self.inner.get_records(iterator, limit).await
+        let mut page = self.inner.get_records(iterator, limit).await?;
+        let shard = self
+            .shard_of
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(iterator)
+            .cloned();
+        if let Some(shard) = shard {
+            match &page.next_iterator {
+                Some(next) => self.note_iterator(next, &shard),
+                None if self.hide_children => {
+                    page.child_shards = self
+                        .inner
+                        .list_shards()
+                        .await?
+                        .into_iter()
+                        .filter(|s| {
+                            s.parent.as_deref() == Some(shard.as_str())
+                                || s.adjacent_parent.as_deref() == Some(shard.as_str())
+                        })
+                        .collect();
+                }
+                None => {}
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// The file store, noting the size of every `save_many` the consumer makes.
+struct ObservedStore {
+    inner: Arc<FileCheckpointStore>,
+    save_many_sizes: Arc<Mutex<Vec<usize>>>,
+}
+
+impl CheckpointStore for ObservedStore {
+    fn load(&self, stream: &str) -> Result<BTreeMap<String, Position>, CheckpointError> {
+        self.inner.load(stream)
+    }
+
+    fn save(
+        &self,
+        stream: &str,
+        shard: &str,
+        position: &Position,
+    ) -> Result<SaveOutcome, CheckpointError> {
+        self.inner.save(stream, shard, position)
+    }
+
+    fn save_many(
+        &self,
+        stream: &str,
+        positions: &[(&str, &Position)],
+    ) -> Result<Vec<SaveOutcome>, CheckpointError> {
+        self.save_many_sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(positions.len());
+        self.inner.save_many(stream, positions)
+    }
+}
+
+/// How a test runs the consumer.
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    /// GetRecords calls to fail with a throttle first.
+    throttle: usize,
+    batch_bytes: usize,
+    start: StartAt,
+    checkpoint_interval_secs: u64,
+    hide_children: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            throttle: 0,
+            batch_bytes: 1 << 20,
+            start: StartAt::TrimHorizon,
+            checkpoint_interval_secs: 1,
+            hide_children: false,
+        }
     }
 }
 
@@ -329,6 +432,7 @@ struct Harness {
     registry: prometheus::Registry,
     iterators: Arc<Mutex<Vec<String>>>,
     expire: Arc<AtomicUsize>,
+    save_many_sizes: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Harness {
@@ -362,44 +466,57 @@ impl Harness {
             registry,
             iterators: Arc::default(),
             expire: Arc::default(),
+            save_many_sizes: Arc::default(),
         }
     }
 
     fn start(&self, client: &aws_sdk_kinesis::Client, stream: &str, throttle: usize) -> Running {
-        self.start_with(client, stream, throttle, 1 << 20)
+        self.start_with(
+            client,
+            stream,
+            Options {
+                throttle,
+                ..Options::default()
+            },
+        )
     }
 
     fn start_with(
         &self,
         client: &aws_sdk_kinesis::Client,
         stream: &str,
-        throttle: usize,
-        batch_bytes: usize,
+        options: Options,
     ) -> Running {
         let mut cfg = KinesisConfig {
             stream: Some(stream.to_owned()),
-            start: StartAt::TrimHorizon,
+            start: options.start,
             checkpoint_dir: self.dir.clone(),
             poll_interval_ms: 200,
             shard_discovery_secs: 1,
-            checkpoint_interval_secs: 1,
+            checkpoint_interval_secs: options.checkpoint_interval_secs,
             ..KinesisConfig::default()
         }
         .validate()
         .expect("valid config");
-        cfg.batch_bytes = batch_bytes;
+        cfg.batch_bytes = options.batch_bytes;
         let api = Recording {
             inner: SdkApi::new(client.clone(), stream),
-            throttle: AtomicUsize::new(throttle),
+            throttle: AtomicUsize::new(options.throttle),
             expire: Arc::clone(&self.expire),
             iterators: Arc::clone(&self.iterators),
+            hide_children: options.hide_children,
+            shard_of: Mutex::default(),
+        };
+        let store = ObservedStore {
+            inner: Arc::clone(&self.store),
+            save_many_sizes: Arc::clone(&self.save_many_sizes),
         };
         let (tx, rx) = watch::channel(false);
         let pool = self.pool.as_ref().expect("pool running");
         let task = tokio::spawn(consumer::run(
             api,
             cfg,
-            Arc::clone(&self.store) as Arc<dyn CheckpointStore>,
+            Arc::new(store) as Arc<dyn CheckpointStore>,
             pool.submitter(),
             self.metrics.clone(),
             DecodeLimits::default(),
@@ -440,7 +557,7 @@ impl Harness {
         sample(&self.exposition(), name)
     }
 
-    fn positions(&self, stream: &str) -> std::collections::BTreeMap<String, Position> {
+    fn positions(&self, stream: &str) -> BTreeMap<String, Position> {
         self.store.load(stream).expect("load checkpoints")
     }
 }
@@ -844,7 +961,14 @@ async fn a_large_page_is_cut_into_batches_between_records() {
     }
     let h = Harness::new("cut");
     // Smaller than one record's lines: every record becomes its own batch.
-    let (tx, task) = h.start_with(&c, "cut", 0, 100);
+    let (tx, task) = h.start_with(
+        &c,
+        "cut",
+        Options {
+            batch_bytes: 100,
+            ..Options::default()
+        },
+    );
     h.wait_counted(12).await;
     stop(tx, task).await;
     assert_eq!(h.metric("albwatch_kinesis_batches_total"), 6.0);
@@ -915,9 +1039,11 @@ async fn several_shards_are_counted_exactly_per_shard() {
     let h = Harness::new("shards");
     let (tx, task) = h.start(&c, "shards", 0);
     h.wait_counted(14).await;
-    // Every shard checkpointed (checkpoint_interval_secs = 1): polled, not slept for.
+    // Every shard checkpointed (checkpoint_interval_secs = 1): polled, not slept for. The
+    // counter moves just after the file, so both are waited for.
     for _ in 0..300 {
-        if h.positions("shards").len() == 3 {
+        if h.positions("shards").len() == 3 && h.metric("albwatch_kinesis_checkpoints_total") >= 3.0
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1200,7 +1326,7 @@ async fn a_hard_killed_daemon_resumes_from_its_checkpoint_and_loses_nothing() {
     };
     drop(run1);
     let at_kill = load();
-    let lines_after = |positions: &std::collections::BTreeMap<String, Position>, shard: &str| {
+    let lines_after = |positions: &BTreeMap<String, Position>, shard: &str| {
         put_log
             .iter()
             .filter(|(s, seq, _)| {
@@ -1273,5 +1399,137 @@ async fn a_hard_killed_daemon_resumes_from_its_checkpoint_and_loses_nothing() {
     eprintln!(
         "hard kill: put {total} lines; run 1 counted ≥ {counted_by_run1}, checkpoint covered \
          {covered}; run 2 counted {counted_by_run2}; ≥ {duplicates} counted twice"
+    );
+}
+
+/// ChildShards (spec §5.5): with a ListShards that never shows a split's children, the
+/// consumer still reads them, learned from the parent's last GetRecords, and only after the
+/// parent's ShardEnd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_named_at_shard_end_are_read_without_a_listing() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, "childshards").await;
+    for _ in 0..3 {
+        put(&c, "childshards", lines(1), None).await;
+    }
+    c.split_shard()
+        .stream_name("childshards")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key(MIDDLE_HASH)
+        .send()
+        .await
+        .expect("split");
+    wait_active(&c, "childshards").await;
+    put(&c, "childshards", lines(2), Some("1")).await;
+    put(&c, "childshards", lines(2), Some(LAST_HASH)).await;
+
+    let h = Harness::new("childshards");
+    let (tx, task) = h.start_with(
+        &c,
+        "childshards",
+        Options {
+            hide_children: true,
+            ..Options::default()
+        },
+    );
+    h.wait_counted(7).await;
+    stop(tx, task).await;
+    let positions = h.positions("childshards");
+    assert_eq!(
+        positions.get("shardId-000000000000"),
+        Some(&Position::ShardEnd),
+        "{positions:?}"
+    );
+    for child in ["shardId-000000000001", "shardId-000000000002"] {
+        assert!(
+            matches!(positions.get(child), Some(Position::After(_))),
+            "{positions:?}"
+        );
+    }
+    let order = h
+        .iterators
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    assert_eq!(order.len(), 3, "{order:?}");
+    assert_eq!(order[0], "shardId-000000000000", "{order:?}");
+}
+
+/// A shard started at LATEST (the default) that stops before its first record still leaves a
+/// checkpoint: the time it began reading. The restart resumes there, so records put while
+/// albwatch was down are read, where a fresh LATEST would skip them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_at_latest_reads_what_arrived_while_down() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, "latest").await;
+    let h = Harness::new("latest");
+    let at_latest = Options {
+        start: StartAt::Latest,
+        ..Options::default()
+    };
+    let shard = "shardId-000000000000";
+    let (tx, task) = h.start_with(&c, "latest", at_latest);
+    for _ in 0..300 {
+        if h.positions("latest").contains_key(shard) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop(tx, task).await;
+    let started = h.positions("latest");
+    assert!(
+        matches!(started.get(shard), Some(Position::AtTimestamp(_))),
+        "{started:?}"
+    );
+
+    let mut last = None;
+    for _ in 0..3 {
+        last = Some(put(&c, "latest", lines(1), None).await);
+    }
+    let (tx, task) = h.start_with(&c, "latest", at_latest);
+    h.wait_counted(3).await;
+    stop(tx, task).await;
+    assert_eq!(
+        h.positions("latest").get(shard),
+        last.map(Position::After).as_ref()
+    );
+}
+
+/// At shutdown every shard's last position is written in one durable write: with periodic
+/// checkpoints out of the way (an hour apart), the stop saves all three shards with a single
+/// `save_many`, each at its last record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_saves_every_shard_in_one_write() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream_with(&c, "final", 3).await;
+    let mut ends = BTreeMap::new();
+    for (i, hash) in HASH_IN_SHARD_OF_3.iter().enumerate() {
+        let seq = put(&c, "final", lines(1), Some(hash)).await;
+        ends.insert(format!("shardId-{i:012}"), Position::After(seq));
+    }
+    let h = Harness::new("final");
+    let (tx, task) = h.start_with(
+        &c,
+        "final",
+        Options {
+            checkpoint_interval_secs: 3600,
+            ..Options::default()
+        },
+    );
+    h.wait_counted(3).await;
+    assert!(
+        h.positions("final").is_empty(),
+        "no periodic checkpoint yet"
+    );
+    stop(tx, task).await;
+    assert_eq!(h.positions("final"), ends);
+    assert_eq!(
+        *h.save_many_sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+        vec![3]
     );
 }

@@ -239,7 +239,7 @@ impl KinesisMetrics {
     /// A shard task starts: its series, and its checkpoint age counting from now.
     pub fn shard_started(&self, shard: &str) -> ShardMetrics {
         self.shards_owned.inc();
-        self.checkpoint_age.reset(shard);
+        self.checkpoint_age.start(shard);
         ShardMetrics {
             records: self.records.with_label_values(&[shard]),
             bytes: self.bytes.with_label_values(&[shard]),
@@ -292,7 +292,7 @@ impl KinesisMetrics {
     /// A checkpoint for `shard` became durable now.
     pub fn checkpoint_written(&self, shard: &str) {
         self.checkpoints.inc();
-        self.checkpoint_age.reset(shard);
+        self.checkpoint_age.written(shard);
     }
 
     pub fn fault(&self, fault: ConsumerFault) {
@@ -323,10 +323,19 @@ impl CheckpointAge {
         })
     }
 
-    fn reset(&self, shard: &str) {
-        // Each update is one insert or remove, so a poisoned map is still consistent.
+    fn start(&self, shard: &str) {
+        // Each update is one insert, write or remove, so a poisoned map is still consistent.
         let mut since = self.since.lock().unwrap_or_else(PoisonError::into_inner);
         since.insert(shard.to_owned(), Instant::now());
+    }
+
+    /// Only for a shard being read: the final checkpoints at shutdown are written after the
+    /// tasks have stopped and must not bring their series back.
+    fn written(&self, shard: &str) {
+        let mut since = self.since.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(at) = since.get_mut(shard) {
+            *at = Instant::now();
+        }
     }
 
     fn remove(&self, shard: &str) {
@@ -380,6 +389,7 @@ mod tests {
         assert!(text.contains("albwatch_kinesis_shards_owned 1"));
 
         m.shard_stopped("shardId-000000000007");
+        m.checkpoint_written("shardId-000000000007");
         let text = exposition(&registry);
         assert!(!text.contains("albwatch_kinesis_lag_seconds{"), "{text}");
         assert!(
