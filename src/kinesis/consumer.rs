@@ -712,6 +712,8 @@ async fn read_shard<A: KinesisApi>(
     let mut iterator: Option<String> = None;
     let mut last_save = Instant::now();
     let mut last_call: Option<tokio::time::Instant> = None;
+    // How long the last response's size asks the next call to wait (the 2 MB/s share).
+    let mut read_pause = Duration::ZERO;
     let stopped = |rx: &watch::Receiver<bool>| *rx.borrow();
 
     let halt = loop {
@@ -773,9 +775,10 @@ async fn read_shard<A: KinesisApi>(
                 }
             }
         };
-        // Never more than 5 calls per second on one shard (spec §5.1).
+        // Never more than 5 calls per second on one shard, nor more bytes on average than its
+        // read share (spec §5.1): staying under both is what keeps throttles away.
         if let Some(at) = last_call {
-            let gap = at + MIN_CALL_GAP;
+            let gap = at + MIN_CALL_GAP.max(read_pause);
             if gap > tokio::time::Instant::now()
                 && sleep_or_stop(gap - tokio::time::Instant::now(), &mut stop).await
             {
@@ -820,6 +823,8 @@ async fn read_shard<A: KinesisApi>(
             }
         };
         backoff.reset();
+        let page_bytes: usize = page.records.iter().map(|r| r.data.len()).sum();
+        read_pause = pause_for(page_bytes, ctx.cfg.read_bytes_per_sec);
         if let Some(ms) = page.millis_behind_latest {
             series.lag_seconds.set(ms as f64 / 1000.0);
         }
@@ -880,6 +885,11 @@ async fn read_shard<A: KinesisApi>(
             ShardExit::Gone
         }
     }
+}
+
+/// The wait that keeps `bytes` within a read rate of `per_sec`.
+fn pause_for(bytes: usize, per_sec: u64) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / per_sec.max(1) as f64)
 }
 
 /// Now as Unix milliseconds; a clock before 1970 reads 0, which resumes at the oldest record
@@ -1068,6 +1078,16 @@ mod tests {
         assert!(b.next() >= MAX_BACKOFF / 2);
         b.reset();
         assert!(b.next() <= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn large_responses_slow_the_next_call_to_the_read_share() {
+        assert_eq!(pause_for(0, 2_000_000), Duration::ZERO);
+        // Small pages: the 5 calls/s limit is the one that binds.
+        assert!(pause_for(100_000, 2_000_000) < MIN_CALL_GAP);
+        // A 10 MB page at 2 MB/s: 5 s, which is also what AWS asks after a 10 MiB response.
+        assert_eq!(pause_for(10_000_000, 2_000_000), Duration::from_secs(5));
+        assert_eq!(pause_for(1_000_000, 1_000_000), Duration::from_secs(1));
     }
 
     #[test]
