@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the real servers albwatch's tests talk to (Prometheus with promtool, Alertmanager
-# with amtool from Debian; kinesalite, the Kinesis emulator, from npm into
-# target/test-deps/kinesalite) on a fresh Debian 12 machine. Idempotent: does nothing when they
-# are already there, so CI and developers can run it before every test run.
+# Installs the real servers and tools albwatch's tests use (Prometheus with promtool,
+# Alertmanager with amtool from Debian; kinesalite, the Kinesis emulator, from npm into
+# target/test-deps/kinesalite; cfn-lint and boto3 from PyPI) on a fresh Debian 12 machine.
+# Idempotent: does nothing when they are already there, so CI and developers can run it before
+# every test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,20 @@ else
     mkdir -p "$KINESALITE_DIR"
     npm install --no-audit --no-fund --silent --prefix "$KINESALITE_DIR" "kinesalite@$KINESALITE_VERSION"
     echo "install-test-deps: installed kinesalite $KINESALITE_VERSION into $KINESALITE_DIR"
+fi
+
+# Python tools, pinned, from PyPI: cfn-lint judges the CloudFormation templates under deploy/
+# (tests/deploy_templates.rs); boto3 and PyYAML run the Kinesis template's forwarder Lambda code
+# against kinesalite (tests/kinesis.rs). The machine image's CPython 3.11 and pip are used.
+CFN_LINT_VERSION=1.51.0
+BOTO3_VERSION=1.43.11
+if python3 -c "import cfnlint.version, boto3, yaml, sys; sys.exit(cfnlint.version.__version__ != '$CFN_LINT_VERSION')" 2>/dev/null; then
+    echo "install-test-deps: cfn-lint $CFN_LINT_VERSION, boto3 and PyYAML present"
+else
+    python3 -m pip install --quiet --disable-pip-version-check \
+        "cfn-lint==$CFN_LINT_VERSION" "boto3==$BOTO3_VERSION"
+    python3 -c "import cfnlint, boto3, yaml"
+    echo "install-test-deps: installed cfn-lint $CFN_LINT_VERSION and boto3 $BOTO3_VERSION"
 fi
 
 # Debian puts the binaries in /usr/bin; the packages start nothing (no systemd on CI).

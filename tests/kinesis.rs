@@ -1436,3 +1436,97 @@ async fn shutdown_saves_every_shard_in_one_write() {
         vec![3]
     );
 }
+
+/// The S3 delivery path of `deploy/kinesis/cloudformation.yaml`, end to end: the forwarder
+/// Lambda's inline code (run from the template by `tests/support/forwarder.py`, with the first
+/// PutRecords half failed) packs a gzip'd access-log object into gzip'd records of whole lines,
+/// in requests within PutRecords' 500-record and 5 MiB limits, re-sends exactly the failed
+/// records, and `albwatch run` reading the stream counts every line of the object once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_forwarder_delivers_every_line_of_an_object_once() {
+    const STREAM: &str = "forwarded";
+    const LINES: usize = 3000;
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream_with(&c, STREAM, 2).await;
+    let dir = TempDir::new("forwarder");
+    let object = dir
+        .0
+        .join("123456789012_elasticloadbalancing_us-east-1_app.shop.log.gz");
+    std::fs::write(&object, gzip(&albwatch::corpus::Corpus::generate(7, LINES))).expect("log");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(root.join("tests/support/forwarder.py"))
+        .arg(root.join("deploy/kinesis/cloudformation.yaml"))
+        .arg(&object)
+        .env("AWS_ENDPOINT_URL_KINESIS", &k.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("STREAM_NAME", STREAM)
+        // ~2 lines a record, so one object makes more records than one request may carry.
+        .env("RECORD_BYTES", "2000")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("python3 (with boto3 and PyYAML: scripts/install-test-deps.sh) runs");
+    assert!(
+        out.status.success(),
+        "forwarder failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("forwarder JSON");
+    let records = stats["records"].as_u64().expect("records");
+    let calls: Vec<(u64, u64)> = stats["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .map(|c| (c[0].as_u64().expect("n"), c[1].as_u64().expect("bytes")))
+        .collect();
+    assert!(records > 1000, "{stats}");
+    assert_eq!(stats["limits"]["max_records"], 500);
+    assert_eq!(stats["limits"]["max_request_bytes"], 5 << 20);
+    assert!(
+        calls.iter().all(|&(n, bytes)| n <= 500 && bytes <= 5 << 20),
+        "{calls:?}"
+    );
+    assert_eq!(calls[0].0, 500, "the first request is full: {calls:?}");
+    // The injected failure: half of the first request, sent again once, and nothing else.
+    assert_eq!(stats["retried"], 250, "{stats}");
+    assert_eq!(calls[1].0, 250, "{calls:?}");
+    assert_eq!(
+        calls.iter().map(|c| c.0).sum::<u64>(),
+        records + 250,
+        "{calls:?}"
+    );
+
+    let config = dir.0.join("albwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kinesis]\nstream = \"{STREAM}\"\nstart = \"trim_horizon\"\npoll_interval_ms = 200\n\
+             checkpoint_dir = {:?}\n",
+            dir.0.join("checkpoints").display().to_string()
+        ),
+    )
+    .expect("config");
+    let daemon = Daemon::start(&config, &k.endpoint, &[]);
+    let body = daemon
+        .wait_metrics("every line of the object", |b| {
+            sample(b, PARSED) >= LINES as f64
+        })
+        .await;
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(sample(&body, PARSED), LINES as f64);
+    let read =
+        sample(&body, &shard_sample("records", 0)) + sample(&body, &shard_sample("records", 1));
+    assert_eq!(read, records as f64, "every record read once");
+    assert_eq!(
+        sample(
+            &body,
+            "albwatch_kinesis_payload_formats_total{format=\"gzip_lines\"}"
+        ),
+        records as f64
+    );
+}
