@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs the real servers albwatch's tests talk to (Prometheus with promtool, Alertmanager
-# with amtool from Debian; kinesalite, the Kinesis emulator, from npm into
-# target/test-deps/kinesalite) on a fresh Debian 12 machine. Idempotent: does nothing when they
-# are already there, so CI and developers can run it before every test run.
+# Installs the real servers and tools albwatch's tests use (Prometheus with promtool,
+# Alertmanager with amtool from Debian; kinesalite, the Kinesis emulator, from npm into
+# target/test-deps/kinesalite; the Kubernetes schema check, cfn-lint and boto3 from PyPI into
+# virtualenvs under target/test-deps) on a fresh Debian 12 machine.
+# Idempotent: does nothing when they are already there, so CI and developers can run it before
+# every test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,27 +22,38 @@ else
     echo "install-test-deps: installed kinesalite $KINESALITE_VERSION into $KINESALITE_DIR"
 fi
 
-# The schema check of deploy/kubernetes (tests/deploy_kubernetes.rs runs
-# deploy/kubernetes/validate.py with this virtualenv's python), pinned, inside the project:
-# kubernetes-validate bundles the Kubernetes API's JSON schemas (no download at check time),
-# cloudcoil's prometheus-operator models cover the ServiceMonitor, and pydantic is pinned
-# because the check relies on its per-call extra="forbid". Python 3.11 comes with the image.
-K8S_VALIDATE_DIR=target/test-deps/k8s-validate
-K8S_VALIDATE_PINS=(kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0 pydantic==2.14.4)
-if [ -x "$K8S_VALIDATE_DIR/bin/python" ] &&
-    "$K8S_VALIDATE_DIR/bin/python" -c '
+# Python tools, pinned, in virtualenvs inside the project (Debian's system Python is
+# "externally managed", so nothing goes there). Two of them, because cloudcoil's models and
+# cfn-lint pin incompatible pydantic versions:
+# - target/test-deps/k8s-validate: kubernetes-validate bundles the Kubernetes API's JSON
+#   schemas and cloudcoil's prometheus-operator models cover the ServiceMonitor
+#   (deploy/kubernetes/validate.py, tests/deploy_kubernetes.rs); pydantic is pinned because the
+#   check relies on its per-call extra="forbid";
+# - target/test-deps/aws-tools: cfn-lint judges the CloudFormation templates
+#   (tests/deploy_templates.rs); boto3 and PyYAML run the Kinesis template's forwarder Lambda
+#   code against kinesalite (tests/kinesis.rs).
+# Python 3.11 comes with the image.
+python_tools() {
+    local dir=$1
+    shift
+    if [ -x "$dir/bin/python" ] &&
+        "$dir/bin/python" -c '
 import sys
 from importlib.metadata import version
 sys.exit(any(version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
-' "${K8S_VALIDATE_PINS[@]}" 2>/dev/null; then
-    echo "install-test-deps: ${K8S_VALIDATE_PINS[*]} present"
-else
-    command -v python3 >/dev/null 2>&1 || { echo "install-test-deps: python3 is required for the Kubernetes manifest check" >&2; exit 1; }
-    python3 -m venv "$K8S_VALIDATE_DIR" ||
+' "$@" 2>/dev/null; then
+        echo "install-test-deps: $* present"
+        return
+    fi
+    command -v python3 >/dev/null 2>&1 || { echo "install-test-deps: python3 is required" >&2; exit 1; }
+    python3 -m venv "$dir" ||
         { echo "install-test-deps: python3 -m venv failed (Debian: apt-get install python3-venv)" >&2; exit 1; }
-    "$K8S_VALIDATE_DIR/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "${K8S_VALIDATE_PINS[@]}"
-    echo "install-test-deps: installed ${K8S_VALIDATE_PINS[*]} into $K8S_VALIDATE_DIR"
-fi
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "$@"
+    echo "install-test-deps: installed $* into $dir"
+}
+python_tools target/test-deps/k8s-validate \
+    kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0 pydantic==2.14.4
+python_tools target/test-deps/aws-tools cfn-lint==1.51.0 boto3==1.43.11 PyYAML==6.0.3
 
 # Debian puts the binaries in /usr/bin; the packages start nothing (no systemd on CI).
 missing=()

@@ -6,6 +6,7 @@
 //! (children only after the parent's `SHARD_END`) and injects the throttling kinesalite never
 //! produces.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -17,10 +18,13 @@ use std::time::Duration;
 use albwatch::aggregate::{AggregateConfig, Aggregator};
 use albwatch::classify::LoadBalancers;
 use albwatch::decode::DecodeLimits;
-use albwatch::kinesis::checkpoint::{CheckpointStore, FileCheckpointStore, Position};
+use albwatch::kinesis::KinesisMetrics;
+use albwatch::kinesis::checkpoint::{
+    CheckpointError, CheckpointStore, FileCheckpointStore, Position, SaveOutcome, SequenceNumber,
+};
 use albwatch::kinesis::config::{KinesisConfig, StartAt};
 use albwatch::kinesis::consumer::{
-    self, ApiError, IteratorStart, KinesisApi, KinesisMetrics, RecordsPage, SdkApi, ShardInfo,
+    self, ApiError, IteratorStart, KinesisApi, RecordsPage, SdkApi, ShardInfo,
 };
 use albwatch::pipeline::{Pool, PoolConfig};
 use aws_sdk_kinesis::primitives::Blob;
@@ -32,116 +36,31 @@ const LINE: &str = "http 2018-07-02T22:23:00.186641Z app/my-loadbalancer/50dc6c4
 /// 2^127: the split point that halves a single shard's hash range.
 const MIDDLE_HASH: &str = "170141183460469231731687303715884105728";
 
+/// An explicit hash key inside each shard of a 3-shard stream (kinesalite cuts 2^128 evenly).
+const HASH_IN_SHARD_OF_3: [&str; 3] = ["0", MIDDLE_HASH, LAST_HASH];
+
+/// 2^128 − 1: the highest hash key, in the last shard of any stream.
+const LAST_HASH: &str = "340282366920938463463374607431768211455";
+
 // ---------------------------------------------------------------------------------------------
 // kinesalite
 
-struct Kinesalite {
-    child: Child,
-    endpoint: String,
-}
+#[path = "support/kinesalite.rs"]
+mod kinesalite;
 
-impl Kinesalite {
-    fn start() -> Kinesalite {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/kinesalite");
-        let module = dir.join("node_modules/kinesalite");
-        assert!(
-            module.join("package.json").is_file(),
-            "kinesalite is not installed at {}: run scripts/install-test-deps.sh",
-            module.display()
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let script = format!(
-            "require({:?})({{createStreamMs:50,deleteStreamMs:50,updateStreamMs:50}}).listen({port},'127.0.0.1')",
-            module.display().to_string()
-        );
-        let child = Command::new("node")
-            .arg("-e")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node must be installed (Node 20) to run kinesalite");
-        let mut k = Kinesalite {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return k;
-            }
-            if let Ok(Some(status)) = k.child.try_wait() {
-                panic!("kinesalite exited at start: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("kinesalite did not listen on {port} within 10 s");
-    }
-}
-
-impl Drop for Kinesalite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
-    use aws_smithy_http_client::tls;
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "AKIDTEST", "secret", None, None, "static",
-        ))
-        .endpoint_url(endpoint)
-        .load()
-        .await;
-    aws_sdk_kinesis::Client::new(&conf)
-}
-
-async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
-    for _ in 0..200 {
-        let d = client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .expect("describe");
-        if d.stream_description_summary()
-            .is_some_and(|s| s.stream_status().as_str() == "ACTIVE")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stream {stream} never became ACTIVE");
-}
+use kinesalite::{Kinesalite, client, create_stream_with, wait_active};
 
 async fn create_stream(client: &aws_sdk_kinesis::Client, stream: &str) {
     create_stream_with(client, stream, 1).await;
 }
 
-async fn create_stream_with(client: &aws_sdk_kinesis::Client, stream: &str, shards: i32) {
-    client
-        .create_stream()
-        .stream_name(stream)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("create stream");
-    wait_active(client, stream).await;
-}
-
-async fn put(client: &aws_sdk_kinesis::Client, stream: &str, data: Vec<u8>, hash: Option<&str>) {
+/// PutRecord; returns the record's sequence number.
+async fn put(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    data: Vec<u8>,
+    hash: Option<&str>,
+) -> SequenceNumber {
     let mut req = client
         .put_record()
         .stream_name(stream)
@@ -150,7 +69,55 @@ async fn put(client: &aws_sdk_kinesis::Client, stream: &str, data: Vec<u8>, hash
     if let Some(h) = hash {
         req = req.explicit_hash_key(h);
     }
-    req.send().await.expect("put record");
+    let out = req.send().await.expect("put record");
+    SequenceNumber::parse(out.sequence_number()).expect("decimal sequence number")
+}
+
+/// One PutRecords call: each `(data, explicit hash key)` in order. Returns, per record, the
+/// shard it landed in and its sequence number.
+async fn put_many(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: &[(Vec<u8>, &str)],
+) -> Vec<(String, SequenceNumber)> {
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    let entries = records
+        .iter()
+        .map(|(data, hash)| {
+            PutRecordsRequestEntry::builder()
+                .data(Blob::new(data.clone()))
+                .partition_key("pk")
+                .explicit_hash_key(*hash)
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    let out = client
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .expect("put records");
+    assert_eq!(out.failed_record_count(), Some(0));
+    out.records()
+        .iter()
+        .map(|r| {
+            let shard = r.shard_id().expect("shard id").to_owned();
+            let seq = SequenceNumber::parse(r.sequence_number().expect("sequence number"))
+                .expect("decimal sequence number");
+            (shard, seq)
+        })
+        .collect()
+}
+
+/// The exposition sample name of a per-shard counter, e.g. `albwatch_kinesis_lines_total{…}`.
+fn shard_sample(what: &str, shard: u32) -> String {
+    format!("albwatch_kinesis_{what}_total{{shard=\"shardId-{shard:012}\"}}")
+}
+
+fn calls(operation: &str, outcome: &str) -> String {
+    format!("albwatch_kinesis_api_calls_total{{operation=\"{operation}\",outcome=\"{outcome}\"}}")
 }
 
 fn lines(n: usize) -> Vec<u8> {
@@ -175,16 +142,62 @@ fn cwl_envelope(message_type: &str, n: usize) -> Vec<u8> {
     gzip(body.to_string().as_bytes())
 }
 
+/// A KPL aggregate (spec §5.7) of `user_records`, as the KPL writes it: magic, the
+/// `AggregatedRecord` protobuf (one partition key, every user record pointing at it), its MD5.
+fn kpl_aggregate(user_records: &[Vec<u8>]) -> Vec<u8> {
+    use md5::{Digest, Md5};
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn bytes_field(out: &mut Vec<u8>, field: u64, data: &[u8]) {
+        varint(out, field << 3 | 2);
+        varint(out, data.len() as u64);
+        out.extend_from_slice(data);
+    }
+    let mut message = Vec::new();
+    bytes_field(&mut message, 1, b"pk");
+    for data in user_records {
+        let mut record = Vec::new();
+        varint(&mut record, 1 << 3); // partition_key_index = 0
+        varint(&mut record, 0);
+        bytes_field(&mut record, 3, data);
+        bytes_field(&mut message, 3, &record);
+    }
+    let mut framed = vec![0xF3, 0x89, 0x9A, 0xC2];
+    framed.extend_from_slice(&message);
+    framed.extend_from_slice(&Md5::digest(&message));
+    framed
+}
+
 // ---------------------------------------------------------------------------------------------
 // The consumer with a real pipeline behind it.
 
 /// Records the order of iterator requests and throttles the first `throttle` GetRecords.
+/// With `hide_children`, it also plays a ListShards that has not caught up with a split
+/// (children left out) and a GetRecords that names the children at shard end (`ChildShards`,
+/// which kinesalite never sends), so the consumer can only learn them the second way.
 struct Recording<A> {
     inner: A,
     throttle: AtomicUsize,
     /// GetRecords calls still to fail with an expired iterator; set by the test mid-run.
     expire: Arc<AtomicUsize>,
     iterators: Arc<Mutex<Vec<String>>>,
+    hide_children: bool,
+    /// Which shard each iterator handed out reads.
+    shard_of: Mutex<HashMap<String, String>>,
+}
+
+impl<A> Recording<A> {
+    fn note_iterator(&self, iterator: &str, shard: &str) {
+        self.shard_of
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(iterator.to_owned(), shard.to_owned());
+    }
 }
 
 fn take_one(n: &AtomicUsize) -> bool {
@@ -194,7 +207,11 @@ fn take_one(n: &AtomicUsize) -> bool {
 
 impl<A: KinesisApi> KinesisApi for Recording<A> {
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, ApiError> {
-        self.inner.list_shards().await
+        let mut shards = self.inner.list_shards().await?;
+        if self.hide_children {
+            shards.retain(|s| s.parent.is_none() && s.adjacent_parent.is_none());
+        }
+        Ok(shards)
     }
 
     async fn get_shard_iterator(
@@ -206,7 +223,9 @@ impl<A: KinesisApi> KinesisApi for Recording<A> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(shard.to_owned());
-        self.inner.get_shard_iterator(shard, start).await
+        let iterator = self.inner.get_shard_iterator(shard, start).await?;
+        self.note_iterator(&iterator, shard);
+        Ok(iterator)
     }
 
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordsPage, ApiError> {
@@ -216,7 +235,88 @@ impl<A: KinesisApi> KinesisApi for Recording<A> {
         if take_one(&self.expire) {
             return Err(ApiError::ExpiredIterator);
         }
-        self.inner.get_records(iterator, limit).await
+        let mut page = self.inner.get_records(iterator, limit).await?;
+        let shard = self
+            .shard_of
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(iterator)
+            .cloned();
+        if let Some(shard) = shard {
+            match &page.next_iterator {
+                Some(next) => self.note_iterator(next, &shard),
+                None if self.hide_children => {
+                    page.child_shards = self
+                        .inner
+                        .list_shards()
+                        .await?
+                        .into_iter()
+                        .filter(|s| {
+                            s.parent.as_deref() == Some(shard.as_str())
+                                || s.adjacent_parent.as_deref() == Some(shard.as_str())
+                        })
+                        .collect();
+                }
+                None => {}
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// The file store, noting the size of every `save_many` the consumer makes.
+struct ObservedStore {
+    inner: Arc<FileCheckpointStore>,
+    save_many_sizes: Arc<Mutex<Vec<usize>>>,
+}
+
+impl CheckpointStore for ObservedStore {
+    fn load(&self, stream: &str) -> Result<BTreeMap<String, Position>, CheckpointError> {
+        self.inner.load(stream)
+    }
+
+    fn save(
+        &self,
+        stream: &str,
+        shard: &str,
+        position: &Position,
+    ) -> Result<SaveOutcome, CheckpointError> {
+        self.inner.save(stream, shard, position)
+    }
+
+    fn save_many(
+        &self,
+        stream: &str,
+        positions: &[(&str, &Position)],
+    ) -> Result<Vec<SaveOutcome>, CheckpointError> {
+        self.save_many_sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(positions.len());
+        self.inner.save_many(stream, positions)
+    }
+}
+
+/// How a test runs the consumer.
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    /// GetRecords calls to fail with a throttle first.
+    throttle: usize,
+    batch_bytes: usize,
+    start: StartAt,
+    checkpoint_interval_secs: u64,
+    hide_children: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            throttle: 0,
+            batch_bytes: 1 << 20,
+            start: StartAt::TrimHorizon,
+            checkpoint_interval_secs: 1,
+            hide_children: false,
+        }
     }
 }
 
@@ -235,6 +335,7 @@ struct Harness {
     registry: prometheus::Registry,
     iterators: Arc<Mutex<Vec<String>>>,
     expire: Arc<AtomicUsize>,
+    save_many_sizes: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Harness {
@@ -268,44 +369,57 @@ impl Harness {
             registry,
             iterators: Arc::default(),
             expire: Arc::default(),
+            save_many_sizes: Arc::default(),
         }
     }
 
     fn start(&self, client: &aws_sdk_kinesis::Client, stream: &str, throttle: usize) -> Running {
-        self.start_with(client, stream, throttle, 1 << 20)
+        self.start_with(
+            client,
+            stream,
+            Options {
+                throttle,
+                ..Options::default()
+            },
+        )
     }
 
     fn start_with(
         &self,
         client: &aws_sdk_kinesis::Client,
         stream: &str,
-        throttle: usize,
-        batch_bytes: usize,
+        options: Options,
     ) -> Running {
         let mut cfg = KinesisConfig {
             stream: Some(stream.to_owned()),
-            start: StartAt::TrimHorizon,
+            start: options.start,
             checkpoint_dir: self.dir.clone(),
             poll_interval_ms: 200,
             shard_discovery_secs: 1,
-            checkpoint_interval_secs: 1,
+            checkpoint_interval_secs: options.checkpoint_interval_secs,
             ..KinesisConfig::default()
         }
         .validate()
         .expect("valid config");
-        cfg.batch_bytes = batch_bytes;
+        cfg.batch_bytes = options.batch_bytes;
         let api = Recording {
             inner: SdkApi::new(client.clone(), stream),
-            throttle: AtomicUsize::new(throttle),
+            throttle: AtomicUsize::new(options.throttle),
             expire: Arc::clone(&self.expire),
             iterators: Arc::clone(&self.iterators),
+            hide_children: options.hide_children,
+            shard_of: Mutex::default(),
+        };
+        let store = ObservedStore {
+            inner: Arc::clone(&self.store),
+            save_many_sizes: Arc::clone(&self.save_many_sizes),
         };
         let (tx, rx) = watch::channel(false);
         let pool = self.pool.as_ref().expect("pool running");
         let task = tokio::spawn(consumer::run(
             api,
             cfg,
-            Arc::clone(&self.store) as Arc<dyn CheckpointStore>,
+            Arc::new(store) as Arc<dyn CheckpointStore>,
             pool.submitter(),
             self.metrics.clone(),
             DecodeLimits::default(),
@@ -336,15 +450,17 @@ impl Harness {
         assert_eq!(self.counted(), n, "lines counted");
     }
 
-    fn metric(&self, sample: &str) -> f64 {
+    /// What `/metrics` would serve now.
+    fn exposition(&self) -> String {
         let (_, body) = albwatch::export::admin::encode(&self.registry).expect("encode");
-        let text = String::from_utf8(body).expect("utf8");
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
+        String::from_utf8(body).expect("utf8")
     }
 
-    fn positions(&self, stream: &str) -> std::collections::BTreeMap<String, Position> {
+    fn metric(&self, name: &str) -> f64 {
+        sample(&self.exposition(), name)
+    }
+
+    fn positions(&self, stream: &str) -> BTreeMap<String, Position> {
         self.store.load(stream).expect("load checkpoints")
     }
 }
@@ -383,7 +499,7 @@ async fn plain_gzip_and_cloudwatch_records_are_counted_once() {
     let (tx, task) = h.start(&c, "formats", 0);
     h.wait_counted(7).await;
     stop(tx, task).await;
-    assert_eq!(h.metric("albwatch_kinesis_records_total"), 4.0);
+    assert_eq!(h.metric(&shard_sample("records", 0)), 4.0);
     let positions = h.positions("formats");
     assert!(
         matches!(
@@ -479,10 +595,7 @@ async fn throttling_backs_off_and_loses_nothing() {
     let (tx, task) = h.start(&c, "throttle", 2);
     h.wait_counted(3).await;
     stop(tx, task).await;
-    assert_eq!(
-        h.metric("albwatch_kinesis_errors_total{kind=\"throttled\"}"),
-        2.0
-    );
+    assert_eq!(h.metric(&calls("get_records", "throttled")), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,10 +616,12 @@ async fn expired_iterator_is_renewed_after_the_last_record_read() {
     // Renewed with AFTER_SEQUENCE_NUMBER of the last record queued: nothing lost or repeated.
     h.wait_counted(5).await;
     stop(tx, task).await;
+    assert_eq!(h.metric(&calls("get_records", "expired_iterator")), 1.0);
     assert_eq!(
-        h.metric("albwatch_kinesis_errors_total{kind=\"expired_iterator\"}"),
+        h.metric("albwatch_kinesis_iterator_renewals_total{reason=\"expired\"}"),
         1.0
     );
+    assert_eq!(h.metric(&calls("get_shard_iterator", "ok")), 2.0);
     let renewals = h
         .iterators
         .lock()
@@ -514,6 +629,97 @@ async fn expired_iterator_is_renewed_after_the_last_record_read() {
         .len();
     assert_eq!(renewals, 2, "one iterator at start, one after the expiry");
 }
+
+/// `albwatch run` as deployed, pointed at kinesalite through the standard AWS environment
+/// (`AWS_ENDPOINT_URL_KINESIS`, static keys, `AWS_REGION`), its admin server on a free port.
+/// Killed on drop, so a failing test leaves no daemon behind.
+struct Daemon {
+    child: Child,
+    admin: String,
+}
+
+impl Daemon {
+    fn start(config: &Path, endpoint: &str, args: &[&str]) -> Daemon {
+        let admin_port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let admin = format!("127.0.0.1:{admin_port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_albwatch"))
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--admin-addr", &admin])
+            .args(args)
+            .env("AWS_ENDPOINT_URL_KINESIS", endpoint)
+            .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_PROFILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("albwatch runs");
+        Daemon { child, admin }
+    }
+
+    fn metrics(&self) -> Option<String> {
+        http_get(&self.admin, "/metrics")
+    }
+
+    /// Polls `/metrics` until `done` holds, and returns that exposition.
+    async fn wait_metrics(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        for _ in 0..400 {
+            if let Some(body) = self.metrics() {
+                if done(&body) {
+                    return body;
+                }
+                last = body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("/metrics never showed {what}; last:\n{last}");
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("albwatch exits")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SIGKILL; a no-op error if it already exited.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("albwatch-kinesis-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const PARSED: &str = "albwatch_lines_total{outcome=\"parsed\"}";
 
 /// The daemon as deployed: `albwatch run --kinesis-stream`, the endpoint from
 /// `AWS_ENDPOINT_URL_KINESIS` (aws-config's standard variable), counts on `/metrics`, and on
@@ -526,11 +732,9 @@ async fn daemon_reads_the_stream_named_on_the_command_line() {
     put(&c, "daemon", lines(2), None).await;
     put(&c, "daemon", gzip(&lines(3)), None).await;
 
-    let dir = std::env::temp_dir().join(format!("albwatch-kinesis-daemon-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("albwatch.toml");
-    let checkpoints = dir.join("checkpoints");
+    let dir = TempDir::new("daemon");
+    let config = dir.0.join("albwatch.toml");
+    let checkpoints = dir.0.join("checkpoints");
     std::fs::write(
         &config,
         format!(
@@ -539,45 +743,16 @@ async fn daemon_reads_the_stream_named_on_the_command_line() {
         ),
     )
     .expect("config");
-    let admin_port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let admin = format!("127.0.0.1:{admin_port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_albwatch"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .args(["--admin-addr", &admin, "--kinesis-stream", "daemon"])
-        .env("AWS_ENDPOINT_URL_KINESIS", &k.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "secret")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("albwatch runs");
-
-    let (mut records, mut lines_counted) = (0.0, 0.0);
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(body) = http_get(&admin, "/metrics") {
-            records = sample(&body, "albwatch_kinesis_records_total");
-            lines_counted = sample(&body, "albwatch_lines_total{outcome=\"parsed\"}");
-            if records >= 2.0 && lines_counted >= 5.0 {
-                break;
-            }
-        }
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().expect("albwatch exits");
+    let daemon = Daemon::start(&config, &k.endpoint, &["--kinesis-stream", "daemon"]);
+    let body = daemon
+        .wait_metrics("5 lines from 2 records", |body| {
+            sample(body, &shard_sample("records", 0)) >= 2.0 && sample(body, PARSED) >= 5.0
+        })
+        .await;
+    let status = daemon.terminate();
     assert!(status.success(), "{status}");
-    assert_eq!(records, 2.0);
-    assert_eq!(lines_counted, 5.0);
+    assert_eq!(sample(&body, &shard_sample("records", 0)), 2.0);
+    assert_eq!(sample(&body, PARSED), 5.0);
     let store = FileCheckpointStore::open(&checkpoints).expect("checkpoints");
     let positions = store.load("daemon").expect("load");
     assert!(
@@ -587,7 +762,6 @@ async fn daemon_reads_the_stream_named_on_the_command_line() {
         ),
         "{positions:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
@@ -690,11 +864,19 @@ async fn a_large_page_is_cut_into_batches_between_records() {
     }
     let h = Harness::new("cut");
     // Smaller than one record's lines: every record becomes its own batch.
-    let (tx, task) = h.start_with(&c, "cut", 0, 100);
+    let (tx, task) = h.start_with(
+        &c,
+        "cut",
+        Options {
+            batch_bytes: 100,
+            ..Options::default()
+        },
+    );
     h.wait_counted(12).await;
     stop(tx, task).await;
     assert_eq!(h.metric("albwatch_kinesis_batches_total"), 6.0);
-    assert_eq!(h.metric("albwatch_kinesis_records_total"), 6.0);
+    assert_eq!(h.metric(&shard_sample("records", 0)), 6.0);
+    assert_eq!(h.metric(&shard_sample("lines", 0)), 12.0);
 }
 
 /// A consumer that dies without its shutdown save (the task is aborted, as a crash would end
@@ -705,21 +887,26 @@ async fn periodic_checkpoints_survive_a_crash() {
     let k = Kinesalite::start();
     let c = client(&k.endpoint).await;
     create_stream(&c, "crash").await;
+    let mut last = None;
     for _ in 0..5 {
-        put(&c, "crash", lines(1), None).await;
+        last = Some(put(&c, "crash", lines(1), None).await);
     }
+    let end = last.map(Position::After);
     let h = Harness::new("crash");
     let (_tx, task) = h.start(&c, "crash", 0);
     h.wait_counted(5).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..300 {
+        if h.positions("crash").get("shardId-000000000000") == end.as_ref() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     task.abort();
     let _ = task.await;
-    assert!(
-        matches!(
-            h.positions("crash").get("shardId-000000000000"),
-            Some(Position::After(_))
-        ),
-        "a periodic checkpoint was written"
+    assert_eq!(
+        h.positions("crash").get("shardId-000000000000"),
+        end.as_ref(),
+        "a periodic checkpoint of the last record was written"
     );
     for _ in 0..3 {
         put(&c, "crash", lines(1), None).await;
@@ -727,4 +914,619 @@ async fn periodic_checkpoints_survive_a_crash() {
     let (tx, task) = h.start(&c, "crash", 0);
     h.wait_counted(8).await;
     stop(tx, task).await;
+}
+
+/// Several shards at once: every per-shard series on `/metrics` is exact (records, stored
+/// bytes, decoded lines), as are the call outcomes and payload formats; while the shards are
+/// read each has a checkpoint age and they are all owned; once stopped, their gauges are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_shards_are_counted_exactly_per_shard() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream_with(&c, "shards", 3).await;
+    let per_shard: [Vec<Vec<u8>>; 3] = [
+        vec![lines(1), gzip(&lines(3))],
+        vec![lines(2), lines(2), lines(2)],
+        vec![
+            cwl_envelope("DATA_MESSAGE", 4),
+            cwl_envelope("CONTROL_MESSAGE", 0),
+        ],
+    ];
+    let expected_lines = [4.0, 6.0, 4.0];
+    for (records, hash) in per_shard.iter().zip(HASH_IN_SHARD_OF_3) {
+        for data in records {
+            put(&c, "shards", data.clone(), Some(hash)).await;
+        }
+    }
+
+    let h = Harness::new("shards");
+    let (tx, task) = h.start(&c, "shards", 0);
+    h.wait_counted(14).await;
+    // Every shard checkpointed (checkpoint_interval_secs = 1): polled, not slept for. The
+    // counter moves just after the file, so both are waited for.
+    for _ in 0..300 {
+        if h.positions("shards").len() == 3 && h.metric("albwatch_kinesis_checkpoints_total") >= 3.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        h.positions("shards").len(),
+        3,
+        "{:?}",
+        h.positions("shards")
+    );
+    let running = h.exposition();
+    assert_eq!(sample(&running, "albwatch_kinesis_shards_owned"), 3.0);
+    for shard in 0..3 {
+        let age =
+            format!("albwatch_kinesis_checkpoint_age_seconds{{shard=\"shardId-{shard:012}\"}}");
+        let value: f64 = running
+            .lines()
+            .find_map(|l| l.strip_prefix(&age))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{age} missing in\n{running}"));
+        assert!(value >= 0.0, "{age} = {value}");
+        assert_eq!(
+            sample(
+                &running,
+                &format!("albwatch_kinesis_lag_seconds{{shard=\"shardId-{shard:012}\"}}")
+            ),
+            0.0,
+            "caught up"
+        );
+    }
+    assert!(sample(&running, "albwatch_kinesis_checkpoints_total") >= 3.0);
+    promtool_check(&running);
+    stop(tx, task).await;
+
+    for (shard, records) in per_shard.iter().enumerate() {
+        let shard = shard as u32;
+        let bytes: usize = records.iter().map(Vec::len).sum();
+        assert_eq!(
+            h.metric(&shard_sample("records", shard)),
+            records.len() as f64
+        );
+        assert_eq!(h.metric(&shard_sample("bytes", shard)), bytes as f64);
+        assert_eq!(
+            h.metric(&shard_sample("lines", shard)),
+            expected_lines[shard as usize]
+        );
+    }
+    assert_eq!(h.metric(&calls("get_shard_iterator", "ok")), 3.0);
+    assert!(h.metric(&calls("list_shards", "ok")) >= 1.0);
+    assert!(h.metric(&calls("get_records", "ok")) >= 3.0);
+    for outcome in [
+        "throttled",
+        "expired_iterator",
+        "not_found",
+        "transient",
+        "fatal",
+    ] {
+        assert_eq!(h.metric(&calls("get_records", outcome)), 0.0, "{outcome}");
+    }
+    for (format, n) in [
+        ("lines", 4.0),
+        ("gzip_lines", 1.0),
+        ("cloudwatch_logs", 1.0),
+        ("cloudwatch_control", 1.0),
+        ("kpl", 0.0),
+    ] {
+        assert_eq!(
+            h.metric(&format!(
+                "albwatch_kinesis_payload_formats_total{{format=\"{format}\"}}"
+            )),
+            n,
+            "{format}"
+        );
+    }
+    let stopped = h.exposition();
+    assert_eq!(sample(&stopped, "albwatch_kinesis_shards_owned"), 0.0);
+    assert!(
+        !stopped.contains("albwatch_kinesis_checkpoint_age_seconds{"),
+        "{stopped}"
+    );
+    assert!(
+        !stopped.contains("albwatch_kinesis_lag_seconds{"),
+        "{stopped}"
+    );
+}
+
+/// The real `promtool check metrics` (names, types, units, help) on an exposition; a missing
+/// promtool fails the test.
+fn promtool_check(exposition: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be on PATH: run scripts/install-test-deps.sh");
+    // promtool reads all of stdin before it prints, so writing first cannot deadlock.
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// KPL aggregates through the emulator (spec §5.7): user records of every kind (plain lines,
+/// gzip'd lines, a gzip'd CloudWatch Logs envelope) come out as their lines, each aggregate
+/// is one Kinesis record; an aggregate whose MD5 does not match is passed through as a plain
+/// record, as the KCL does, so none of its lines is counted as an ALB entry. A plain gzip'd
+/// CloudWatch Logs record beside them is counted too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kpl_aggregates_and_cloudwatch_envelopes_are_counted_exactly() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream_with(&c, "kpl", 2).await;
+    let mixed = kpl_aggregate(&[lines(2), gzip(&lines(3)), cwl_envelope("DATA_MESSAGE", 2)]);
+    let many = kpl_aggregate(&(0..10).map(|_| lines(1)).collect::<Vec<_>>());
+    let mut corrupt = kpl_aggregate(&[lines(1), lines(1)]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xFF; // the MD5's last byte
+    put(&c, "kpl", mixed, Some("0")).await;
+    put(&c, "kpl", many, Some(LAST_HASH)).await;
+    put(&c, "kpl", cwl_envelope("DATA_MESSAGE", 3), Some(LAST_HASH)).await;
+    put(&c, "kpl", corrupt, Some("0")).await;
+
+    let h = Harness::new("kpl");
+    let (tx, task) = h.start(&c, "kpl", 0);
+    h.wait_counted(7 + 10 + 3).await;
+    stop(tx, task).await;
+    assert_eq!(h.metric(&shard_sample("records", 0)), 2.0);
+    assert_eq!(h.metric(&shard_sample("records", 1)), 2.0);
+    assert_eq!(h.metric(&shard_sample("lines", 1)), 13.0);
+    // Shard 0: the 7 lines of the good aggregate, then whatever lines the corrupt one's raw
+    // bytes split into; none of those parses as an ALB entry (the count above is exact).
+    assert!(h.metric(&shard_sample("lines", 0)) > 7.0);
+    for (format, n) in [("kpl", 2.0), ("cloudwatch_logs", 1.0), ("lines", 1.0)] {
+        assert_eq!(
+            h.metric(&format!(
+                "albwatch_kinesis_payload_formats_total{{format=\"{format}\"}}"
+            )),
+            n,
+            "{format}"
+        );
+    }
+    assert_eq!(
+        h.metric("albwatch_kinesis_decode_errors_total{kind=\"bad_kpl\"}"),
+        0.0
+    );
+}
+
+const LINES_PER_RECORD: usize = 5;
+
+/// Puts `records_per_shard` records of [`LINES_PER_RECORD`] lines into each shard of a 2-shard
+/// stream, logs them, and returns the lines put.
+async fn put_round(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    log: &mut Vec<(String, SequenceNumber, usize)>,
+    records_per_shard: usize,
+) -> f64 {
+    let records: Vec<(Vec<u8>, &str)> = (0..records_per_shard)
+        .flat_map(|_| {
+            [
+                (lines(LINES_PER_RECORD), "0"),
+                (lines(LINES_PER_RECORD), LAST_HASH),
+            ]
+        })
+        .collect();
+    for (shard, seq) in put_many(client, stream, &records).await {
+        log.push((shard, seq, LINES_PER_RECORD));
+    }
+    (records.len() * LINES_PER_RECORD) as f64
+}
+
+/// The at-least-once promise of the real binary across `kill -9`: `albwatch run` on a 2-shard
+/// stream with 1 s checkpoints and small batches, killed with SIGKILL while it consumes a
+/// second put, then restarted on the same checkpoint directory. The second run reads, per
+/// shard, exactly the lines after the checkpoint the first run left (nothing before it again,
+/// nothing after it skipped), the checkpoint never covers more than the first run had counted,
+/// so every line is counted by one run or the other, and the duplicates are only lines the
+/// first run counted but had not yet checkpointed. A graceful stop then checkpoints the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_killed_daemon_resumes_from_its_checkpoint_and_loses_nothing() {
+    const STREAM: &str = "hardkill";
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream_with(&c, STREAM, 2).await;
+    let shard_ids = ["shardId-000000000000", "shardId-000000000001"];
+    // (shard, sequence number, lines) of every record put, to tell what a checkpoint covers.
+    let mut put_log: Vec<(String, SequenceNumber, usize)> = Vec::new();
+    let dir = TempDir::new("hardkill");
+    let config = dir.0.join("albwatch.toml");
+    let checkpoints = dir.0.join("checkpoints");
+    // 4 KiB batches: a GetRecords page becomes many acknowledged batches, so the kill lands
+    // between them and the checkpoint trails what was counted.
+    std::fs::write(
+        &config,
+        format!(
+            "[pipeline]\nbatch_bytes = 4096\n\n[kinesis]\nstream = \"{STREAM}\"\n\
+             start = \"trim_horizon\"\npoll_interval_ms = 200\ncheckpoint_interval_secs = 1\n\
+             checkpoint_dir = {:?}\n",
+            checkpoints.display().to_string()
+        ),
+    )
+    .expect("config");
+    let store = FileCheckpointStore::open(&checkpoints).expect("checkpoints");
+    let load = || store.load(STREAM).expect("load checkpoints");
+
+    // Run 1: the first put is read and checkpointed.
+    let first = put_round(&c, STREAM, &mut put_log, 10).await;
+    let run1 = Daemon::start(&config, &k.endpoint, &[]);
+    run1.wait_metrics("the first put counted", |b| sample(b, PARSED) >= first)
+        .await;
+    let last_of = |log: &[(String, SequenceNumber, usize)], shard: &str| {
+        log.iter()
+            .filter(|(s, _, _)| s == shard)
+            .map(|(_, seq, _)| Position::After(seq.clone()))
+            .max()
+            .expect("records in every shard")
+    };
+    let first_ends: Vec<Position> = shard_ids.iter().map(|s| last_of(&put_log, s)).collect();
+    for _ in 0..400 {
+        let positions = load();
+        if shard_ids
+            .iter()
+            .zip(&first_ends)
+            .all(|(s, end)| positions.get(*s) == Some(end))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        shard_ids.map(|s| load().get(s).cloned()).to_vec(),
+        first_ends.iter().cloned().map(Some).collect::<Vec<_>>(),
+        "run 1 checkpointed the first put"
+    );
+
+    // More puts, each counted before the next, until a checkpoint lands among them: the kill
+    // then interrupts a stream read well past its first checkpoint.
+    let mut counted_before_tail = first;
+    for round in 0.. {
+        assert!(round < 100, "no checkpoint after the first put");
+        counted_before_tail += put_round(&c, STREAM, &mut put_log, 2).await;
+        run1.wait_metrics("the next put counted", |b| {
+            sample(b, PARSED) >= counted_before_tail
+        })
+        .await;
+        let positions = load();
+        if shard_ids
+            .iter()
+            .zip(&first_ends)
+            .any(|(s, end)| positions.get(*s).is_some_and(|p| p > end))
+        {
+            break;
+        }
+    }
+    // The tail; SIGKILL as soon as run 1 has counted part of it. The checkpoint is read before
+    // the scrape, so whatever it covers had been counted by that scrape (the pipeline counts a
+    // batch before acknowledging it, and only acknowledged batches are checkpointed).
+    let total = counted_before_tail + put_round(&c, STREAM, &mut put_log, 40).await;
+    let mut run1 = run1;
+    let (before_kill, counted_by_run1) = loop {
+        let positions = load();
+        let body = run1.metrics().unwrap_or_default();
+        let counted = sample(&body, PARSED);
+        if counted > counted_before_tail {
+            run1.child.kill().expect("SIGKILL");
+            run1.child.wait().expect("killed");
+            break (positions, counted);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    drop(run1);
+    let at_kill = load();
+    let lines_after = |positions: &BTreeMap<String, Position>, shard: &str| {
+        put_log
+            .iter()
+            .filter(|(s, seq, _)| {
+                s == shard
+                    && positions
+                        .get(shard)
+                        .is_none_or(|p| *p < Position::After(seq.clone()))
+            })
+            .map(|(_, _, n)| *n)
+            .sum::<usize>() as f64
+    };
+    let uncovered: Vec<f64> = shard_ids.iter().map(|s| lines_after(&at_kill, s)).collect();
+    let covered = total - uncovered.iter().sum::<f64>();
+    if before_kill == at_kill {
+        assert!(
+            covered <= counted_by_run1,
+            "the checkpoint covers {covered} lines but run 1 had counted only {counted_by_run1}"
+        );
+    } else {
+        // A checkpoint landed between the last read of the file and the kill: what it covers
+        // is still bounded by what was acknowledged, just not by the scrape taken before it.
+        eprintln!("checkpoint moved during the kill: {before_kill:?} → {at_kill:?}");
+    }
+
+    // Run 2 on the same directory: exactly the lines after the checkpoint, per shard.
+    let run2 = Daemon::start(&config, &k.endpoint, &[]);
+    let expected: f64 = uncovered.iter().sum();
+    let ends: Vec<Position> = shard_ids.iter().map(|s| last_of(&put_log, s)).collect();
+    run2.wait_metrics("the lines after the checkpoint", |b| {
+        sample(b, PARSED) >= expected
+    })
+    .await;
+    // Quiet means every shard's checkpoint is at its last record: all that run 2 read has been
+    // counted and acknowledged, so the counts below are final.
+    for _ in 0..400 {
+        let positions = load();
+        if shard_ids
+            .iter()
+            .zip(&ends)
+            .all(|(s, end)| positions.get(*s) == Some(end))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = run2.metrics().expect("run 2 /metrics");
+    for (i, shard) in shard_ids.iter().enumerate() {
+        assert_eq!(
+            sample(&body, &shard_sample("lines", i as u32)),
+            uncovered[i],
+            "run 2 read {shard} from its checkpoint"
+        );
+    }
+    let counted_by_run2 = sample(&body, PARSED);
+    assert_eq!(counted_by_run2, expected);
+    let status = run2.terminate();
+    assert!(status.success(), "{status}");
+    let final_positions = load();
+    for (shard, end) in shard_ids.iter().zip(&ends) {
+        assert_eq!(final_positions.get(*shard), Some(end), "{shard}");
+    }
+
+    let duplicates = counted_by_run1 + counted_by_run2 - total;
+    assert!(
+        duplicates >= 0.0,
+        "lost {} lines: run 1 counted {counted_by_run1}, run 2 {counted_by_run2}, put {total}",
+        -duplicates
+    );
+    assert!(duplicates <= expected, "{duplicates} duplicates");
+    eprintln!(
+        "hard kill: put {total} lines; run 1 counted ≥ {counted_by_run1}, checkpoint covered \
+         {covered}; run 2 counted {counted_by_run2}; ≥ {duplicates} counted twice"
+    );
+}
+
+/// ChildShards (spec §5.5): with a ListShards that never shows a split's children, the
+/// consumer still reads them, learned from the parent's last GetRecords, and only after the
+/// parent's ShardEnd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_named_at_shard_end_are_read_without_a_listing() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, "childshards").await;
+    for _ in 0..3 {
+        put(&c, "childshards", lines(1), None).await;
+    }
+    c.split_shard()
+        .stream_name("childshards")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key(MIDDLE_HASH)
+        .send()
+        .await
+        .expect("split");
+    wait_active(&c, "childshards").await;
+    put(&c, "childshards", lines(2), Some("1")).await;
+    put(&c, "childshards", lines(2), Some(LAST_HASH)).await;
+
+    let h = Harness::new("childshards");
+    let (tx, task) = h.start_with(
+        &c,
+        "childshards",
+        Options {
+            hide_children: true,
+            ..Options::default()
+        },
+    );
+    h.wait_counted(7).await;
+    stop(tx, task).await;
+    let positions = h.positions("childshards");
+    assert_eq!(
+        positions.get("shardId-000000000000"),
+        Some(&Position::ShardEnd),
+        "{positions:?}"
+    );
+    for child in ["shardId-000000000001", "shardId-000000000002"] {
+        assert!(
+            matches!(positions.get(child), Some(Position::After(_))),
+            "{positions:?}"
+        );
+    }
+    let order = h
+        .iterators
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    assert_eq!(order.len(), 3, "{order:?}");
+    assert_eq!(order[0], "shardId-000000000000", "{order:?}");
+}
+
+/// A shard started at LATEST (the default) that stops before its first record still leaves a
+/// checkpoint: the time it began reading. The restart resumes there, so records put while
+/// albwatch was down are read, where a fresh LATEST would skip them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_at_latest_reads_what_arrived_while_down() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, "latest").await;
+    let h = Harness::new("latest");
+    let at_latest = Options {
+        start: StartAt::Latest,
+        ..Options::default()
+    };
+    let shard = "shardId-000000000000";
+    let (tx, task) = h.start_with(&c, "latest", at_latest);
+    for _ in 0..300 {
+        if h.positions("latest").contains_key(shard) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop(tx, task).await;
+    let started = h.positions("latest");
+    assert!(
+        matches!(started.get(shard), Some(Position::AtTimestamp(_))),
+        "{started:?}"
+    );
+
+    let mut last = None;
+    for _ in 0..3 {
+        last = Some(put(&c, "latest", lines(1), None).await);
+    }
+    let (tx, task) = h.start_with(&c, "latest", at_latest);
+    h.wait_counted(3).await;
+    stop(tx, task).await;
+    assert_eq!(
+        h.positions("latest").get(shard),
+        last.map(Position::After).as_ref()
+    );
+}
+
+/// At shutdown every shard's last position is written in one durable write: with periodic
+/// checkpoints out of the way (an hour apart), the stop saves all three shards with a single
+/// `save_many`, each at its last record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_saves_every_shard_in_one_write() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream_with(&c, "final", 3).await;
+    let mut ends = BTreeMap::new();
+    for (i, hash) in HASH_IN_SHARD_OF_3.iter().enumerate() {
+        let seq = put(&c, "final", lines(1), Some(hash)).await;
+        ends.insert(format!("shardId-{i:012}"), Position::After(seq));
+    }
+    let h = Harness::new("final");
+    let (tx, task) = h.start_with(
+        &c,
+        "final",
+        Options {
+            checkpoint_interval_secs: 3600,
+            ..Options::default()
+        },
+    );
+    h.wait_counted(3).await;
+    assert!(
+        h.positions("final").is_empty(),
+        "no periodic checkpoint yet"
+    );
+    stop(tx, task).await;
+    assert_eq!(h.positions("final"), ends);
+    assert_eq!(
+        *h.save_many_sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+        vec![3]
+    );
+}
+
+/// The S3 delivery path of `deploy/kinesis/cloudformation.yaml`, end to end: the forwarder
+/// Lambda's inline code (run from the template by `tests/support/forwarder.py`, with the first
+/// PutRecords half failed) packs a gzip'd access-log object into gzip'd records of whole lines,
+/// in requests within PutRecords' 500-record and 5 MiB limits, re-sends exactly the failed
+/// records, and `albwatch run` reading the stream counts every line of the object once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_forwarder_delivers_every_line_of_an_object_once() {
+    const STREAM: &str = "forwarded";
+    const LINES: usize = 3000;
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream_with(&c, STREAM, 2).await;
+    let dir = TempDir::new("forwarder");
+    let object = dir
+        .0
+        .join("123456789012_elasticloadbalancing_us-east-1_app.shop.log.gz");
+    std::fs::write(&object, gzip(&albwatch::corpus::Corpus::generate(7, LINES))).expect("log");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("target/test-deps/aws-tools/bin/python"))
+        .arg(root.join("tests/support/forwarder.py"))
+        .arg(root.join("deploy/kinesis/cloudformation.yaml"))
+        .arg(&object)
+        .env("AWS_ENDPOINT_URL_KINESIS", &k.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("STREAM_NAME", STREAM)
+        // ~2 lines a record, so one object makes more records than one request may carry.
+        .env("RECORD_BYTES", "2000")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("target/test-deps/aws-tools/bin/python (boto3, PyYAML: scripts/install-test-deps.sh) runs");
+    assert!(
+        out.status.success(),
+        "forwarder failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("forwarder JSON");
+    let records = stats["records"].as_u64().expect("records");
+    let calls: Vec<(u64, u64)> = stats["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .map(|c| (c[0].as_u64().expect("n"), c[1].as_u64().expect("bytes")))
+        .collect();
+    assert!(records > 1000, "{stats}");
+    assert_eq!(stats["limits"]["max_records"], 500);
+    assert_eq!(stats["limits"]["max_request_bytes"], 5 << 20);
+    assert!(
+        calls.iter().all(|&(n, bytes)| n <= 500 && bytes <= 5 << 20),
+        "{calls:?}"
+    );
+    assert_eq!(calls[0].0, 500, "the first request is full: {calls:?}");
+    // The injected failure: half of the first request, sent again once, and nothing else.
+    assert_eq!(stats["retried"], 250, "{stats}");
+    assert_eq!(calls[1].0, 250, "{calls:?}");
+    assert_eq!(
+        calls.iter().map(|c| c.0).sum::<u64>(),
+        records + 250,
+        "{calls:?}"
+    );
+
+    let config = dir.0.join("albwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kinesis]\nstream = \"{STREAM}\"\nstart = \"trim_horizon\"\npoll_interval_ms = 200\n\
+             checkpoint_dir = {:?}\n",
+            dir.0.join("checkpoints").display().to_string()
+        ),
+    )
+    .expect("config");
+    let daemon = Daemon::start(&config, &k.endpoint, &[]);
+    let body = daemon
+        .wait_metrics("every line of the object", |b| {
+            sample(b, PARSED) >= LINES as f64
+        })
+        .await;
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(sample(&body, PARSED), LINES as f64);
+    let read =
+        sample(&body, &shard_sample("records", 0)) + sample(&body, &shard_sample("records", 1));
+    assert_eq!(read, records as f64, "every record read once");
+    assert_eq!(
+        sample(
+            &body,
+            "albwatch_kinesis_payload_formats_total{format=\"gzip_lines\"}"
+        ),
+        records as f64
+    );
 }

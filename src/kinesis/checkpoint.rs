@@ -1,11 +1,12 @@
 //! Durable, at-least-once checkpoints for the Kinesis consumer. This file owns three things:
-//! the [`Position`] a shard resumes from (after a [`SequenceNumber`], or [`Position::ShardEnd`]
-//! for a closed shard read to its end, the marker its children wait for, spec §5.5/§5.10);
+//! the [`Position`] a shard resumes from (after a [`SequenceNumber`]; at the arrival time a
+//! shard started from `LATEST` with nothing processed yet; or [`Position::ShardEnd`] for a
+//! closed shard read to its end, the marker its children wait for, spec §5.5/§5.10);
 //! the [`CheckpointStore`] that persists positions per stream, with a crash-safe
 //! [`FileCheckpointStore`] (the default) and a [`MemoryCheckpointStore`] for tests; and
 //! [`InOrderCommits`], which turns out-of-order batch acknowledgements from the pipeline into
 //! the highest position that is safe to save. It hands the consumer a map `shard → Position`
-//! at start-up (resume with `AFTER_SEQUENCE_NUMBER`; a load error means "refuse to start",
+//! at start-up (resume with `AFTER_SEQUENCE_NUMBER` or `AT_TIMESTAMP`; a load error means "refuse to start",
 //! never "start over from `TRIM_HORIZON`") and, per acknowledgement, a position to save.
 //!
 //! # The at-least-once contract, and what the consumer must do for it
@@ -31,7 +32,7 @@
 //! # File format (one file per stream, see [`checkpoint_file_name`])
 //! ```json
 //! {"version":1,"stream":"alb-logs","shards":{"shardId-000000000000":{"after":"4959…"},
-//!  "shardId-000000000001":{"shard_end":true}}}
+//!  "shardId-000000000001":{"shard_end":true},"shardId-000000000002":{"at_timestamp_ms":1700000000000}}}
 //! ```
 //! (written pretty-printed). `stream` is checked on load, so a renamed or colliding file is
 //! an error rather than somebody else's checkpoints.
@@ -173,10 +174,16 @@ impl<'de> Deserialize<'de> for SequenceNumber {
     }
 }
 
-/// Where a shard resumes. The derived order is progress: every `After` is below `ShardEnd`,
-/// and `After`s compare by sequence number.
+/// Where a shard resumes. The derived order is progress: `AtTimestamp` (nothing processed
+/// yet) is below every `After`, every `After` is below `ShardEnd`, and `After`s compare by
+/// sequence number.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Position {
+    /// Nothing processed yet; resume with `AT_TIMESTAMP` at these Unix milliseconds. Saved when
+    /// a shard without a checkpoint starts at `LATEST`, which names no record: without it a
+    /// restart before the first record would start at a new `LATEST` and skip whatever arrived
+    /// while albwatch was down.
+    AtTimestamp(u64),
     /// Every record up to and including this one is processed: resume with
     /// `AFTER_SEQUENCE_NUMBER`.
     After(SequenceNumber),
@@ -329,14 +336,16 @@ struct VersionProbe {
     version: u64,
 }
 
-/// One shard: exactly one of the two fields.
-#[derive(Debug, Serialize, Deserialize)]
+/// One shard: exactly one of the three fields.
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     after: Option<SequenceNumber>,
     #[serde(default, skip_serializing_if = "is_false")]
     shard_end: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at_timestamp_ms: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -346,13 +355,17 @@ fn is_false(b: &bool) -> bool {
 impl From<&Position> for FileEntry {
     fn from(position: &Position) -> Self {
         match position {
+            Position::AtTimestamp(ms) => FileEntry {
+                at_timestamp_ms: Some(*ms),
+                ..FileEntry::default()
+            },
             Position::After(seq) => FileEntry {
                 after: Some(seq.clone()),
-                shard_end: false,
+                ..FileEntry::default()
             },
             Position::ShardEnd => FileEntry {
-                after: None,
                 shard_end: true,
+                ..FileEntry::default()
             },
         }
     }
@@ -360,9 +373,10 @@ impl From<&Position> for FileEntry {
 
 impl FileEntry {
     fn into_position(self) -> Option<Position> {
-        match (self.after, self.shard_end) {
-            (Some(seq), false) => Some(Position::After(seq)),
-            (None, true) => Some(Position::ShardEnd),
+        match (self.after, self.shard_end, self.at_timestamp_ms) {
+            (Some(seq), false, None) => Some(Position::After(seq)),
+            (None, true, None) => Some(Position::ShardEnd),
+            (None, false, Some(ms)) => Some(Position::AtTimestamp(ms)),
             _ => None,
         }
     }
@@ -475,7 +489,7 @@ impl FileCheckpointStore {
         for (shard, entry) in contents.shards {
             let Some(position) = entry.into_position() else {
                 return Err(corrupt(format!(
-                    "shard {shard:?} needs exactly one of \"after\" and \"shard_end\": true"
+                    "shard {shard:?} needs exactly one of \"after\", \"shard_end\": true and \"at_timestamp_ms\""
                 )));
             };
             shards.insert(shard, position);
@@ -930,6 +944,45 @@ mod tests {
         let loaded = store.load(STREAM).expect("load");
         assert_eq!(loaded["shardId-000000000000"], after(&seq56(7)));
         assert_eq!(loaded["shardId-000000000001"], Position::ShardEnd);
+    }
+
+    #[test]
+    fn a_start_time_is_below_every_sequence_number_and_round_trips() {
+        let dir = TestDir::new("at-timestamp");
+        let store = FileCheckpointStore::open(&dir.0).expect("open");
+        let s = "shardId-000000000000";
+        let started = Position::AtTimestamp(1_700_000_000_123);
+        assert!(started < after("0"));
+        assert!(Position::AtTimestamp(1) < Position::AtTimestamp(2));
+        assert_eq!(
+            store.save(STREAM, s, &started).expect("save"),
+            SaveOutcome::Advanced
+        );
+        let text = fs::read_to_string(store.path_for(STREAM).expect("path")).expect("read");
+        let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            json["shards"][s],
+            serde_json::json!({"at_timestamp_ms": 1_700_000_000_123u64})
+        );
+        assert_eq!(store.load(STREAM).expect("load")[s], started);
+        // The first record processed supersedes it, and it never comes back.
+        assert_eq!(
+            store.save(STREAM, s, &after("5")).expect("save"),
+            SaveOutcome::Advanced
+        );
+        assert_eq!(
+            store.save(STREAM, s, &started).expect("save"),
+            SaveOutcome::Stale { stored: after("5") }
+        );
+        // Two kinds of position for one shard is a damaged file.
+        let both = format!(
+            r#"{{"version":1,"stream":"{STREAM}","shards":{{"{s}":{{"after":"5","at_timestamp_ms":1}}}}}}"#
+        );
+        fs::write(store.path_for(STREAM).expect("path"), both).expect("write");
+        assert!(matches!(
+            store.load(STREAM),
+            Err(CheckpointError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub const MIN_CALL_GAP: Duration = Duration::from_millis(200);
 const MAX_POLL_INTERVAL_MS: u64 = 60_000;
 /// Batch size until the app's config sets `pipeline.batch_bytes`.
 pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
+/// A shard's read throughput, shared by all polling consumers (spec §5.1): the default pace.
+pub const SHARD_READ_BYTES_PER_SEC: u64 = 2_000_000;
+/// Below this a shard read at 1 MB/s of writes could never catch up.
+const MIN_READ_BYTES_PER_SEC: u64 = 1_000;
 /// Discovery slower than a day is a typo.
 const MAX_DISCOVERY_SECS: u64 = 86_400;
 
@@ -47,6 +51,10 @@ pub struct KinesisConfig {
     /// Longest wait between GetRecords calls on an idle shard.
     pub poll_interval_ms: u64,
     pub max_records_per_call: i32,
+    /// Average bytes per second read from one shard: after a response of B bytes the next
+    /// call waits B / this. AWS allows 2 MB/s per shard *shared by every polling consumer*,
+    /// so lower it when others read the stream too; higher only helps against an emulator.
+    pub read_bytes_per_sec: u64,
     pub shard_discovery_secs: u64,
     /// Shortest gap between two checkpoint writes of one shard (shard end and shutdown
     /// always write): bounds disk syncs, at the price of re-reading up to this much on a crash.
@@ -63,6 +71,7 @@ impl Default for KinesisConfig {
             checkpoint_dir: PathBuf::from("./albwatch-checkpoints"),
             poll_interval_ms: 1000,
             max_records_per_call: MAX_RECORDS_PER_CALL,
+            read_bytes_per_sec: SHARD_READ_BYTES_PER_SEC,
             shard_discovery_secs: 30,
             checkpoint_interval_secs: 5,
         }
@@ -103,6 +112,7 @@ pub struct ValidKinesisConfig {
     pub checkpoint_dir: PathBuf,
     pub poll_interval: Duration,
     pub max_records_per_call: i32,
+    pub read_bytes_per_sec: u64,
     pub shard_discovery: Duration,
     pub checkpoint_interval: Duration,
     /// Decoded bytes per batch handed to the pipeline; a GetRecords page larger than this is
@@ -183,6 +193,14 @@ impl KinesisConfig {
                 format!("must be 1..={MAX_RECORDS_PER_CALL}"),
             ));
         }
+        if self.read_bytes_per_sec < MIN_READ_BYTES_PER_SEC {
+            return Err(invalid(
+                "read_bytes_per_sec",
+                format!(
+                    "must be at least {MIN_READ_BYTES_PER_SEC} (AWS allows {SHARD_READ_BYTES_PER_SEC} per shard)"
+                ),
+            ));
+        }
         if !(1..=MAX_DISCOVERY_SECS).contains(&self.shard_discovery_secs) {
             return Err(invalid(
                 "shard_discovery_secs",
@@ -199,6 +217,7 @@ impl KinesisConfig {
             checkpoint_dir: self.checkpoint_dir,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             max_records_per_call: self.max_records_per_call,
+            read_bytes_per_sec: self.read_bytes_per_sec,
             shard_discovery: Duration::from_secs(self.shard_discovery_secs),
             checkpoint_interval: Duration::from_secs(self.checkpoint_interval_secs),
             batch_bytes: DEFAULT_BATCH_BYTES,
@@ -234,6 +253,7 @@ mod tests {
             ("start = \"at_timestamp\"", "kinesis.start_timestamp"),
             ("start_timestamp = 5.0", "kinesis.start_timestamp"),
             ("shard_discovery_secs = 0", "kinesis.shard_discovery_secs"),
+            ("read_bytes_per_sec = 10", "kinesis.read_bytes_per_sec"),
             ("stream = \"\"", "kinesis.stream"),
         ] {
             let err = parse(text).expect_err(text);

@@ -1,19 +1,20 @@
 //! The polling Kinesis Data Streams consumer (spec §5.2–§5.5). It owns the shard DAG (which
-//! shards are readable: a child only once its parents are at `SHARD_END`), one tokio task per
+//! shards are readable: a child only once its parents are at `SHARD_END`; children come from
+//! ListShards or, sooner, from the parent's last response's `ChildShards`), one tokio task per
 //! readable shard running the GetShardIterator/GetRecords loop, and the shard's checkpoints.
 //! Each GetRecords response becomes one [`RawBatch`] of decoded ALB lines (several, cut between
 //! records, past `batch_bytes`) whose acknowledgement goes through [`InOrderCommits`]; released
-//! positions are saved at most every `checkpoint_interval` per shard, and always at shard end
-//! and at shutdown, so a restart re-reads at most the batches in flight plus one interval. The
-//! AWS calls sit behind the thin [`KinesisApi`] seam so tests can inject throttling the
-//! emulator never produces.
+//! positions are saved at most every `checkpoint_interval` per shard, always at shard end, and
+//! at shutdown for all shards in one write, so a restart re-reads at most the batches in flight
+//! plus one interval. A shard started at `LATEST` first saves the time it started, so a restart
+//! before its first record does not skip what arrived meanwhile. The AWS calls sit behind the
+//! thin [`KinesisApi`] seam so tests can inject throttling the emulator never produces.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
@@ -21,6 +22,9 @@ use super::checkpoint::{
     CheckpointError, CheckpointStore, InOrderCommits, Position, SaveOutcome, SequenceNumber,
 };
 use super::config::{InitialPosition, MIN_CALL_GAP, ValidKinesisConfig};
+use super::metrics::{
+    ConsumerFault, FINISHED_SHARD_SERIES_TTL, KinesisMetrics, Operation, Renewal, ShardMetrics,
+};
 use crate::decode::{DecodeLimits, Decoder};
 use crate::pipeline::{RawBatch, Submitter};
 
@@ -63,6 +67,9 @@ pub struct RecordsPage {
     /// `None` = the shard is closed and read to its end.
     pub next_iterator: Option<String>,
     pub millis_behind_latest: Option<i64>,
+    /// At shard end, the shards that continue it (`ChildShards`), so they can start without
+    /// waiting for a ListShards that shows them.
+    pub child_shards: Vec<ShardInfo>,
 }
 
 /// What went wrong with one call, sorted by what the consumer does about it.
@@ -86,7 +93,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The bounded label value for `albwatch_kinesis_errors_total`.
+    /// The bounded `outcome` label value of `albwatch_kinesis_api_calls_total`.
     pub fn kind(&self) -> &'static str {
         match self {
             ApiError::Throttled(_) => "throttled",
@@ -245,6 +252,15 @@ impl KinesisApi for SdkApi {
             .map_err(classify_sdk)?;
         let millis_behind_latest = out.millis_behind_latest();
         let next_iterator = out.next_shard_iterator().map(str::to_owned);
+        let child_shards = out
+            .child_shards()
+            .iter()
+            .map(|c| ShardInfo {
+                id: c.shard_id().to_owned(),
+                parent: c.parent_shards().first().cloned(),
+                adjacent_parent: c.parent_shards().get(1).cloned(),
+            })
+            .collect();
         let records = out
             .records
             .into_iter()
@@ -257,65 +273,8 @@ impl KinesisApi for SdkApi {
             records,
             next_iterator,
             millis_behind_latest,
+            child_shards,
         })
-    }
-}
-
-/// The consumer's telemetry; `shard` labels are bounded by the shards of one stream.
-#[derive(Clone)]
-pub struct KinesisMetrics {
-    pub lag_seconds: GaugeVec,
-    pub records: IntCounter,
-    pub batches: IntCounter,
-    pub errors: IntCounterVec,
-    pub decode_errors: IntCounter,
-    pub checkpoints: IntCounter,
-    pub shards_reading: IntGauge,
-}
-
-impl KinesisMetrics {
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let m = KinesisMetrics {
-            lag_seconds: GaugeVec::new(
-                Opts::new(
-                    "albwatch_kinesis_lag_seconds",
-                    "MillisBehindLatest of the shard's last GetRecords, in seconds",
-                ),
-                &["shard"],
-            )?,
-            records: IntCounter::new("albwatch_kinesis_records_total", "Kinesis records read")?,
-            batches: IntCounter::new(
-                "albwatch_kinesis_batches_total",
-                "Batches handed to the pipeline (one per non-empty GetRecords response)",
-            )?,
-            errors: IntCounterVec::new(
-                Opts::new(
-                    "albwatch_kinesis_errors_total",
-                    "Failed Kinesis calls and checkpoint writes, by kind",
-                ),
-                &["kind"],
-            )?,
-            decode_errors: IntCounter::new(
-                "albwatch_kinesis_decode_errors_total",
-                "Kinesis records whose payload could not be decoded (skipped)",
-            )?,
-            checkpoints: IntCounter::new(
-                "albwatch_kinesis_checkpoints_total",
-                "Checkpoint positions written",
-            )?,
-            shards_reading: IntGauge::new(
-                "albwatch_kinesis_shards_reading",
-                "Shards being read now",
-            )?,
-        };
-        registry.register(Box::new(m.lag_seconds.clone()))?;
-        registry.register(Box::new(m.records.clone()))?;
-        registry.register(Box::new(m.batches.clone()))?;
-        registry.register(Box::new(m.errors.clone()))?;
-        registry.register(Box::new(m.decode_errors.clone()))?;
-        registry.register(Box::new(m.checkpoints.clone()))?;
-        registry.register(Box::new(m.shards_reading.clone()))?;
-        Ok(m)
     }
 }
 
@@ -343,11 +302,19 @@ struct Ctx<A> {
 
 /// How a shard task ended.
 enum ShardExit {
-    /// Read to its end and `ShardEnd` saved: its children may start.
-    Ended,
-    /// Told to stop (or the pipeline closed); its last released position is saved.
-    Stopped,
+    /// Read to its end and `ShardEnd` saved: its children may start. They are the
+    /// `ChildShards` of the last response, or empty when it named none (ListShards finds them).
+    Ended(Vec<ShardInfo>),
+    /// Told to stop (or the pipeline closed), with its newest released position not yet
+    /// saved: [`run`] saves every stopped shard's in one write.
+    Stopped(Option<Position>),
     /// The shard is gone (past retention); dropped from the DAG until ListShards shows it.
+    Gone,
+}
+
+/// Why a shard's polling loop stopped before the shard ended.
+enum Halt {
+    Stopped,
     Gone,
 }
 
@@ -393,10 +360,16 @@ pub async fn run<A: KinesisApi>(
         .collect();
     let mut reading: HashSet<String> = HashSet::new();
     let mut shards: Vec<ShardInfo> = Vec::new();
+    // Children named by a parent's last GetRecords that ListShards has not shown yet.
+    let mut learned: BTreeMap<String, ShardInfo> = BTreeMap::new();
+    // Stopped shards' last positions, saved together once every task has stopped.
+    let mut finals: Vec<(String, Position)> = Vec::new();
     let mut tasks: JoinSet<(String, ShardExit)> = JoinSet::new();
     let mut discovery = tokio::time::interval(ctx.cfg.shard_discovery);
     discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut list_backoff = Backoff::default();
+    // Shards whose task ended, oldest first, until their counters are dropped.
+    let mut finished: VecDeque<(tokio::time::Instant, String)> = VecDeque::new();
     let mut result = Ok(());
     // The shard tasks' own stop signal, so the loop can stop them on an error too.
     let (halt_tx, halt_rx) = watch::channel(false);
@@ -405,18 +378,27 @@ pub async fn run<A: KinesisApi>(
         tokio::select! {
             _ = wait_stop(&mut stop) => break,
             _ = discovery.tick() => {
-                match ctx.api.list_shards().await {
+                let listing = tokio::select! {
+                    listing = ctx.api.list_shards() => listing,
+                    () = wait_stop(&mut stop) => break,
+                };
+                match listing {
                     Ok(list) => {
+                        ctx.metrics.call(Operation::ListShards, Ok(()));
                         list_backoff.reset();
+                        learned.retain(|id, _| {
+                            !ended.contains(id) && !list.iter().any(|s| &s.id == id)
+                        });
                         shards = list;
+                        shards.extend(learned.values().cloned());
                     }
                     Err(e @ (ApiError::Fatal(_) | ApiError::NotFound(_))) => {
-                        ctx.metrics.errors.with_label_values(&[e.kind()]).inc();
+                        ctx.metrics.call(Operation::ListShards, Err(&e));
                         result = Err(ConsumerError::Api { stream: stream.clone(), source: e });
                         break;
                     }
                     Err(e) => {
-                        ctx.metrics.errors.with_label_values(&[e.kind()]).inc();
+                        ctx.metrics.call(Operation::ListShards, Err(&e));
                         eprintln!("albwatch: kinesis ListShards {stream}: {e}");
                         // Retried on the next tick, or sooner when the backoff is shorter.
                         discovery.reset_after(list_backoff.next().min(ctx.cfg.shard_discovery));
@@ -428,13 +410,26 @@ pub async fn run<A: KinesisApi>(
                 match joined {
                     Ok((shard, exit)) => {
                         reading.remove(&shard);
+                        if !matches!(exit, ShardExit::Stopped(_)) {
+                            finished.push_back((tokio::time::Instant::now(), shard.clone()));
+                        }
                         match exit {
-                            ShardExit::Ended => {
+                            ShardExit::Ended(children) => {
+                                learned.remove(&shard);
                                 ended.insert(shard);
-                                // Its children may be new: look now, not a period later.
-                                discovery.reset_immediately();
+                                if children.is_empty() {
+                                    // Its children may be new: look now, not a period later.
+                                    discovery.reset_immediately();
+                                }
+                                for child in children {
+                                    if !shards.iter().any(|s| s.id == child.id) {
+                                        shards.push(child.clone());
+                                        learned.insert(child.id.clone(), child);
+                                    }
+                                }
                             }
                             ShardExit::Gone => {
+                                learned.remove(&shard);
                                 shards.retain(|s| s.id != shard);
                                 // If ListShards shows it again it resumes from what this run
                                 // saved, not from the positions loaded at start.
@@ -445,7 +440,10 @@ pub async fn run<A: KinesisApi>(
                                 }
                             }
                             // Only stopping (or a closed pipeline) stops a shard.
-                            ShardExit::Stopped => break,
+                            ShardExit::Stopped(last) => {
+                                finals.extend(last.map(|p| (shard, p)));
+                                break;
+                            }
                         }
                     }
                     Err(e) => {
@@ -454,6 +452,15 @@ pub async fn run<A: KinesisApi>(
                     }
                 }
             }
+        }
+        while let Some((at, shard)) = finished.front()
+            && at.elapsed() >= FINISHED_SHARD_SERIES_TTL
+        {
+            // A shard read again since (it was gone and came back) keeps its series.
+            if !reading.contains(shard) {
+                ctx.metrics.forget_shard_counters(shard);
+            }
+            finished.pop_front();
         }
         let listed: HashSet<&str> = shards.iter().map(|s| s.id.as_str()).collect();
         for shard in &shards {
@@ -466,6 +473,9 @@ pub async fn run<A: KinesisApi>(
             }
             let start = match loaded.get(&shard.id) {
                 Some(Position::After(seq)) => IteratorStart::After(seq.clone()),
+                Some(Position::AtTimestamp(ms)) => {
+                    IteratorStart::Initial(InitialPosition::AtTimestamp(*ms as f64 / 1000.0))
+                }
                 Some(Position::ShardEnd) => continue,
                 None => IteratorStart::Initial(initial_for_child(&ctx.cfg, shard)),
             };
@@ -474,25 +484,71 @@ pub async fn run<A: KinesisApi>(
             let id = shard.id.clone();
             let stop = halt_rx.clone();
             tasks.spawn(async move {
-                ctx.metrics.shards_reading.inc();
-                let exit = read_shard(&ctx, &id, start, stop).await;
-                ctx.metrics.shards_reading.dec();
+                let series = ctx.metrics.shard_started(&id);
+                let exit = read_shard(&ctx, &id, &series, start, stop).await;
+                ctx.metrics.shard_stopped(&id);
                 (id, exit)
             });
         }
     }
 
     // Whatever ended the loop (the caller's stop, an error, a closed pipeline), every shard
-    // task stops polling, waits for its batches in flight and saves its last position.
+    // task stops polling and waits for its batches in flight; then their last positions are
+    // saved in one durable write, which keeps shutdown inside its grace period however many
+    // shards there are.
     let _ = halt_tx.send(true);
     while let Some(joined) = tasks.join_next().await {
-        if let Err(e) = joined
-            && !e.is_cancelled()
-        {
-            eprintln!("albwatch: kinesis shard task failed: {e}");
+        match joined {
+            Ok((shard, ShardExit::Stopped(Some(position)))) => finals.push((shard, position)),
+            Ok(_) => {}
+            Err(e) if !e.is_cancelled() => eprintln!("albwatch: kinesis shard task failed: {e}"),
+            Err(_) => {}
         }
     }
+    save_all(&ctx, finals).await;
     result
+}
+
+/// Saves the stopped shards' last positions with one [`CheckpointStore::save_many`].
+async fn save_all<A: KinesisApi>(ctx: &Ctx<A>, positions: Vec<(String, Position)>) {
+    if positions.is_empty() {
+        return;
+    }
+    let store = Arc::clone(&ctx.store);
+    let stream = ctx.stream.clone();
+    let saved = tokio::task::spawn_blocking(move || {
+        let refs: Vec<(&str, &Position)> = positions.iter().map(|(s, p)| (s.as_str(), p)).collect();
+        let outcomes = store.save_many(&stream, &refs);
+        (positions, outcomes)
+    })
+    .await;
+    match saved {
+        Ok((positions, Ok(outcomes))) => {
+            for ((shard, _), outcome) in positions.iter().zip(outcomes) {
+                count_outcome(ctx, shard, outcome);
+            }
+        }
+        Ok((_, Err(e))) => {
+            ctx.metrics.fault(ConsumerFault::CheckpointWrite);
+            eprintln!("albwatch: kinesis final checkpoints: {e}");
+        }
+        Err(e) => {
+            ctx.metrics.fault(ConsumerFault::CheckpointWrite);
+            eprintln!("albwatch: kinesis final checkpoints: task: {e}");
+        }
+    }
+}
+
+/// Counts one save's outcome.
+fn count_outcome<A: KinesisApi>(ctx: &Ctx<A>, shard: &str, outcome: SaveOutcome) {
+    match outcome {
+        SaveOutcome::Advanced => ctx.metrics.checkpoint_written(shard),
+        SaveOutcome::Unchanged => {}
+        SaveOutcome::Stale { stored } => {
+            ctx.metrics.fault(ConsumerFault::StaleCheckpoint);
+            eprintln!("albwatch: kinesis {shard}: checkpoint behind the stored {stored:?}");
+        }
+    }
 }
 
 /// Whether `shard` may be read: each parent is at ShardEnd, or is no longer listed (expired
@@ -597,26 +653,17 @@ async fn save<A: KinesisApi>(ctx: &Ctx<A>, shard: &str, position: Position) -> b
     let saved =
         tokio::task::spawn_blocking(move || store.save(&stream, &shard_id, &position)).await;
     match saved {
-        Ok(Ok(SaveOutcome::Advanced)) => {
-            ctx.metrics.checkpoints.inc();
-            true
-        }
-        Ok(Ok(SaveOutcome::Unchanged)) => true,
-        Ok(Ok(SaveOutcome::Stale { stored })) => {
-            ctx.metrics
-                .errors
-                .with_label_values(&["stale_checkpoint"])
-                .inc();
-            eprintln!("albwatch: kinesis {shard}: checkpoint behind the stored {stored:?}");
+        Ok(Ok(outcome)) => {
+            count_outcome(ctx, shard, outcome);
             true
         }
         Ok(Err(e)) => {
-            ctx.metrics.errors.with_label_values(&["checkpoint"]).inc();
+            ctx.metrics.fault(ConsumerFault::CheckpointWrite);
             eprintln!("albwatch: kinesis {shard}: {e}");
             false
         }
         Err(e) => {
-            ctx.metrics.errors.with_label_values(&["checkpoint"]).inc();
+            ctx.metrics.fault(ConsumerFault::CheckpointWrite);
             eprintln!("albwatch: kinesis {shard}: checkpoint task: {e}");
             false
         }
@@ -641,6 +688,7 @@ async fn wait_for_acks(released: &Released, limit: Duration) -> bool {
 async fn read_shard<A: KinesisApi>(
     ctx: &Ctx<A>,
     shard: &str,
+    series: &ShardMetrics,
     start: IteratorStart,
     mut stop: watch::Receiver<bool>,
 ) -> ShardExit {
@@ -650,15 +698,27 @@ async fn read_shard<A: KinesisApi>(
     // The newest record handed to the pipeline: an expired iterator is renewed after it, not
     // after the last checkpoint, because every record up to it is already queued with an ack.
     let mut resume = start;
+    // LATEST names no record, so until the first one is processed the checkpoint is the time
+    // reading began: a restart resumes there (AT_TIMESTAMP) rather than at a later LATEST that
+    // would skip what arrived while albwatch was down. Taken before the iterator is opened, so
+    // it can only re-read, never skip (up to the host clock's lead on AWS's). A failed save is
+    // counted and reading goes on, no worse off than without it.
+    let mut latest_started = None;
+    if resume == IteratorStart::Initial(InitialPosition::Latest) {
+        let started = unix_millis();
+        save(ctx, shard, Position::AtTimestamp(started)).await;
+        latest_started = Some(started);
+    }
     let mut iterator: Option<String> = None;
     let mut last_save = Instant::now();
     let mut last_call: Option<tokio::time::Instant> = None;
-    let lag = ctx.metrics.lag_seconds.with_label_values(&[shard]);
+    // How long the last response's size asks the next call to wait (the 2 MB/s share).
+    let mut read_pause = Duration::ZERO;
     let stopped = |rx: &watch::Receiver<bool>| *rx.borrow();
 
-    let exit = loop {
+    let halt = loop {
         if stopped(&stop) {
-            break ShardExit::Stopped;
+            break Halt::Stopped;
         }
         // Periodic checkpoint of what the pipeline has finished.
         if last_save.elapsed() >= ctx.cfg.checkpoint_interval {
@@ -678,73 +738,101 @@ async fn read_shard<A: KinesisApi>(
         }
         let it = match &iterator {
             Some(it) => it.clone(),
-            None => match ctx.api.get_shard_iterator(shard, &resume).await {
-                Ok(it) => {
-                    iterator = Some(it.clone());
-                    it
-                }
-                Err(e) => {
-                    ctx.metrics.errors.with_label_values(&[e.kind()]).inc();
-                    match e {
-                        ApiError::NotFound(_) => break ShardExit::Gone,
-                        ApiError::Fatal(msg) => {
-                            eprintln!("albwatch: kinesis {shard}: GetShardIterator: {msg}");
-                            break ShardExit::Gone;
+            None => {
+                let opened = tokio::select! {
+                    opened = ctx.api.get_shard_iterator(shard, &resume) => opened,
+                    () = wait_stop(&mut stop) => break Halt::Stopped,
+                };
+                match opened {
+                    Ok(it) => {
+                        ctx.metrics.call(Operation::GetShardIterator, Ok(()));
+                        // Opened at LATEST once; a renewal before the first record goes back
+                        // to the time reading began, not to a later LATEST.
+                        if let Some(started) = latest_started.take() {
+                            resume = IteratorStart::Initial(InitialPosition::AtTimestamp(
+                                started as f64 / 1000.0,
+                            ));
                         }
-                        _ => {
-                            if sleep_or_stop(backoff.next(), &mut stop).await {
-                                break ShardExit::Stopped;
+                        iterator = Some(it.clone());
+                        it
+                    }
+                    Err(e) => {
+                        ctx.metrics.call(Operation::GetShardIterator, Err(&e));
+                        match e {
+                            ApiError::NotFound(_) => break Halt::Gone,
+                            ApiError::Fatal(msg) => {
+                                eprintln!("albwatch: kinesis {shard}: GetShardIterator: {msg}");
+                                break Halt::Gone;
                             }
-                            continue;
+                            _ => {
+                                if sleep_or_stop(backoff.next(), &mut stop).await {
+                                    break Halt::Stopped;
+                                }
+                                continue;
+                            }
                         }
                     }
                 }
-            },
+            }
         };
-        // Never more than 5 calls per second on one shard (spec §5.1).
+        // Never more than 5 calls per second on one shard, nor more bytes on average than its
+        // read share (spec §5.1): staying under both is what keeps throttles away.
         if let Some(at) = last_call {
-            let gap = at + MIN_CALL_GAP;
+            let gap = at + MIN_CALL_GAP.max(read_pause);
             if gap > tokio::time::Instant::now()
                 && sleep_or_stop(gap - tokio::time::Instant::now(), &mut stop).await
             {
-                break ShardExit::Stopped;
+                break Halt::Stopped;
             }
         }
         last_call = Some(tokio::time::Instant::now());
-        let page = match ctx.api.get_records(&it, ctx.cfg.max_records_per_call).await {
-            Ok(page) => page,
+        // Raced against stopping: a response never read is never acknowledged, so dropping
+        // the call loses nothing.
+        let called = tokio::select! {
+            called = ctx.api.get_records(&it, ctx.cfg.max_records_per_call) => called,
+            () = wait_stop(&mut stop) => break Halt::Stopped,
+        };
+        let page = match called {
+            Ok(page) => {
+                ctx.metrics.call(Operation::GetRecords, Ok(()));
+                page
+            }
             Err(e) => {
-                ctx.metrics.errors.with_label_values(&[e.kind()]).inc();
+                ctx.metrics.call(Operation::GetRecords, Err(&e));
                 let wait = match e {
                     ApiError::ExpiredIterator => {
+                        ctx.metrics.iterator_renewed(Renewal::Expired);
                         iterator = None;
                         Duration::ZERO
                     }
                     ApiError::Throttled(_) => backoff.next().max(THROTTLE_BACKOFF),
-                    ApiError::NotFound(_) => break ShardExit::Gone,
+                    ApiError::NotFound(_) => break Halt::Gone,
                     ApiError::Transient(_) => backoff.next(),
                     ApiError::Fatal(msg) => {
                         // A bad iterator is renewed; anything else waits at the longest backoff.
                         eprintln!("albwatch: kinesis {shard}: GetRecords: {msg}");
+                        ctx.metrics.iterator_renewed(Renewal::Rejected);
                         iterator = None;
                         MAX_BACKOFF
                     }
                 };
                 if sleep_or_stop(wait, &mut stop).await {
-                    break ShardExit::Stopped;
+                    break Halt::Stopped;
                 }
                 continue;
             }
         };
         backoff.reset();
+        let page_bytes: usize = page.records.iter().map(|r| r.data.len()).sum();
+        read_pause = pause_for(page_bytes, ctx.cfg.read_bytes_per_sec);
         if let Some(ms) = page.millis_behind_latest {
-            lag.set(ms as f64 / 1000.0);
+            series.lag_seconds.set(ms as f64 / 1000.0);
         }
         let got_records = !page.records.is_empty();
         if got_records {
-            match submit_page(ctx, shard, &released, &mut decoder, page.records).await {
+            match submit_page(ctx, shard, series, &released, &mut decoder, page.records).await {
                 Ok(last) => resume = IteratorStart::After(last),
-                Err(exit) => break exit,
+                Err(halt) => break halt,
             }
         }
         match page.next_iterator {
@@ -763,34 +851,53 @@ async fn read_shard<A: KinesisApi>(
                         .unwrap_or_else(PoisonError::into_inner) = Some(p);
                 }
                 if !wait_for_acks(&released, SHARD_END_ACK_WAIT).await {
-                    break ShardExit::Stopped;
+                    break Halt::Stopped;
                 }
-                let _ = ctx.metrics.lag_seconds.remove_label_values(&[shard]);
                 // Every batch is acknowledged and the shard finished, so ShardEnd supersedes
                 // any unsaved position. Retried until durable: the children wait for it.
                 let _ = released.take_unsaved();
                 loop {
                     if save(ctx, shard, Position::ShardEnd).await {
-                        return ShardExit::Ended;
+                        return ShardExit::Ended(page.child_shards);
                     }
                     if sleep_or_stop(backoff.next(), &mut stop).await {
-                        return ShardExit::Stopped;
+                        return ShardExit::Stopped(Some(Position::ShardEnd));
                     }
                 }
             }
         }
         // Adaptive polling: straight on while records flow, the full interval when idle.
         if !got_records && sleep_or_stop(ctx.cfg.poll_interval, &mut stop).await {
-            break ShardExit::Stopped;
+            break Halt::Stopped;
         }
     };
-    // Stopping: the pipeline is still running (app stops inputs before the pool), so the
-    // batches in flight come back; then the newest released position is saved.
+    // The pipeline is still running (the app stops inputs before the pool), so the batches in
+    // flight come back. A stopping shard hands its newest released position to `run`, which
+    // saves all shards' at once; a gone one saves its own, since the others read on.
     wait_for_acks(&released, ACK_WAIT).await;
-    if let Some(position) = released.take_unsaved() {
-        save(ctx, shard, position).await;
+    let last = released.take_unsaved();
+    match halt {
+        Halt::Stopped => ShardExit::Stopped(last),
+        Halt::Gone => {
+            if let Some(position) = last {
+                save(ctx, shard, position).await;
+            }
+            ShardExit::Gone
+        }
     }
-    exit
+}
+
+/// The wait that keeps `bytes` within a read rate of `per_sec`.
+fn pause_for(bytes: usize, per_sec: u64) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / per_sec.max(1) as f64)
+}
+
+/// Now as Unix milliseconds; a clock before 1970 reads 0, which resumes at the oldest record
+/// (duplicates, never a gap).
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Decodes one page into batches of about `batch_bytes` of lines, cut between records so each
@@ -799,25 +906,31 @@ async fn read_shard<A: KinesisApi>(
 async fn submit_page<A: KinesisApi>(
     ctx: &Ctx<A>,
     shard: &str,
+    series: &ShardMetrics,
     released: &Arc<Released>,
     decoder: &mut Decoder,
     records: Vec<ApiRecord>,
-) -> Result<SequenceNumber, ShardExit> {
+) -> Result<SequenceNumber, Halt> {
     let mut lines = Vec::new();
     let mut last: Option<SequenceNumber> = None;
     let mut queued = None;
-    ctx.metrics.records.inc_by(records.len() as u64);
+    series.records.inc_by(records.len() as u64);
     let count = records.len();
     for (i, record) in records.iter().enumerate() {
-        if decoder.decode(&record.data, &mut lines).is_err() {
+        series.bytes.inc_by(record.data.len() as u64);
+        match decoder.decode(&record.data, &mut lines) {
+            Ok(decoded) => {
+                ctx.metrics.decoded(decoded.format);
+                series.lines.inc_by(decoded.lines as u64);
+            }
             // A bad record is counted and skipped; its sequence number still moves the
             // checkpoint, since re-reading it would fail the same way.
-            ctx.metrics.decode_errors.inc();
+            Err(kind) => ctx.metrics.decode_failed(kind),
         }
         match SequenceNumber::parse(&record.sequence_number) {
             Ok(seq) => last = Some(seq),
             Err(e) => {
-                ctx.metrics.errors.with_label_values(&["fatal"]).inc();
+                ctx.metrics.fault(ConsumerFault::BadSequenceNumber);
                 eprintln!("albwatch: kinesis {shard}: bad sequence number: {e}");
             }
         }
@@ -837,7 +950,7 @@ async fn submit_page<A: KinesisApi>(
             queued = Some(seq);
         }
     }
-    queued.ok_or(ShardExit::Gone)
+    queued.ok_or(Halt::Gone)
 }
 
 /// Registers one batch ending at record `last` and queues it.
@@ -847,7 +960,7 @@ async fn submit_batch<A: KinesisApi>(
     released: &Arc<Released>,
     lines: Vec<u8>,
     last: SequenceNumber,
-) -> Result<(), ShardExit> {
+) -> Result<(), Halt> {
     let batch = released
         .commits
         .lock()
@@ -857,7 +970,7 @@ async fn submit_batch<A: KinesisApi>(
         Ok(b) => b,
         Err(e) => {
             eprintln!("albwatch: kinesis {shard}: {e}");
-            return Err(ShardExit::Gone);
+            return Err(Halt::Gone);
         }
     };
     let acked = Arc::clone(released);
@@ -867,10 +980,10 @@ async fn submit_batch<A: KinesisApi>(
     // that slows polling down, kept off the async threads.
     match tokio::task::spawn_blocking(move || submitter.submit(raw)).await {
         Ok(Ok(())) => {
-            ctx.metrics.batches.inc();
+            ctx.metrics.batch_submitted();
             Ok(())
         }
-        _ => Err(ShardExit::Stopped),
+        _ => Err(Halt::Stopped),
     }
 }
 
@@ -965,6 +1078,16 @@ mod tests {
         assert!(b.next() >= MAX_BACKOFF / 2);
         b.reset();
         assert!(b.next() <= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn large_responses_slow_the_next_call_to_the_read_share() {
+        assert_eq!(pause_for(0, 2_000_000), Duration::ZERO);
+        // Small pages: the 5 calls/s limit is the one that binds.
+        assert!(pause_for(100_000, 2_000_000) < MIN_CALL_GAP);
+        // A 10 MB page at 2 MB/s: 5 s, which is also what AWS asks after a 10 MiB response.
+        assert_eq!(pause_for(10_000_000, 2_000_000), Duration::from_secs(5));
+        assert_eq!(pause_for(1_000_000, 1_000_000), Duration::from_secs(1));
     }
 
     #[test]

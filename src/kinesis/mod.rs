@@ -2,11 +2,14 @@
 //! a restart and the in-order commit rule that keeps a checkpoint from overtaking a batch the
 //! pipeline has not finished; [`config`] is the `[kinesis]` section; [`consumer`] discovers
 //! shards, walks the resharding DAG (children after their parents' `SHARD_END`), polls each
-//! readable shard and hands its records to the pipeline as acknowledged batches.
+//! readable shard and hands its records to the pipeline as acknowledged batches; [`metrics`] is
+//! its telemetry.
 
 pub mod checkpoint;
 pub mod config;
 pub mod consumer;
+pub mod metrics;
 
 pub use config::{KinesisConfig, KinesisConfigError, ValidKinesisConfig};
-pub use consumer::{KinesisMetrics, SdkApi};
+pub use consumer::SdkApi;
+pub use metrics::KinesisMetrics;
