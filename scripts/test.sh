@@ -26,6 +26,10 @@ cargo test --locked
 step "cargo bench --no-run"
 cargo bench --locked --no-run
 
+step "release binary, as the Dockerfile builds it"
+cargo build --release --locked --bin albwatch
+./target/release/albwatch --version
+
 step "fuzz targets build (stable, no sanitizer)"
 cargo build --locked --manifest-path fuzz/Cargo.toml
 
