@@ -911,7 +911,7 @@ impl Sender {
                 }
                 Ok(Err(e)) => {
                     stats.transport_errors += 1;
-                    return Attempt::Failed(error_chain(&e));
+                    return Attempt::Failed(crate::http_client::error_chain(&e));
                 }
                 Ok(Ok(answered)) => answered,
             };
@@ -951,17 +951,6 @@ async fn read_capped(
     Ok((body, false))
 }
 
-/// reqwest's top-level message is generic ("error sending request"); the cause is in sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let _ = write!(text, ": {s}");
-        source = s.source();
-    }
-    text
-}
-
 fn gzip(json: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
     let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::new(level));
     encoder.write_all(json)?;
@@ -969,10 +958,7 @@ fn gzip(json: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
 }
 
 fn http_client(cfg: &SendConfig) -> anyhow::Result<Client> {
-    // reqwest is built without a rustls crypto provider (`rustls-no-provider`) and panics when
-    // building a client without one; ring is what the rest of albwatch uses. An error only
-    // means another part of the process installed a provider first, which serves as well.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::http_client::install_crypto_provider();
     Client::builder()
         // Firehose follows no redirects: a 3xx is a failed attempt, retried.
         .redirect(reqwest::redirect::Policy::none())

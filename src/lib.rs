@@ -18,7 +18,8 @@
 //! - [`aggregate`]: event-time buckets and sliding windows per `(elb, target_group, target)`,
 //!   under a series cap, handed on as an owned [`aggregate::Snapshot`];
 //! - [`export`]: the Prometheus registry built from snapshots and the admin HTTP server;
-//! - [`alert`]: pure alert rules over snapshots, with hysteresis;
+//! - [`alert`]: pure alert rules over snapshots, with hysteresis, and their delivery to
+//!   Alertmanager ([`alert::notify`], over [`http_client`]);
 //! - [`config`] (file + environment → validated config) and [`app`] (daemon wiring and
 //!   shutdown order); [`render`] and [`corpus`] serve `albwatch parse` and the benches.
 
@@ -33,6 +34,7 @@ pub mod demo;
 pub mod export;
 pub mod firehose;
 pub mod firehose_send;
+pub mod http_client;
 pub mod kinesis;
 pub mod lines;
 pub mod parse;

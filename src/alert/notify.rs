@@ -16,7 +16,6 @@
 //! long past, and only resolves end them.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -446,9 +445,7 @@ impl Notifier {
         clock: fn() -> i64,
         metrics: AlertmanagerMetrics,
     ) -> anyhow::Result<Arc<Notifier>> {
-        // reqwest is built without a rustls crypto provider; ring is what the rest of albwatch
-        // uses. An error only means another part of the process installed one first.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::http_client::install_crypto_provider();
         let client = Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
@@ -606,20 +603,9 @@ async fn post(setup: &SenderSetup, endpoint: &Url, body: Vec<u8>) -> (Outcome, S
             };
             (outcome, format!("HTTP {status}: {}", text.trim()))
         }
-        Err(e) if e.is_timeout() => (Outcome::Timeout, error_chain(&e)),
-        Err(e) => (Outcome::Unreachable, error_chain(&e)),
+        Err(e) if e.is_timeout() => (Outcome::Timeout, crate::http_client::error_chain(&e)),
+        Err(e) => (Outcome::Unreachable, crate::http_client::error_chain(&e)),
     }
-}
-
-/// reqwest's top-level message is generic ("error sending request"); the cause is in sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let _ = write!(text, ": {s}");
-        source = s.source();
-    }
-    text
 }
 
 /// One Alertmanager's sender: posts each new state, resends while anything is held, backs off
