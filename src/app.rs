@@ -334,12 +334,7 @@ fn alert_page_url(cfg: &ValidAlertmanagerConfig, admin: SocketAddr) -> anyhow::R
         Some(url) => url.clone(),
         None => Url::parse(&format!("http://{admin}/"))?,
     };
-    let mut base = base;
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
-    }
-    Ok(base.join("alerts")?)
+    crate::alert::notify::alert_page(&base).map_err(anyhow::Error::msg)
 }
 
 /// Generates demo traffic in wall-clock time, a batch every 250 ms, until told to stop.

@@ -451,7 +451,9 @@ impl ReplayPusher {
         }
         let runtime = runtime()?;
         let generator = match &am.external_url {
-            Some(url) => Some(url.join("alerts")?),
+            Some(url) => {
+                Some(albwatch::alert::notify::alert_page(url).map_err(anyhow::Error::msg)?)
+            }
             None => None,
         };
         let notifier = {

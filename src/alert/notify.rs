@@ -159,6 +159,17 @@ pub fn alerts_endpoint(base: &str) -> Result<Url, String> {
         .map_err(|e| format!("{base:?}: {e}"))
 }
 
+/// The live alert page (`…/alerts`) under `base`, the admin port as users reach it; a path in
+/// `base` is kept whether or not it ends in `/`.
+pub fn alert_page(base: &Url) -> Result<Url, String> {
+    let mut base = base.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    base.join("alerts").map_err(|e| format!("{base}: {e}"))
+}
+
 /// Which clock the alert times come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timestamps {
@@ -773,6 +784,16 @@ mod tests {
             Ok("http://am:9093/prefix/api/v2/alerts")
         );
         assert!(e("am:9093").is_err());
+        let page = |s| alert_page(&Url::parse(s).unwrap()).map(String::from);
+        assert_eq!(page("http://h:9898").as_deref(), Ok("http://h:9898/alerts"));
+        assert_eq!(
+            page("http://h/albwatch").as_deref(),
+            Ok("http://h/albwatch/alerts")
+        );
+        assert_eq!(
+            page("http://h/albwatch/").as_deref(),
+            Ok("http://h/albwatch/alerts")
+        );
         assert!(e("ftp://am").is_err());
     }
 
