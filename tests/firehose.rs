@@ -1058,3 +1058,184 @@ async fn a_request_over_tls() {
     h.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads until the server closes the connection (EOF or reset), within a generous deadline;
+/// returns what came before.
+async fn closed_by_server(stream: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the server closes the connection");
+    seen
+}
+
+/// Answers once the server has answered (a deadline against a hang, not a timing claim).
+async fn reply_on(stream: &mut TcpStream) -> Reply {
+    tokio::time::timeout(Duration::from_secs(30), read_reply(stream))
+        .await
+        .expect("the server answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_concurrency_cap_gets_503_at_once() {
+    let h = Harness::start(
+        FirehoseConfig {
+            max_concurrent_requests: 1,
+            ..config()
+        },
+        pool_config(1, 8),
+    )
+    .await;
+    // The first request holds the only permit: its headers and half its body are in, the
+    // rest is still on its way.
+    let held_id = "held-1";
+    let held = Request::firehose(held_id, &body(held_id, &[corpus(60, 3)]), false);
+    let half = held.body.len() / 2;
+    let mut slow = TcpStream::connect(h.addr).await.expect("connect");
+    slow.write_all(&held.head(held.body.len()))
+        .await
+        .expect("write head");
+    slow.write_all(&held.body[..half])
+        .await
+        .expect("write half");
+    wait_until(|| h.metric("albwatch_firehose_received_bytes_total") >= half as f64).await;
+
+    let id = "over-cap-1";
+    let request = Request::firehose(id, &body(id, &[corpus(61, 4)]), true);
+    let v = h.send(&request).await.check(503, id);
+    assert!(
+        v["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("more than 1 requests in progress")),
+        "{v}"
+    );
+    assert_eq!(
+        h.metric(r#"albwatch_firehose_failures_total{reason="too_many_requests"}"#),
+        1.0
+    );
+    // Refused before authentication: it claims no attribute value.
+    assert_eq!(
+        h.metric(r#"albwatch_firehose_requests_total{env="",status="503"}"#),
+        1.0
+    );
+
+    slow.write_all(&held.body[half..])
+        .await
+        .expect("write rest");
+    reply_on(&mut slow).await.check(200, held_id);
+    // The permit came back with the 200: Firehose's retry goes through, counted once.
+    h.send(&request).await.check(200, id);
+    assert_eq!(h.counted(), 3 + 4);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_gets_408_and_its_connection_is_closed() {
+    let h = Harness::start(
+        FirehoseConfig {
+            body_read_timeout_secs: 1,
+            max_concurrent_requests: 1,
+            ..config()
+        },
+        pool_config(1, 8),
+    )
+    .await;
+    let id = "stall-1";
+    let request = Request::firehose(id, &body(id, &[corpus(70, 5)]), false);
+    let mut stream = TcpStream::connect(h.addr).await.expect("connect");
+    stream
+        .write_all(&request.head(request.body.len()))
+        .await
+        .expect("write head");
+    stream
+        .write_all(&request.body[..request.body.len() / 2])
+        .await
+        .expect("write half");
+    // …and nothing more.
+    let v = reply_on(&mut stream).await.check(408, id);
+    assert!(
+        v["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not arrive within 1 s")),
+        "{v}"
+    );
+    // The rest of the body can never be told apart from a next request: the server hangs up.
+    closed_by_server(&mut stream).await;
+    assert_eq!(
+        h.metric(r#"albwatch_firehose_failures_total{reason="body_timeout"}"#),
+        1.0
+    );
+    assert_eq!(
+        h.metric(r#"albwatch_firehose_requests_total{env="prod",status="408"}"#),
+        1.0
+    );
+    // The id and the only permit were released: the retry is delivered, once.
+    h.send(&request).await.check(200, id);
+    assert_eq!(h.counted(), 5);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_but_a_slow_delivery_is_not() {
+    let h = Harness::start(
+        FirehoseConfig {
+            header_read_timeout_secs: 1,
+            idle_timeout_secs: 1,
+            ..config()
+        },
+        pool_config(1, 8),
+    )
+    .await;
+    let timeouts = |phase: &str| {
+        h.metric(&format!(
+            "albwatch_firehose_connection_timeouts_total{{phase=\"{phase}\"}}"
+        ))
+    };
+
+    // Connected, never a byte.
+    let mut idle = TcpStream::connect(h.addr).await.expect("connect");
+    assert!(closed_by_server(&mut idle).await.is_empty());
+    wait_until(|| timeouts("idle") == 1.0).await;
+
+    // Half a request head, then silence (slowloris).
+    let mut dribble = TcpStream::connect(h.addr).await.expect("connect");
+    dribble
+        .write_all(b"POST /alb-logs/firehose HTTP/1.1\r\nHost: ingest.example.com\r\n")
+        .await
+        .expect("write");
+    closed_by_server(&mut dribble).await;
+    wait_until(|| timeouts("headers") == 1.0).await;
+
+    // A request whose delivery takes longer than both timeouts keeps its connection: the
+    // pipeline is held until another connection has been closed for idling, which proves
+    // more than the idle timeout has passed since this request was in.
+    let blocker = Blocker::hold(&h.agg);
+    let id = "slow-ack-1";
+    let request = Request::firehose(id, &body(id, &[corpus(80, 2)]), false);
+    let mut kept = TcpStream::connect(h.addr).await.expect("connect");
+    let keep_alive = String::from_utf8(request.to_bytes())
+        .expect("ASCII request")
+        .replace("Connection: close\r\n", "Connection: keep-alive\r\n");
+    kept.write_all(keep_alive.as_bytes()).await.expect("write");
+    wait_until(|| h.metric("albwatch_firehose_received_bytes_total") > 0.0).await;
+    let mut witness = TcpStream::connect(h.addr).await.expect("connect");
+    closed_by_server(&mut witness).await;
+    wait_until(|| timeouts("idle") == 2.0).await;
+    blocker.release();
+    reply_on(&mut kept).await.check(200, id);
+    assert_eq!(h.counted(), 2);
+    // Once answered, the kept-alive connection idles like any other, and is closed.
+    closed_by_server(&mut kept).await;
+    wait_until(|| timeouts("idle") == 3.0).await;
+    assert_eq!(timeouts("headers"), 1.0);
+    h.shutdown().await;
+}

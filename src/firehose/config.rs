@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -26,12 +27,35 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_DEDUPE_CAPACITY: usize = 10_000;
 /// Decoded lines handed to the pipeline per batch.
 pub const DEFAULT_BATCH_BYTES: usize = 1024 * 1024;
+/// Requests handled at once. Firehose sends a stream's deliveries a few at a time; more than
+/// this at once is a misconfiguration or an attack, answered 503 so Firehose backs off.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 64;
+/// Seconds to receive a whole body once its headers are in: well inside the 3 minutes Firehose
+/// waits for an attempt's response, so a stalled attempt is answered (and retried) while
+/// Firehose still listens. It does ask for 2.2 MB/s on a 64 MiB body.
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 30;
+/// Seconds from a request's first byte to the end of its headers (Firehose sends them in one
+/// go; a client that dribbles them is holding a connection open on purpose).
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Seconds a kept-alive connection may sit between requests. Longer than the 60 s default
+/// idle timeout of an ALB or ingress in front, so a proxy never reuses a connection that we
+/// are closing at that very moment (which it would answer 502).
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
+/// Per-request log lines (failures, bad records, duplicates) written per second; the rest are
+/// counted and summarised.
+pub const DEFAULT_MAX_LOG_LINES_PER_SEC: u32 = 10;
 /// Firehose copies at most 4096 bytes of access key.
 pub const MAX_ACCESS_KEY_BYTES: usize = 4096;
 /// Each label multiplies the series of `albwatch_firehose_requests_total` by up to 17.
 pub const MAX_COMMON_ATTRIBUTE_LABELS: usize = 4;
 /// Sizes above this are typos, not buffers.
 const MAX_SIZE_KNOB: usize = 1024 * 1024 * 1024;
+/// More requests at once than this would be bounded only by memory.
+const MAX_CONCURRENT_KNOB: usize = 65_536;
+/// Firehose abandons an attempt after 3 minutes, so a longer read timeout protects nothing.
+const MAX_READ_TIMEOUT_SECS: u64 = 180;
+const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
+const MAX_LOG_LINES_KNOB: u32 = 10_000;
 
 /// The `[firehose]` section as written. `Debug` never prints the access key.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -63,6 +87,18 @@ pub struct FirehoseConfig {
     pub common_attribute_labels: Vec<String>,
     /// Decoded bytes per pipeline batch.
     pub batch_bytes: usize,
+    /// Requests handled at once; one more is answered 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Seconds to receive a request's body once its headers are in; slower is answered 408.
+    pub body_read_timeout_secs: u64,
+    /// Seconds from a request's first byte to the end of its headers; slower closes the
+    /// connection.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may sit idle between requests before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Per-request log lines written per second (a burst of as many is allowed); the rest
+    /// are counted in `albwatch_firehose_suppressed_log_lines_total` and summarised.
+    pub max_log_lines_per_sec: u32,
 }
 
 impl Default for FirehoseConfig {
@@ -79,6 +115,11 @@ impl Default for FirehoseConfig {
             tls_key: None,
             common_attribute_labels: Vec::new(),
             batch_bytes: DEFAULT_BATCH_BYTES,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            body_read_timeout_secs: DEFAULT_BODY_READ_TIMEOUT_SECS,
+            header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            max_log_lines_per_sec: DEFAULT_MAX_LOG_LINES_PER_SEC,
         }
     }
 }
@@ -103,6 +144,11 @@ impl fmt::Debug for FirehoseConfig {
             .field("tls_key", &self.tls_key)
             .field("common_attribute_labels", &self.common_attribute_labels)
             .field("batch_bytes", &self.batch_bytes)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("body_read_timeout_secs", &self.body_read_timeout_secs)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .field("max_log_lines_per_sec", &self.max_log_lines_per_sec)
             .finish()
     }
 }
@@ -149,6 +195,11 @@ pub struct ValidFirehoseConfig {
     pub common_attribute_labels: Vec<AttributeLabel>,
     /// The loaded certificate and key; `None` = plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub max_concurrent_requests: usize,
+    pub body_read_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_log_lines_per_sec: u32,
 }
 
 impl fmt::Debug for ValidFirehoseConfig {
@@ -167,6 +218,11 @@ impl fmt::Debug for ValidFirehoseConfig {
             .field("max_line_bytes", &self.max_line_bytes)
             .field("common_attribute_labels", &self.common_attribute_labels)
             .field("tls", &self.tls.is_some())
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_log_lines_per_sec", &self.max_log_lines_per_sec)
             .finish()
     }
 }
@@ -219,6 +275,33 @@ impl FirehoseConfig {
         let max_record_bytes = size("max_record_bytes", self.max_record_bytes)?;
         let batch_bytes = size("batch_bytes", self.batch_bytes)?;
         let common_attribute_labels = attribute_labels(&self.common_attribute_labels)?;
+        let max_concurrent_requests = bounded(
+            "max_concurrent_requests",
+            self.max_concurrent_requests,
+            MAX_CONCURRENT_KNOB,
+        )?;
+        let seconds =
+            |key: &'static str, v: u64, max: u64| bounded(key, v, max).map(Duration::from_secs);
+        let body_read_timeout = seconds(
+            "body_read_timeout_secs",
+            self.body_read_timeout_secs,
+            MAX_READ_TIMEOUT_SECS,
+        )?;
+        let header_read_timeout = seconds(
+            "header_read_timeout_secs",
+            self.header_read_timeout_secs,
+            MAX_READ_TIMEOUT_SECS,
+        )?;
+        let idle_timeout = seconds(
+            "idle_timeout_secs",
+            self.idle_timeout_secs,
+            MAX_IDLE_TIMEOUT_SECS,
+        )?;
+        let max_log_lines_per_sec = bounded(
+            "max_log_lines_per_sec",
+            self.max_log_lines_per_sec,
+            MAX_LOG_LINES_KNOB,
+        )?;
 
         let access_key = match self.access_key {
             Some(k) if k.is_empty() => return Err(invalid("access_key", "must not be empty")),
@@ -264,7 +347,24 @@ impl FirehoseConfig {
             max_line_bytes: crate::lines::DEFAULT_MAX_LINE_BYTES,
             common_attribute_labels,
             tls,
+            max_concurrent_requests,
+            body_read_timeout,
+            header_read_timeout,
+            idle_timeout,
+            max_log_lines_per_sec,
         })
+    }
+}
+
+/// `v` if it is between 1 and `max`.
+fn bounded<T>(key: &'static str, v: T, max: T) -> Result<T, FirehoseConfigError>
+where
+    T: Copy + PartialOrd + From<u8> + fmt::Display,
+{
+    if v < T::from(1) || v > max {
+        Err(invalid(key, format!("{v} must be between 1 and {max}")))
+    } else {
+        Ok(v)
     }
 }
 

@@ -34,6 +34,9 @@ pub enum RequestError {
     DecompressedTooLarge { limit: usize },
     #[error("reading the request body failed: {0}")]
     BodyRead(String),
+    /// The sender stalled (or crawled) mid-body; retried by Firehose like any non-413.
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout { secs: u64 },
     #[error("the gzip request body is corrupt: {0}")]
     BadGzip(String),
     #[error("the request body is not a Firehose request: {0}")]
@@ -44,6 +47,8 @@ pub enum RequestError {
     RequestIdMismatch,
     #[error("the pipeline is full; retry later")]
     QueueFull,
+    #[error("more than {max} requests in progress; retry later")]
+    TooManyRequests { max: usize },
     #[error("the pipeline is shut down; retry later")]
     PipelineClosed,
     #[error("internal error: {0}")]
@@ -66,9 +71,12 @@ impl RequestError {
             | BadJson(_)
             | TooManyRecords { .. }
             | RequestIdMismatch => StatusCode::BAD_REQUEST,
+            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTooLarge { .. } | DecompressedTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Draining | InFlight | QueueFull | PipelineClosed => StatusCode::SERVICE_UNAVAILABLE,
+            Draining | InFlight | QueueFull | TooManyRequests { .. } | PipelineClosed => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,18 +97,20 @@ impl RequestError {
             BodyTooLarge { .. } => "body_too_large",
             DecompressedTooLarge { .. } => "decompressed_too_large",
             BodyRead(_) => "body_read",
+            BodyTimeout { .. } => "body_timeout",
             BadGzip(_) => "bad_gzip",
             BadJson(_) => "bad_json",
             TooManyRecords { .. } => "too_many_records",
             RequestIdMismatch => "request_id_mismatch",
             QueueFull => "queue_full",
+            TooManyRequests { .. } => "too_many_requests",
             PipelineClosed => "pipeline_closed",
             Internal(_) => "internal",
         }
     }
 
     /// Every reason, so the failure counter starts with all of them at zero.
-    pub const REASONS: [&'static str; 19] = [
+    pub const REASONS: [&'static str; 21] = [
         "method_not_allowed",
         "draining",
         "missing_access_key",
@@ -113,11 +123,13 @@ impl RequestError {
         "body_too_large",
         "decompressed_too_large",
         "body_read",
+        "body_timeout",
         "bad_gzip",
         "bad_json",
         "too_many_records",
         "request_id_mismatch",
         "queue_full",
+        "too_many_requests",
         "pipeline_closed",
         "internal",
     ];

@@ -1,13 +1,16 @@
-//! The one HTTP handler: a Firehose delivery request in, a spec-shaped JSON response out. It
-//! checks, in order, method → draining → access key → protocol version → request id (a
-//! committed id is answered 200 at once, one in flight 503) → content encoding and size, then
-//! reads the body under its cap and hands the rest to a task of its own: gunzip (capped),
-//! parse, base64 and [`Decoder`] per record — CPU work, on the blocking pool — cut into
-//! [`RawBatch`]es of about `batch_bytes`. The first batch is offered with `try_submit` (a full
-//! pipeline is answered 503 with nothing half-done); once one is in, the rest wait for room.
-//! The reply is 200 only after every batch's acknowledgement, and only then is the id
-//! committed and the records counted. A bad record is counted, never a reason to refuse its
-//! neighbours.
+//! The one HTTP handler: a Firehose delivery request in, a spec-shaped JSON response out. A
+//! request first takes one of `max_concurrent_requests` permits (none left: 503 at once, and
+//! Firehose backs off), then it is checked, in order, method → draining → access key →
+//! protocol version → request id (a committed id is answered 200 at once, one in flight 503)
+//! → content encoding and size; the body is read under its cap and within
+//! `body_read_timeout` (408 past it), and the rest handed to a task of its own, which keeps
+//! the permit: gunzip (capped), parse, base64 and [`Decoder`] per record — CPU work, on the
+//! blocking pool — cut into [`RawBatch`]es of about `batch_bytes`. The first batch is offered
+//! with `try_submit` (a full pipeline is answered 503 with nothing half-done); once one is
+//! in, the rest wait for room. The reply is 200 only after every batch's acknowledgement, and
+//! only then is the id committed and the records counted. A bad record is counted, never a
+//! reason to refuse its neighbours. Each failed, duplicate or partly bad request gets a log
+//! line with its id, through the rate limit of [`LimitedLog`].
 
 use std::io::Read;
 use std::pin::Pin;
@@ -17,17 +20,19 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, HttpBody};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::config::ValidFirehoseConfig;
+use super::conn::ConnActivity;
 use super::dedupe::{Claim, Seen, SharedLog};
 use super::errors::RequestError;
+use super::log_limit::LimitedLog;
 use super::metrics::{DeliveryStats, FirehoseMetrics};
 use super::models::{
     ACCESS_KEY_HEADER, COMMON_ATTRIBUTES_HEADER, FirehoseRequest, FirehoseResponse,
@@ -46,6 +51,10 @@ pub(crate) struct Shared {
     /// the batch and retries (against another instance, or this one after a restart).
     draining: Arc<AtomicBool>,
     requests: SharedLog,
+    /// `max_concurrent_requests` permits; a request holds one until its delivery ends, even
+    /// when its client has hung up.
+    permits: Arc<Semaphore>,
+    log: Arc<LimitedLog>,
 }
 
 impl Shared {
@@ -54,14 +63,18 @@ impl Shared {
         submitter: Submitter,
         metrics: FirehoseMetrics,
         draining: Arc<AtomicBool>,
+        log: Arc<LimitedLog>,
     ) -> Self {
         let requests = SharedLog::new(cfg.dedupe_capacity);
+        let permits = Arc::new(Semaphore::new(cfg.max_concurrent_requests));
         Shared {
             cfg,
             submitter,
             metrics,
             draining,
             requests,
+            permits,
+            log,
         }
     }
 }
@@ -81,10 +94,20 @@ enum Accepted {
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let started = Instant::now();
+    // Stops the connection's idle clock until the response is on its way.
+    let _handling = request
+        .extensions()
+        .get::<ConnectInfo<ConnActivity>>()
+        .map(|ConnectInfo(conn)| conn.begin());
     let (parts, body) = request.into_parts();
     let echo_id = echo_request_id(&parts.headers);
     let mut attributes = shared.metrics.no_attribute_values();
-    let result = accept(&shared, &parts, body, &mut attributes).await;
+    let result = match Arc::clone(&shared.permits).try_acquire_owned() {
+        Ok(permit) => accept(&shared, &parts, body, &mut attributes, permit).await,
+        Err(_) => Err(RequestError::TooManyRequests {
+            max: shared.cfg.max_concurrent_requests,
+        }),
+    };
     let elapsed = started.elapsed();
     let status = match &result {
         Ok(_) => StatusCode::OK,
@@ -94,13 +117,15 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .metrics
         .observe_request(status.as_u16(), &attributes, elapsed.as_secs_f64());
     let log = |what: &str, detail: String| {
-        eprintln!(
-            "albwatch: firehose {what} request_id={echo_id:?} status={} {detail} \
-             source_arn={:?} elapsed_ms={}",
-            status.as_u16(),
-            header_text(&parts.headers, SOURCE_ARN_HEADER, 256),
-            elapsed.as_millis(),
-        );
+        shared.log.write(|| {
+            format!(
+                "albwatch: firehose {what} request_id={echo_id:?} status={} {detail} \
+                 source_arn={:?} elapsed_ms={}",
+                status.as_u16(),
+                header_text(&parts.headers, SOURCE_ARN_HEADER, 256),
+                elapsed.as_millis(),
+            )
+        });
     };
     match &result {
         Ok(Accepted::Delivered(stats)) if stats.errors() > 0 => log(
@@ -132,6 +157,7 @@ async fn accept(
     parts: &Parts,
     body: Body,
     attributes: &mut Vec<String>,
+    permit: OwnedSemaphorePermit,
 ) -> Result<Accepted, RequestError> {
     if parts.method != Method::POST {
         return Err(RequestError::MethodNotAllowed);
@@ -181,7 +207,14 @@ async fn accept(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(RequestError::BodyTooLarge { limit });
     }
-    let body = read_body(body, limit, declared, &shared.metrics).await?;
+    let timeout = shared.cfg.body_read_timeout;
+    // A deadline for the whole body, not per read: a sender trickling a byte at a time must
+    // not hold the request (and its permit) for longer than this either.
+    let body = tokio::time::timeout(timeout, read_body(body, limit, declared, &shared.metrics))
+        .await
+        .map_err(|_| RequestError::BodyTimeout {
+            secs: timeout.as_secs(),
+        })??;
     // From here the request is processed to the end in a task of its own, even if Firehose
     // hangs up meanwhile: batches handed to the pipeline must be followed through to the
     // commit of the id, or the retry would count them again.
@@ -191,6 +224,7 @@ async fn accept(
         encoding,
         id.to_owned(),
         claim,
+        permit,
     ));
     task.await
         .map_err(|e| RequestError::Internal(format!("delivery task failed: {e}")))?
@@ -202,6 +236,7 @@ async fn deliver(
     encoding: Encoding,
     id: String,
     claim: Claim,
+    _permit: OwnedSemaphorePermit,
 ) -> Result<Accepted, RequestError> {
     let work = Arc::clone(&shared);
     let (acks, stats) =

@@ -25,9 +25,12 @@ pub const OVERFLOW_VALUE: &str = "__overflow__";
 pub const BAD_BASE64: &str = "bad_base64";
 
 /// Every status the endpoint answers with, pre-created so rare failures read 0, not absent.
-const STATUSES: [&str; 9] = [
-    "200", "400", "401", "403", "405", "413", "415", "500", "503",
+const STATUSES: [&str; 10] = [
+    "200", "400", "401", "403", "405", "408", "413", "415", "500", "503",
 ];
+
+/// Why the endpoint closed a connection on its own, by the phase it was in.
+pub const TIMEOUT_PHASES: [&str; 2] = ["idle", "headers"];
 
 /// What one committed request delivered, counted once it is acknowledged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,6 +80,8 @@ pub struct FirehoseMetrics {
     received_bytes: IntCounter,
     bad_common_attributes: IntCounter,
     tls_handshake_failures: IntCounter,
+    connection_timeouts: IntCounterVec,
+    suppressed_log_lines: IntCounter,
     attributes: Arc<[AttributeValues]>,
 }
 
@@ -155,6 +160,18 @@ impl FirehoseMetrics {
             "albwatch_firehose_tls_handshake_failures_total",
             "Connections to the Firehose endpoint dropped during the TLS handshake.",
         )?;
+        let connection_timeouts = IntCounterVec::new(
+            Opts::new(
+                "albwatch_firehose_connection_timeouts_total",
+                "Connections the Firehose endpoint closed for silence: between requests (idle) \
+                 or before a request's headers were complete (headers).",
+            ),
+            &["phase"],
+        )?;
+        let suppressed_log_lines = IntCounter::new(
+            "albwatch_firehose_suppressed_log_lines_total",
+            "Per-request log lines not written because of firehose.max_log_lines_per_sec.",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(records.clone()))?;
@@ -165,6 +182,8 @@ impl FirehoseMetrics {
         registry.register(Box::new(received_bytes.clone()))?;
         registry.register(Box::new(bad_common_attributes.clone()))?;
         registry.register(Box::new(tls_handshake_failures.clone()))?;
+        registry.register(Box::new(connection_timeouts.clone()))?;
+        registry.register(Box::new(suppressed_log_lines.clone()))?;
 
         // Closed sets start at zero, so a first error is a rate change, not a new series.
         for reason in RequestError::REASONS {
@@ -173,6 +192,9 @@ impl FirehoseMetrics {
         for format in PayloadFormat::ALL {
             records.with_label_values(&[format.as_str()]);
             lines.with_label_values(&[format.as_str()]);
+        }
+        for phase in TIMEOUT_PHASES {
+            connection_timeouts.with_label_values(&[phase]);
         }
         decode_errors.with_label_values(&[BAD_BASE64]);
         for kind in DecodeError::ALL {
@@ -202,6 +224,8 @@ impl FirehoseMetrics {
             received_bytes,
             bad_common_attributes,
             tls_handshake_failures,
+            connection_timeouts,
+            suppressed_log_lines,
             attributes,
         })
     }
@@ -264,6 +288,15 @@ impl FirehoseMetrics {
 
     pub fn tls_handshake_failed(&self) {
         self.tls_handshake_failures.inc();
+    }
+
+    /// `phase` is one of [`TIMEOUT_PHASES`].
+    pub fn connection_timed_out(&self, phase: &'static str) {
+        self.connection_timeouts.with_label_values(&[phase]).inc();
+    }
+
+    pub fn log_line_suppressed(&self) {
+        self.suppressed_log_lines.inc();
     }
 
     pub fn delivered(&self, stats: &DeliveryStats) {

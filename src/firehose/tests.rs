@@ -1,9 +1,10 @@
 //! Unit tests for the endpoint's pieces that need no server: configuration, the access-key
 //! comparison, the request-id log, the wire models, the capped gunzip, the metrics' bounded
-//! labels and the error → status table. The HTTP behaviour is tested over real sockets in
+//! labels, the error → status table and the log lines' rate limit (on injected instants). The HTTP behaviour is tested over real sockets in
 //! `tests/firehose.rs`.
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use prometheus::Registry;
@@ -13,6 +14,7 @@ use super::config::{FirehoseConfig, MAX_COMMON_ATTRIBUTE_LABELS, label_name};
 use super::dedupe::{Seen, SharedLog};
 use super::errors::RequestError;
 use super::handler::{gunzip_capped, respond};
+use super::log_limit::{LogLimiter, Verdict};
 use super::metrics::{
     DeliveryStats, FirehoseMetrics, MAX_ATTRIBUTE_VALUE_CHARS, MAX_ATTRIBUTE_VALUES, OVERFLOW_VALUE,
 };
@@ -46,7 +48,19 @@ fn defaults_are_documented_values_and_a_disabled_endpoint_needs_no_key() {
     assert_eq!(raw.max_record_bytes, 16 << 20);
     assert_eq!(raw.dedupe_capacity, 10_000);
     assert_eq!(raw.batch_bytes, 1 << 20);
+    assert_eq!(raw.max_concurrent_requests, 64);
+    // Below Firehose's shortest request timeout (60 s), so a stalled body is answered in time.
+    assert_eq!(raw.body_read_timeout_secs, 30);
+    assert_eq!(raw.header_read_timeout_secs, 10);
+    // Above the 60 s idle timeout of an ALB or ingress in front.
+    assert_eq!(raw.idle_timeout_secs, 75);
+    assert_eq!(raw.max_log_lines_per_sec, 10);
     let valid = raw.validate().expect("disabled is valid");
+    assert_eq!(valid.max_concurrent_requests, 64);
+    assert_eq!(valid.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(valid.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(valid.idle_timeout, Duration::from_secs(75));
+    assert_eq!(valid.max_log_lines_per_sec, 10);
     assert!(!valid.is_enabled());
     assert!(valid.access_key.is_none());
     assert!(!valid.is_tls());
@@ -206,6 +220,40 @@ fn errors_name_the_bad_key() {
             "firehose.common_attribute_labels:",
         ),
     ];
+    type WithValue = fn(u64) -> FirehoseConfig;
+    let limits: [(&str, WithValue); 5] = [
+        ("max_concurrent_requests", |v| FirehoseConfig {
+            max_concurrent_requests: v as usize,
+            ..enabled()
+        }),
+        ("body_read_timeout_secs", |v| FirehoseConfig {
+            body_read_timeout_secs: v,
+            ..enabled()
+        }),
+        ("header_read_timeout_secs", |v| FirehoseConfig {
+            header_read_timeout_secs: v,
+            ..enabled()
+        }),
+        ("idle_timeout_secs", |v| FirehoseConfig {
+            idle_timeout_secs: v,
+            ..enabled()
+        }),
+        ("max_log_lines_per_sec", |v| FirehoseConfig {
+            max_log_lines_per_sec: v as u32,
+            ..enabled()
+        }),
+    ];
+    for (key, with) in limits {
+        // Zero would refuse every request or time out at once; huge values are typos.
+        for bad in [0, 1_000_000] {
+            let err = config_error(with(bad));
+            assert!(
+                err.starts_with(&format!("firehose.{key}: {bad} must be between 1 and")),
+                "{err}"
+            );
+        }
+        with(1).validate().expect("1 is valid");
+    }
     for (cfg, prefix) in cases {
         let err = config_error(cfg);
         assert!(
@@ -574,6 +622,12 @@ fn every_family_is_registered_with_its_closed_label_sets() {
         "albwatch_firehose_received_bytes_total 10",
         "albwatch_firehose_request_seconds_bucket",
         "albwatch_firehose_tls_handshake_failures_total 0",
+        r#"albwatch_firehose_requests_total{status="408"} 0"#,
+        r#"albwatch_firehose_failures_total{reason="too_many_requests"} 0"#,
+        r#"albwatch_firehose_failures_total{reason="body_timeout"} 0"#,
+        r#"albwatch_firehose_connection_timeouts_total{phase="idle"} 0"#,
+        r#"albwatch_firehose_connection_timeouts_total{phase="headers"} 0"#,
+        "albwatch_firehose_suppressed_log_lines_total 0",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in\n{out}");
     }
@@ -596,11 +650,13 @@ fn each_error_has_one_status_and_a_listed_reason() {
         RequestError::BodyTooLarge { limit: 1 },
         RequestError::DecompressedTooLarge { limit: 1 },
         RequestError::BodyRead("x".into()),
+        RequestError::BodyTimeout { secs: 1 },
         RequestError::BadGzip("x".into()),
         RequestError::BadJson("x".into()),
         RequestError::TooManyRecords { count: 2, max: 1 },
         RequestError::RequestIdMismatch,
         RequestError::QueueFull,
+        RequestError::TooManyRequests { max: 1 },
         RequestError::PipelineClosed,
         RequestError::Internal("x".into()),
     ];
@@ -633,6 +689,52 @@ fn each_error_has_one_status_and_a_listed_reason() {
         RequestError::Draining.status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
+    // Over the cap, Firehose must back off and retry; a stalled body is retried too.
+    assert_eq!(
+        RequestError::TooManyRequests { max: 1 }.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        RequestError::BodyTimeout { secs: 1 }.status(),
+        StatusCode::REQUEST_TIMEOUT
+    );
+}
+
+#[test]
+fn log_lines_are_limited_to_a_burst_then_a_steady_rate() {
+    let limiter = LogLimiter::new(4);
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    // A burst of a second's worth, then nothing until a line's interval (250 ms) has passed.
+    for _ in 0..4 {
+        assert_eq!(limiter.check(t0), Verdict::Write);
+    }
+    for _ in 0..100 {
+        assert_eq!(limiter.check(t0), Verdict::Suppress);
+    }
+    assert_eq!(limiter.check(at(249)), Verdict::Suppress);
+    assert_eq!(limiter.check(at(250)), Verdict::Write);
+    assert_eq!(limiter.check(at(250)), Verdict::Suppress);
+    // Under a steady flood the rate holds: 4 lines in each further second.
+    let written = (251..=1250)
+        .filter(|ms| limiter.check(at(*ms)) == Verdict::Write)
+        .count();
+    assert_eq!(written, 4);
+    assert_eq!(limiter.take_suppressed(), 100 + 2 + (1000 - 4));
+    assert_eq!(limiter.take_suppressed(), 0, "the count restarts");
+    // After a quiet spell the whole burst is back, and no more.
+    let later = at(60_000);
+    for _ in 0..4 {
+        assert_eq!(limiter.check(later), Verdict::Write);
+    }
+    assert_eq!(limiter.check(later), Verdict::Suppress);
+    // An instant older than the last one (another thread's) is no reason to panic.
+    assert_eq!(limiter.check(t0), Verdict::Suppress);
+    assert_eq!(limiter.take_suppressed(), 2);
+    // A rate of 0 would never write; it is taken as 1.
+    let one = LogLimiter::new(0);
+    assert_eq!(one.check(t0), Verdict::Write);
+    assert_eq!(one.check(t0), Verdict::Suppress);
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
