@@ -109,6 +109,12 @@ pub struct FirehoseSendArgs {
           value_parser = clap::value_parser!(u32).range(0..=9))]
     pub gzip_level: u32,
 
+    /// Encode (and gzip) every request before the clock starts, holding the whole input in
+    /// memory: the rate reported is then the endpoint's alone, as with a real Firehose, which
+    /// does its encoding on AWS's machines, not on the endpoint's.
+    #[arg(long)]
+    pub prepare: bool,
+
     /// Requests in flight at once.
     #[arg(long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -259,6 +265,7 @@ impl FirehoseSendArgs {
             },
             gzip: self.gzip,
             gzip_level: self.gzip_level,
+            prepare: self.prepare,
             concurrency: self.concurrency.max(1) as usize,
             max_retries: self.max_retries,
             backoff_unit: Duration::from_millis(self.backoff_ms),
@@ -305,6 +312,7 @@ struct SendConfig {
     limits: Limits,
     gzip: bool,
     gzip_level: u32,
+    prepare: bool,
     concurrency: usize,
     max_retries: u32,
     backoff_unit: Duration,
@@ -351,8 +359,12 @@ fn record_cap(request_bytes: usize) -> usize {
 #[derive(Debug)]
 struct Batch {
     request_id: String,
-    /// The uncompressed JSON body.
+    /// The uncompressed JSON body (emptied once `body` is prepared).
     json: Vec<u8>,
+    /// Its length: what `raw_bytes` counts.
+    json_len: usize,
+    /// The body as sent, when prepared before sending (`--prepare`).
+    body: Option<Bytes>,
     records: u64,
     lines: u64,
 }
@@ -447,7 +459,9 @@ impl BatchBuilder {
         json.push_str("]}");
         let batch = Batch {
             request_id,
+            json_len: json.len(),
             json: json.into_bytes(),
+            body: None,
             records: self.batch_records as u64,
             lines: self.batch_lines,
         };
@@ -826,18 +840,21 @@ impl Sender {
         let Batch {
             request_id,
             json,
+            json_len: raw_len,
+            body,
             records,
             lines,
         } = batch;
         stats.batches += 1;
         stats.records += records;
         stats.lines += lines;
-        stats.raw_bytes += json.len() as u64;
-        let raw_len = json.len();
-        let body = if self.gzip {
+        stats.raw_bytes += raw_len as u64;
+        let body = if let Some(body) = body {
+            body
+        } else if self.gzip {
             // Compression is CPU work; off the async threads it runs in parallel per sender.
             let level = self.gzip_level;
-            match tokio::task::spawn_blocking(move || gzip(&json, level)).await {
+            match tokio::task::spawn_blocking(move || gzip_body(&json, level)).await {
                 Ok(Ok(gz)) => Bytes::from(gz),
                 Ok(Err(e)) => return self.give_up(stats, &request_id, &format!("gzip: {e}")),
                 Err(e) => return self.give_up(stats, &request_id, &format!("gzip task: {e}")),
@@ -951,7 +968,7 @@ async fn read_capped(
     Ok((body, false))
 }
 
-fn gzip(json: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
+fn gzip_body(json: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
     let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::new(level));
     encoder.write_all(json)?;
     encoder.finish()
@@ -1151,6 +1168,45 @@ fn env_access_key(
 /// named by `--access-key-env` (tests pass it directly; the CLI passes `None`). Errors are bad
 /// flags and a client that cannot be built; an unreadable input or a failed batch is counted in
 /// the report, not an error.
+/// The input reader: still feeding the senders, or done before they started (`--prepare`).
+enum Reader {
+    Running(tokio::task::JoinHandle<ReadStats>),
+    Done(ReadStats),
+}
+
+/// Reads every input and encodes every request up front (`--prepare`), gzip included, on
+/// every core; returns them queued for the senders.
+async fn prepare(cfg: &SendConfig) -> anyhow::Result<(mpsc::Receiver<Batch>, ReadStats)> {
+    let (tx, mut rx) = mpsc::channel::<Batch>(cfg.concurrency);
+    let files = cfg.files.clone();
+    let limits = cfg.limits;
+    let reader = tokio::task::spawn_blocking(move || read_inputs(&files, limits, &tx));
+    let mut encoding = Vec::new();
+    while let Some(mut batch) = rx.recv().await {
+        let (gzip, level) = (cfg.gzip, cfg.gzip_level);
+        encoding.push(tokio::task::spawn_blocking(move || {
+            let json = std::mem::take(&mut batch.json);
+            batch.body = Some(if gzip {
+                Bytes::from(gzip_body(&json, level)?)
+            } else {
+                Bytes::from(json)
+            });
+            Ok::<_, std::io::Error>(batch)
+        }));
+    }
+    let read = reader.await.context("the input reader failed")?;
+    let (all_tx, all_rx) = mpsc::channel::<Batch>(encoding.len().max(1));
+    for task in encoding {
+        let batch = task
+            .await
+            .context("an encoding task failed")?
+            .context("gzip")?;
+        // The receiver is ours and the queue holds every batch: this cannot block or fail.
+        let _ = all_tx.send(batch).await;
+    }
+    Ok((all_rx, read))
+}
+
 pub async fn run(args: FirehoseSendArgs, access_key: Option<String>) -> anyhow::Result<SendReport> {
     let access_key = match access_key {
         Some(key) => Some(key),
@@ -1160,14 +1216,19 @@ pub async fn run(args: FirehoseSendArgs, access_key: Option<String>) -> anyhow::
     let client = http_client(&cfg)?;
     let histogram = Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_US, 3)
         .context("creating the latency histogram")?;
-    let started = Instant::now();
-
-    // A bounded queue: at most `concurrency` built batches wait, so memory stays near
-    // (2 × concurrency + 1) × --request-bytes however large the input.
-    let (tx, rx) = mpsc::channel::<Batch>(cfg.concurrency);
     let files = cfg.files.clone();
     let limits = cfg.limits;
-    let reader = tokio::task::spawn_blocking(move || read_inputs(&files, limits, &tx));
+    let (rx, reader) = if cfg.prepare {
+        let (rx, read) = prepare(&cfg).await?;
+        (rx, Reader::Done(read))
+    } else {
+        // A bounded queue: at most `concurrency` built batches wait, so memory stays near
+        // (2 × concurrency + 1) × --request-bytes however large the input.
+        let (tx, rx) = mpsc::channel::<Batch>(cfg.concurrency);
+        let task = tokio::task::spawn_blocking(move || read_inputs(&files, limits, &tx));
+        (rx, Reader::Running(task))
+    };
+    let started = Instant::now();
 
     let sender = Arc::new(Sender {
         client,
@@ -1193,7 +1254,10 @@ pub async fn run(args: FirehoseSendArgs, access_key: Option<String>) -> anyhow::
     // and it stops instead of waiting forever.
     drop(rx);
 
-    let read = reader.await.context("the input reader failed")?;
+    let read = match reader {
+        Reader::Done(read) => read,
+        Reader::Running(task) => task.await.context("the input reader failed")?,
+    };
     let mut stats = SendStats::new(histogram);
     for worker in workers {
         stats.merge(worker.await.context("a sender task failed")?);

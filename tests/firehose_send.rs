@@ -516,6 +516,66 @@ async fn retries_resend_the_same_id_and_body() {
     assert!(last.contains("Unable to deliver records"), "{last}");
 }
 
+/// `--prepare` encodes everything before sending: the same requests on the wire (gzip'd,
+/// every line once, retries byte-identical), only the clock starts later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_requests_are_the_same_requests() {
+    let server = Server::start(|seen, before| match before {
+        0 => fail(503, seen),
+        _ => ok(seen),
+    })
+    .await;
+    let dir = scratch("prepare");
+    let input = dir.join("a.log");
+    let lines = alb_lines(40);
+    write_lines(&input, &lines);
+    let report = firehose_send::run(
+        args(
+            &server.base,
+            &[&input],
+            &[
+                "--prepare",
+                "--gzip",
+                "--lines-per-record",
+                "2",
+                "--records-per-request",
+                "5",
+            ],
+        ),
+        Some(KEY.into()),
+    )
+    .await
+    .expect("runs");
+
+    let seen = server.seen();
+    assert_eq!(
+        seen.len(),
+        8,
+        "4 batches, each refused once then sent again"
+    );
+    for s in &seen {
+        assert_eq!(s.header("content-encoding"), Some("gzip"));
+        assert_eq!(s.body[..2], [0x1f, 0x8b]);
+    }
+    let mut by_id: HashMap<&str, Vec<&Seen>> = HashMap::new();
+    for s in &seen {
+        by_id.entry(s.request_id()).or_default().push(s);
+    }
+    assert_eq!(by_id.len(), 4);
+    let mut delivered = Vec::new();
+    for attempts in by_id.values() {
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(attempts[1].body, attempts[0].body, "byte-identical retry");
+        delivered.push(attempts[1].clone());
+    }
+    assert_eq!(delivered_lines(&delivered), sorted(lines));
+    assert_consistent(&report);
+    assert!(report.all_delivered());
+    assert_eq!((report.batches, report.lines_delivered), (4, 40));
+    let on_wire: u64 = delivered.iter().map(|s| s.body.len() as u64).sum();
+    assert_eq!(report.wire_bytes, on_wire);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_413_drops_the_batch_without_retry() {
     // The first batch to arrive is refused for good; the rest are taken.
