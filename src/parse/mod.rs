@@ -9,7 +9,7 @@
 //! rest are optional because older load balancers write fewer, and anything after field 36 is
 //! ignored because AWS only ever appends.
 
-mod fields;
+pub mod fields;
 mod text;
 mod value;
 
@@ -224,7 +224,8 @@ pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
     if line.is_empty() {
         return Err(fail(ErrorKind::Empty, 0));
     }
-    let fields = fields::split(line).map_err(|_| fail(ErrorKind::UnterminatedQuote, 0))?;
+    let mut fields = fields::Fields::new();
+    fields::split_into(line, &mut fields).map_err(|_| fail(ErrorKind::UnterminatedQuote, 0))?;
     let f = &fields.raw;
     if fields.count < REQUIRED_FIELDS {
         return Err(foreign_or(
