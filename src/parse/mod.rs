@@ -10,6 +10,7 @@
 //! ignored because AWS only ever appends.
 
 pub mod fields;
+mod swar;
 mod text;
 mod value;
 
@@ -17,7 +18,7 @@ pub use fields::MAX_FIELDS;
 pub use text::Text;
 pub use value::{Endpoint, timestamp_us, write_seconds, write_timestamp};
 
-use value::{endpoint, processing_time_us, status, uint};
+use value::{endpoint, processing_time_us, status, timestamp_and_day_us, timestamp_us_after, uint};
 
 /// Fields a line must have to be counted: everything through `sent_bytes`.
 pub const REQUIRED_FIELDS: usize = 12;
@@ -236,11 +237,11 @@ pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
     }
     let conn_type =
         conn_type(f[0]).ok_or_else(|| foreign_or(f, fields.count, fail(ErrorKind::BadType, 1)))?;
-    let time = timestamp_us(f[1])
+    let (time, day_us) = timestamp_and_day_us(f[1])
         .ok_or_else(|| foreign_or(f, fields.count, fail(ErrorKind::BadTime, 2)))?;
     // The load balancer's id is a label everywhere downstream: `app/NAME/ID` never holds a
     // space or a quote, even when a line quotes the field.
-    if f[2].is_empty() || f[2] == b"-" || has_space_or_quote(f[2]) {
+    if f[2].is_empty() || f[2] == b"-" || swar::contains_either(f[2], b' ', b'"') {
         return Err(fail(ErrorKind::BadElb, 3));
     }
     let client = endpoint(f[3]).ok_or(fail(ErrorKind::BadAddress, 4))?;
@@ -267,7 +268,9 @@ pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
     let request_creation_time_text = opt(21);
     let request_creation_time = match request_creation_time_text {
         None => None,
-        Some(t) => Some(timestamp_us(t.as_bytes()).ok_or(fail(ErrorKind::BadTime, 22))?),
+        Some(t) => Some(
+            timestamp_us_after(t.as_bytes(), f[1], day_us).ok_or(fail(ErrorKind::BadTime, 22))?,
+        ),
     };
     Ok(LogEntry {
         conn_type,
@@ -355,15 +358,6 @@ fn foreign_or(f: &[&[u8]; MAX_FIELDS], count: usize, otherwise: ParseError) -> P
     }
 }
 
-/// Whether `bytes` holds a space or a quote. It looks at every byte rather than stopping at the
-/// first hit, which lets the compiler compare many bytes at once: the answer is almost always
-/// no.
-fn has_space_or_quote(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .fold(false, |found, &b| found | (b == b' ') | (b == b'"'))
-}
-
 /// One part of the request line, `None` for `-`.
 fn part(bytes: &[u8]) -> Option<Text<'_>> {
     (bytes != b"-").then(|| Text::new(bytes))
@@ -371,25 +365,24 @@ fn part(bytes: &[u8]) -> Option<Text<'_>> {
 
 fn request_line(field: Text<'_>) -> RequestLine<'_> {
     let bytes = field.as_bytes();
-    // The method and the protocol are a few bytes from either end: plain scans from each end
-    // beat `memchr` calls.
-    let Some(first) = bytes.iter().position(|&b| b == b' ') else {
+    // The method and the protocol are a few bytes from either end: short searches from each
+    // end beat `memchr` calls.
+    let Some(first) = swar::first_byte(bytes, b' ') else {
         return RequestLine {
             verb: part(bytes),
             ..RequestLine::default()
         };
     };
     let verb = part(&bytes[..first]);
-    let rest = &bytes[first + 1..];
-    match rest.iter().rposition(|&b| b == b' ') {
-        Some(last) => RequestLine {
+    match swar::last_byte(bytes, b' ') {
+        Some(last) if last > first => RequestLine {
             verb,
-            url: part(&rest[..last]),
-            proto: part(&rest[last + 1..]),
+            url: part(&bytes[first + 1..last]),
+            proto: part(&bytes[last + 1..]),
         },
-        None => RequestLine {
+        _ => RequestLine {
             verb,
-            url: part(rest),
+            url: part(&bytes[first + 1..]),
             proto: None,
         },
     }

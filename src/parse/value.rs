@@ -19,18 +19,54 @@ pub struct Endpoint<'a> {
 /// fixed, so positions are checked directly rather than through a grammar: this runs twice per
 /// line.
 pub fn timestamp_us(field: &[u8]) -> Option<i64> {
-    let (head, rest) = field.split_first_chunk::<19>()?;
-    // Three overlapping 8-byte words cover `YYYY-MM-DDTHH:MM:SS`, each checked against its
-    // layout at once.
+    let (date, time) = field.split_first_chunk::<11>()?;
+    Some(day_us(date)? + time_of_day_us(time)?)
+}
+
+/// [`timestamp_us`] of `field`, and the start of its day for [`timestamp_us_after`].
+pub fn timestamp_and_day_us(field: &[u8]) -> Option<(i64, i64)> {
+    let (date, time) = field.split_first_chunk::<11>()?;
+    let day = day_us(date)?;
+    Some((day + time_of_day_us(time)?, day))
+}
+
+/// [`timestamp_us`] of `field`, given `known`, a timestamp field already read whose day starts
+/// at `known_day_us`: when both have the same date, only the time of day is read. The two
+/// timestamps of a line (`time` and `request_creation_time`) almost always do.
+pub fn timestamp_us_after(field: &[u8], known: &[u8], known_day_us: i64) -> Option<i64> {
+    match (field.split_first_chunk::<11>(), known.first_chunk::<11>()) {
+        (Some((date, time)), Some(known_date)) if date == known_date => {
+            Some(known_day_us + time_of_day_us(time)?)
+        }
+        _ => timestamp_us(field),
+    }
+}
+
+/// Two digits at `i` of digit values as a number.
+fn two(x: [u8; 8], i: usize) -> u32 {
+    u32::from(x[i]) * 10 + u32::from(x[i + 1])
+}
+
+/// `YYYY-MM-DDT` → microseconds from the epoch to the start of that day, checked through two
+/// overlapping 8-byte words.
+fn day_us(date: &[u8; 11]) -> Option<i64> {
     const YMD: Layout = Layout::new(b"0000-00-");
-    const DHM: Layout = Layout::new(b"00T00:00");
-    const HMS: Layout = Layout::new(b"00:00:00");
-    let ymd = YMD.digits(head[..8].first_chunk()?)?;
-    let dhm = DHM.digits(head[8..].first_chunk()?)?;
-    let hms = HMS.digits(head[11..].first_chunk()?)?;
-    let two = |x: [u8; 8], i: usize| u32::from(x[i]) * 10 + u32::from(x[i + 1]);
+    const MDT: Layout = Layout::new(b"0-00-00T");
+    let ymd = YMD.digits(date.first_chunk()?)?;
+    let mdt = MDT.digits(date.last_chunk()?)?;
     let year = two(ymd, 0) * 100 + two(ymd, 2);
-    let (month, day) = (two(ymd, 5), two(dhm, 0));
+    let (month, day) = (two(ymd, 5), two(mdt, 5));
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some(days_from_civil(i64::from(year), month, day) * 86_400_000_000)
+}
+
+/// `HH:MM:SS[.fraction]Z` → microseconds since midnight (past 24 h during a leap second).
+fn time_of_day_us(time: &[u8]) -> Option<i64> {
+    const HMS: Layout = Layout::new(b"00:00:00");
+    let (head, rest) = time.split_first_chunk::<8>()?;
+    let hms = HMS.digits(head)?;
     let (hour, minute, second) = (two(hms, 0), two(hms, 3), two(hms, 6));
     let frac_us = if let Ok(eight) = <&[u8; 8]>::try_from(rest) {
         // Eight bytes can only be six digits of microseconds, which is what ALB writes.
@@ -47,18 +83,10 @@ pub fn timestamp_us(field: &[u8]) -> Option<i64> {
             _ => return None,
         }
     };
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
+    if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    let days = days_from_civil(i64::from(year), month, day);
-    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    Some(secs * 1_000_000 + frac_us as i64)
+    Some(i64::from(hour * 3600 + minute * 60 + second) * 1_000_000 + frac_us as i64)
 }
 
 /// Eight bytes of a fixed layout: `0` stands for a digit, anything else for itself.
@@ -270,8 +298,8 @@ const IP_BYTES: [bool; 256] = {
 
 /// `10.0.0.1:80` or `2001:db8::1:443` (or `[2001:db8::1]:443`), split on the last colon.
 pub fn endpoint(field: &[u8]) -> Option<Endpoint<'_>> {
-    // The port is at most five digits from the end, so a scan from the end is short.
-    let colon = field.iter().rposition(|&b| b == b':')?;
+    // The port is at most five digits, so the colon is in the last eight bytes.
+    let colon = super::swar::last_byte(field, b':')?;
     let (ip, port) = (&field[..colon], &field[colon + 1..]);
     let ip_ok = !ip.is_empty() && ip.iter().all(|&b| IP_BYTES[usize::from(b)]);
     if !ip_ok || port.is_empty() || port.len() > 5 {
@@ -347,6 +375,36 @@ mod tests {
             b"",
         ] {
             assert_eq!(timestamp_us(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// Reading a second timestamp against the first gives what reading it alone gives, whether
+    /// the dates match or not, and rejects what reading it alone rejects.
+    #[test]
+    fn second_timestamp_of_a_line() {
+        let known = b"2018-07-02T22:23:00.186641Z";
+        let (us, day) = timestamp_and_day_us(known).expect("valid");
+        assert_eq!(us, 1_530_570_180_186_641);
+        assert_eq!(day, 1_530_489_600_000_000);
+        for field in [
+            &b"2018-07-02T22:22:48.364000Z"[..],
+            b"2018-07-02T00:00:00Z",
+            b"2018-07-02T23:59:60.5Z",
+            b"2018-07-01T23:59:59.999Z",
+            b"2019-07-02T22:22:48.364000Z",
+            b"2018-07-02T24:00:00Z",
+            b"2018-07-02T22:22:48.36400Z",
+            b"2018-07-02T22:22",
+            b"2018-07-02T",
+            b"2018-07-02",
+            b"2018-02-30T00:00:00Z",
+        ] {
+            assert_eq!(
+                timestamp_us_after(field, known, day),
+                timestamp_us(field),
+                "{}",
+                field.escape_ascii()
+            );
         }
     }
 
