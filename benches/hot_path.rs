@@ -2,7 +2,8 @@
 //! bytes a line), reported in lines/s and bytes/s. The same group holds two memchr baselines,
 //! so the distance to memory speed is visible in one run: counting newlines (the floor of any
 //! line-oriented reader) and finding fields 5 and 9 of every line (the least work any parser
-//! that yields a target and a status code must do).
+//! that yields a target and a status code must do). The tokenizer is also timed alone, the
+//! structural index `parse_line` runs next to the `nom` reference.
 
 use std::hint::black_box;
 

@@ -1,8 +1,9 @@
 //! Scalar values inside one field: timestamps, processing times, status codes, byte counts and
 //! `ip:port` pairs, parsed straight from the borrowed bytes without allocating. These are fixed
-//! layouts checked by position (the grammar of the line itself lives in the `nom` tokenizer). Each parser
-//! takes the whole field and either accepts all of it or returns `None`; the caller turns that
-//! into the error kind of the field's position.
+//! layouts checked by position, several bytes at a time where the layout allows (the grammar
+//! of the line itself lives in the tokenizer, `fields`). Each parser takes the whole field and
+//! either accepts all of it or returns `None`; the caller turns that into the error kind of the
+//! field's position.
 
 use std::io::Write;
 
