@@ -17,6 +17,27 @@ fn eq_bytes(x: u64, b: u8) -> u64 {
     !(((y & LOW7) + LOW7) | y | LOW7)
 }
 
+/// Bit 7 of each byte of the result is set exactly where that byte of `x` is an ASCII digit.
+fn digit_bytes(x: u64) -> u64 {
+    const LOW7: u64 = splat(0x7f);
+    // A digit XOR '0' is 0..=9, and only 0..=9 stays below 0x80 when 0x76 is added.
+    let d = x ^ splat(b'0');
+    !(((d & LOW7) + splat(0x76)) | d) & splat(0x80)
+}
+
+/// Whether every byte of `bytes` is an ASCII digit or `other`, e.g. an IPv4 address.
+pub fn all_digits_or(bytes: &[u8], other: u8) -> bool {
+    let ok = |chunk: &[u8; 8]| {
+        let x = u64::from_le_bytes(*chunk);
+        (digit_bytes(x) | eq_bytes(x, other)) == splat(0x80)
+    };
+    match bytes.last_chunk::<8>() {
+        // The last eight bytes overlap the chunks before them, which covers any length.
+        Some(last) => bytes.as_chunks::<8>().0.iter().all(ok) && ok(last),
+        None => bytes.iter().all(|&c| c.is_ascii_digit() || c == other),
+    }
+}
+
 /// Position of the first `b` in `bytes`.
 pub fn first_byte(bytes: &[u8], b: u8) -> Option<usize> {
     if let Some(head) = bytes.first_chunk::<8>() {
@@ -57,7 +78,7 @@ mod tests {
     #[test]
     fn searches_agree_with_byte_loops() {
         for len in 0..=20 {
-            for filler in [b'x', b'!', 0x1f, 0xa0, 0x00] {
+            for filler in [b'x', b'!', 0x1f, 0xa0, 0x00, b'7', b'/', b':', 0xb0, 0xb9] {
                 let mut bytes = vec![filler; len];
                 let check = |bytes: &[u8]| {
                     assert_eq!(
@@ -68,6 +89,11 @@ mod tests {
                     assert_eq!(
                         last_byte(bytes, b' '),
                         bytes.iter().rposition(|&c| c == b' '),
+                        "{bytes:?}"
+                    );
+                    assert_eq!(
+                        all_digits_or(bytes, b' '),
+                        bytes.iter().all(|&c| c.is_ascii_digit() || c == b' '),
                         "{bytes:?}"
                     );
                     assert_eq!(

@@ -302,7 +302,9 @@ pub fn endpoint(field: &[u8]) -> Option<Endpoint<'_>> {
     // The port is at most five digits, so the colon is in the last eight bytes.
     let colon = super::swar::last_byte(field, b':')?;
     let (ip, port) = (&field[..colon], &field[colon + 1..]);
-    let ip_ok = !ip.is_empty() && ip.iter().all(|&b| IP_BYTES[usize::from(b)]);
+    // Most addresses are IPv4, which the eight-byte check settles.
+    let ip_ok = !ip.is_empty()
+        && (super::swar::all_digits_or(ip, b'.') || ip.iter().all(|&b| IP_BYTES[usize::from(b)]));
     if !ip_ok || port.is_empty() || port.len() > 5 {
         return None;
     }
