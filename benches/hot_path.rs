@@ -2,7 +2,8 @@
 //! bytes a line), reported in lines/s and bytes/s. The same group holds two memchr baselines,
 //! so the distance to memory speed is visible in one run: counting newlines (the floor of any
 //! line-oriented reader) and finding fields 5 and 9 of every line (the least work any parser
-//! that yields a target and a status code must do).
+//! that yields a target and a status code must do). The tokenizer is also timed alone, the
+//! structural index `parse_line` runs next to the `nom` reference.
 
 use std::hint::black_box;
 
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use albwatch::aggregate::{AggregateConfig, Aggregator};
 use albwatch::classify::{LbSettings, LoadBalancers, classify};
 use albwatch::corpus::Corpus;
+use albwatch::parse::fields::{Fields, split_into, split_nom};
 use albwatch::parse::parse_line;
 use albwatch::pipeline::{RawBatch, Worker};
 
@@ -53,6 +55,30 @@ fn hot_path(c: &mut Criterion) {
                 sum += usize::from(line[f5]) + usize::from(line[f9]);
             });
             sum
+        })
+    });
+
+    // The tokenizer alone, both implementations: `split_into` is what `parse_line` runs.
+    group.bench_function("tokenize", |b| {
+        b.iter(|| {
+            let mut count = 0usize;
+            each_line(black_box(&data), |line| {
+                let mut fields = Fields::new();
+                if split_into(line, &mut fields).is_ok() {
+                    count += black_box(&fields).count;
+                }
+            });
+            count
+        })
+    });
+
+    group.bench_function("tokenize_nom", |b| {
+        b.iter(|| {
+            let mut count = 0usize;
+            each_line(black_box(&data), |line| {
+                count += black_box(split_nom(line)).map_or(0, |f| f.count);
+            });
+            count
         })
     });
 

@@ -1,12 +1,15 @@
-//! Property tests for `albwatch::parse::parse_line`. They prove three things over randomly
+//! Property tests for `albwatch::parse::parse_line`. They prove four things over randomly
 //! generated access-log records (every field of spec §1.2, with `-` anywhere a field is
 //! optional, raw spaces and `\x22`/`\"` escapes inside quoted fields, IPv6 endpoints, 12 to 36
 //! fields, ignored future fields and an optional `\r`): every rendered line parses, and parses
 //! back to exactly the record it came from; a deliberately naive byte-by-byte tokenizer written
 //! from spec §1.3 (the oracle) sees the same fields as the parser; and on arbitrary bytes and
 //! on valid lines with a byte flipped, inserted, deleted or appended, the parser never panics
-//! and never accepts a line whose columns the oracle would read differently.
+//! and never accepts a line whose columns the oracle would read differently. Finally, the fast
+//! tokenizer (`fields::split`) and the `nom` one (`fields::split_nom`) both split every line,
+//! valid, damaged or random, exactly as the oracle does.
 
+use albwatch::parse::fields::{split, split_nom};
 use albwatch::parse::{LogEntry, Text, parse_line};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -959,6 +962,85 @@ proptest! {
     ) {
         accepted_means_same_columns(&mutate(r.render(), &mutations))?;
     }
+
+    /// (e) on rendered, damaged and random lines.
+    #[test]
+    fn tokenizers_agree_on_rendered_lines(r in record()) {
+        tokenizers_agree_with_oracle(&r.render())?;
+    }
+
+    #[test]
+    fn tokenizers_agree_on_mutated_lines(
+        r in record(),
+        mutations in prop::collection::vec(mutation(), 1..=6),
+    ) {
+        tokenizers_agree_with_oracle(&mutate(r.render(), &mutations))?;
+    }
+
+    #[test]
+    fn tokenizers_agree_on_arbitrary_bytes(line in any::<Vec<u8>>()) {
+        tokenizers_agree_with_oracle(&line)?;
+    }
+
+    #[test]
+    fn tokenizers_agree_on_quotes_and_escapes(line in tokenizer_bytes()) {
+        tokenizers_agree_with_oracle(&line)?;
+    }
+
+    #[test]
+    fn tokenizers_agree_on_fields_with_quotes_and_escapes(line in field_soup()) {
+        tokenizers_agree_with_oracle(&line)?;
+    }
+}
+
+/// Lines made mostly of the bytes the tokenizer rules are about, up to a few 64-byte blocks
+/// long, so quotes, escapes and separators land on every position of a block.
+fn tokenizer_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let byte = prop_oneof![
+        4 => prop::sample::select(b" \"\\".to_vec()),
+        3 => prop::sample::select(b"ax-".to_vec()),
+        1 => any::<u8>(),
+    ];
+    prop::collection::vec(byte, 0..=200)
+}
+
+/// Lines of bare and quoted fields joined by spaces, whose contents lean on quotes,
+/// backslashes and spaces, and whose quoted fields sometimes never close: the shapes where an
+/// escaped or stray quote can be mistaken for the end of a field.
+fn field_soup() -> impl Strategy<Value = Vec<u8>> {
+    let bare = prop::collection::vec(prop::sample::select(b"a-\\\"\xff".to_vec()), 0..6);
+    let quoted = (
+        prop::collection::vec(prop::sample::select(b"a \\\"\xff".to_vec()), 0..12),
+        prop::bool::weighted(0.9),
+    )
+        .prop_map(|(body, closed)| {
+            let mut field = vec![b'"'];
+            field.extend(body);
+            if closed {
+                field.push(b'"');
+            }
+            field
+        });
+    prop::collection::vec(prop_oneof![bare, quoted], 0..45).prop_map(|fields| fields.join(&b' '))
+}
+
+/// Property (e): both tokenizers return the oracle's fields, or fail where it does.
+fn tokenizers_agree_with_oracle(line: &[u8]) -> Result<(), TestCaseError> {
+    // The oracle drops one line terminator itself; the tokenizers never see it.
+    let bare = line.strip_suffix(b"\n").unwrap_or(line);
+    let bare = bare.strip_suffix(b"\r").unwrap_or(bare);
+    let want = oracle(line);
+    let fast = split(bare).ok().map(|f| f.as_slice().to_vec());
+    let reference = split_nom(bare).ok().map(|f| f.as_slice().to_vec());
+    let check = || {
+        prop_assert_eq!(&fast, &reference, "fast tokenizer vs nom");
+        let fast: Option<Vec<Vec<u8>>> = fast
+            .as_ref()
+            .map(|f| f.iter().map(|v| v.to_vec()).collect());
+        prop_assert_eq!(fast, want.clone(), "fast tokenizer vs oracle");
+        Ok(())
+    };
+    check().map_err(on(line))
 }
 
 /// Property (d): rejecting a damaged line is always fine, accepting it is fine only if the

@@ -1,13 +1,16 @@
-//! Any bytes: `parse_line` never panics, never shifts columns (an `Ok` entry's `elb` has no
-//! space), and an `Ok` entry classifies to a named cause and renders as exactly one JSON line.
+//! Any bytes: the fast tokenizer splits them exactly as the `nom` reference does, `parse_line`
+//! never panics, never shifts columns (an `Ok` entry's `elb` has no space), and an `Ok` entry
+//! classifies to a named cause and renders as exactly one JSON line.
 #![no_main]
 
 use albwatch::classify::{LbSettings, classify};
+use albwatch::parse::fields::{Fields, UnterminatedQuote, split, split_nom};
 use albwatch::parse::parse_line;
 use albwatch::render::write_json;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    assert_eq!(fields(split(data)), fields(split_nom(data)));
     let Ok(entry) = parse_line(data) else { return };
     assert!(!entry.elb.as_bytes().contains(&b' '), "elb {:?}", entry.elb);
     let cause = classify(&entry, &LbSettings::default());
@@ -17,3 +20,9 @@ fuzz_target!(|data: &[u8]| {
     let newlines = out.iter().filter(|&&b| b == b'\n').count();
     assert!(newlines == 1 && out.ends_with(b"\n"), "{out:?}");
 });
+
+fn fields<'a>(
+    split: Result<Fields<'a>, UnterminatedQuote>,
+) -> Result<Vec<&'a [u8]>, UnterminatedQuote> {
+    split.map(|f| f.as_slice().to_vec())
+}

@@ -1,8 +1,17 @@
-//! The tokenizer: splits one access-log line into at most [`MAX_FIELDS`] borrowed fields with
-//! `nom`, following the rules of the spec (§1.3): a field that opens with `"` ends at the next
+//! The tokenizer: splits one access-log line into at most [`MAX_FIELDS`] borrowed fields,
+//! following the rules of the spec (§1.3): a field that opens with `"` ends at the next
 //! unescaped `"` followed by a space or the end of the line, any other field ends at the next
 //! space. It hands the parser the raw field bytes with the quotes stripped; what a field means
 //! is decided there, by position.
+//!
+//! There are two implementations of the same rules. [`split_nom`], built with `nom` and
+//! `memchr`, is the reference, the portable path and the one for irregular lines (stray or
+//! escaped quotes); on x86_64 [`split`] first tries a structural index of the line built with
+//! SSE2 or AVX2 (`index`), about twice as fast on real lines. Both are public so that the
+//! property tests, the fuzz target and the benches can hold them side by side.
+
+#[cfg(target_arch = "x86_64")]
+mod index;
 
 use memchr::{memchr, memchr2};
 use nom::IResult;
@@ -22,6 +31,26 @@ pub struct Fields<'a> {
     pub count: usize,
 }
 
+impl<'a> Fields<'a> {
+    pub fn new() -> Self {
+        Fields {
+            raw: [&[][..]; MAX_FIELDS],
+            count: 0,
+        }
+    }
+
+    /// The fields the line has.
+    pub fn as_slice(&self) -> &[&'a [u8]] {
+        &self.raw[..self.count]
+    }
+}
+
+impl Default for Fields<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Why a line could not be split into fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnterminatedQuote;
@@ -29,10 +58,26 @@ pub struct UnterminatedQuote;
 /// Splits `line` (no line terminator) into fields. Fields past [`MAX_FIELDS`] are not looked at,
 /// so a broken future field can never fail a line.
 pub fn split(line: &[u8]) -> Result<Fields<'_>, UnterminatedQuote> {
-    let mut fields = Fields {
-        raw: [&[][..]; MAX_FIELDS],
-        count: 0,
-    };
+    let mut fields = Fields::new();
+    split_into(line, &mut fields)?;
+    Ok(fields)
+}
+
+/// [`split`] into fields the caller owns, which saves the hot path a copy of [`Fields`]. On an
+/// error `fields` holds nothing meaningful.
+#[inline]
+pub fn split_into<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> Result<(), UnterminatedQuote> {
+    #[cfg(target_arch = "x86_64")]
+    if index::split_regular(line, fields) {
+        return Ok(());
+    }
+    *fields = split_nom(line)?;
+    Ok(())
+}
+
+/// [`split`] with `nom`: one parser call and one `memchr` per field.
+pub fn split_nom(line: &[u8]) -> Result<Fields<'_>, UnterminatedQuote> {
+    let mut fields = Fields::new();
     let mut rest = line;
     loop {
         let (after, value) = field(rest).map_err(|_| UnterminatedQuote)?;
@@ -82,10 +127,18 @@ fn quoted_body(input: &[u8]) -> IResult<&[u8], &[u8]> {
 mod tests {
     use super::*;
 
+    /// Both tokenizers' view of `line`, after checking they agree.
+    fn both(line: &[u8]) -> Result<Vec<&[u8]>, UnterminatedQuote> {
+        let fast = split(line).map(|f| f.as_slice().to_vec());
+        let reference = split_nom(line).map(|f| f.as_slice().to_vec());
+        assert_eq!(fast, reference, "{}", line.escape_ascii());
+        fast
+    }
+
     fn fields(line: &str) -> Vec<&str> {
-        let f = split(line.as_bytes()).expect("splits");
-        f.raw[..f.count]
-            .iter()
+        both(line.as_bytes())
+            .expect("splits")
+            .into_iter()
             .map(|b| std::str::from_utf8(b).expect("utf8"))
             .collect()
     }
@@ -106,26 +159,79 @@ mod tests {
             vec![r#"say "hi"there"#, "x"]
         );
         assert_eq!(fields(r#""a\\" b"#), vec![r"a\\", "b"]);
+        assert_eq!(fields(r#""a\\\" b" c"#), vec![r#"a\\\" b"#, "c"]);
+        assert_eq!(fields(r#"a\ "b""#), vec![r"a\", "b"]);
     }
 
     #[test]
     fn empty_fields_and_trailing_space() {
         assert_eq!(fields("a  b "), vec!["a", "", "b", ""]);
         assert_eq!(fields(r#""""#), vec![""]);
+        assert_eq!(fields(""), vec![""]);
+        assert_eq!(fields(" "), vec!["", ""]);
     }
 
     #[test]
     fn unterminated_quote_is_an_error() {
-        assert_eq!(split(br#"a "b c"#).err(), Some(UnterminatedQuote));
-        assert_eq!(split(br#"a "b\"#).err(), Some(UnterminatedQuote));
-        assert_eq!(split(br#"""#).err(), Some(UnterminatedQuote));
+        for line in [&br#"a "b c"#[..], br#"a "b\"#, br#"""#, br#""a\""#] {
+            assert_eq!(
+                both(line),
+                Err(UnterminatedQuote),
+                "{}",
+                line.escape_ascii()
+            );
+        }
     }
 
     #[test]
     fn stops_after_the_documented_fields() {
         let mut line = "x ".repeat(MAX_FIELDS);
         line.push_str("\"unterminated future field");
-        let f = split(line.as_bytes()).expect("extra fields are never parsed");
-        assert_eq!(f.count, MAX_FIELDS);
+        let f = both(line.as_bytes()).expect("extra fields are never parsed");
+        assert_eq!(f.len(), MAX_FIELDS);
+    }
+
+    /// Quoted fields whose quotes, escapes and separators fall on every position around the
+    /// 16- and 64-byte blocks of the fast tokenizer.
+    #[test]
+    fn fields_across_block_boundaries() {
+        for pad in 0..140 {
+            let x = "x".repeat(pad);
+            for line in [
+                format!("{x} \"a b\" c"),
+                format!("\"{x}\" c"),
+                format!("\"{x}\\\" c\" d"),
+                format!("\"{x}\\\\\" c"),
+                format!("\"{x}\"\" \""),
+                format!("\"{x} \"y\" z"),
+                format!("{x}\\ \"q\\\"\""),
+                format!("{x} "),
+                format!("\"{x}"),
+            ] {
+                let _ = both(line.as_bytes());
+            }
+        }
+    }
+
+    /// Random lines of every length up to 200 over the bytes that matter to the rules (and one
+    /// that is not ASCII), compared between the two tokenizers.
+    #[test]
+    fn random_lines_of_every_length() {
+        const ALPHABET: &[u8] = b"  \"\"\\ax\xff";
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in 0..=200 {
+            for _ in 0..200 {
+                let line: Vec<u8> = (0..len)
+                    .map(|_| ALPHABET[next() as usize % ALPHABET.len()])
+                    .collect();
+                let _ = both(&line);
+            }
+        }
     }
 }

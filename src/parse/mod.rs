@@ -9,7 +9,8 @@
 //! rest are optional because older load balancers write fewer, and anything after field 36 is
 //! ignored because AWS only ever appends.
 
-mod fields;
+pub mod fields;
+mod swar;
 mod text;
 mod value;
 
@@ -17,7 +18,7 @@ pub use fields::MAX_FIELDS;
 pub use text::Text;
 pub use value::{Endpoint, timestamp_us, write_seconds, write_timestamp};
 
-use value::{endpoint, processing_time_us, status, uint};
+use value::{endpoint, processing_time_us, status, timestamp_and_day_us, timestamp_us_after, uint};
 
 /// Fields a line must have to be counted: everything through `sent_bytes`.
 pub const REQUIRED_FIELDS: usize = 12;
@@ -224,7 +225,8 @@ pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
     if line.is_empty() {
         return Err(fail(ErrorKind::Empty, 0));
     }
-    let fields = fields::split(line).map_err(|_| fail(ErrorKind::UnterminatedQuote, 0))?;
+    let mut fields = fields::Fields::new();
+    fields::split_into(line, &mut fields).map_err(|_| fail(ErrorKind::UnterminatedQuote, 0))?;
     let f = &fields.raw;
     if fields.count < REQUIRED_FIELDS {
         return Err(foreign_or(
@@ -235,11 +237,11 @@ pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
     }
     let conn_type =
         conn_type(f[0]).ok_or_else(|| foreign_or(f, fields.count, fail(ErrorKind::BadType, 1)))?;
-    let time = timestamp_us(f[1])
+    let (time, day_us) = timestamp_and_day_us(f[1])
         .ok_or_else(|| foreign_or(f, fields.count, fail(ErrorKind::BadTime, 2)))?;
     // The load balancer's id is a label everywhere downstream: `app/NAME/ID` never holds a
     // space or a quote, even when a line quotes the field.
-    if f[2].is_empty() || f[2] == b"-" || f[2].iter().any(|&b| b == b' ' || b == b'"') {
+    if f[2].is_empty() || f[2] == b"-" || swar::contains_either(f[2], b' ', b'"') {
         return Err(fail(ErrorKind::BadElb, 3));
     }
     let client = endpoint(f[3]).ok_or(fail(ErrorKind::BadAddress, 4))?;
@@ -266,7 +268,9 @@ pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
     let request_creation_time_text = opt(21);
     let request_creation_time = match request_creation_time_text {
         None => None,
-        Some(t) => Some(timestamp_us(t.as_bytes()).ok_or(fail(ErrorKind::BadTime, 22))?),
+        Some(t) => Some(
+            timestamp_us_after(t.as_bytes(), f[1], day_us).ok_or(fail(ErrorKind::BadTime, 22))?,
+        ),
     };
     Ok(LogEntry {
         conn_type,
@@ -361,23 +365,24 @@ fn part(bytes: &[u8]) -> Option<Text<'_>> {
 
 fn request_line(field: Text<'_>) -> RequestLine<'_> {
     let bytes = field.as_bytes();
-    let Some(first) = memchr::memchr(b' ', bytes) else {
+    // The method and the protocol are a few bytes from either end: short searches from each
+    // end beat `memchr` calls.
+    let Some(first) = swar::first_byte(bytes, b' ') else {
         return RequestLine {
             verb: part(bytes),
             ..RequestLine::default()
         };
     };
     let verb = part(&bytes[..first]);
-    let rest = &bytes[first + 1..];
-    match memchr::memrchr(b' ', rest) {
-        Some(last) => RequestLine {
+    match swar::last_byte(bytes, b' ') {
+        Some(last) if last > first => RequestLine {
             verb,
-            url: part(&rest[..last]),
-            proto: part(&rest[last + 1..]),
+            url: part(&bytes[first + 1..last]),
+            proto: part(&bytes[last + 1..]),
         },
-        None => RequestLine {
+        _ => RequestLine {
             verb,
-            url: part(rest),
+            url: part(&bytes[first + 1..]),
             proto: None,
         },
     }

@@ -1,8 +1,9 @@
 //! Scalar values inside one field: timestamps, processing times, status codes, byte counts and
 //! `ip:port` pairs, parsed straight from the borrowed bytes without allocating. These are fixed
-//! layouts checked by position (the grammar of the line itself lives in the `nom` tokenizer). Each parser
-//! takes the whole field and either accepts all of it or returns `None`; the caller turns that
-//! into the error kind of the field's position.
+//! layouts checked by position, several bytes at a time where the layout allows (the grammar
+//! of the line itself lives in the tokenizer, `fields`). Each parser takes the whole field and
+//! either accepts all of it or returns `None`; the caller turns that into the error kind of the
+//! field's position.
 
 use std::io::Write;
 
@@ -19,59 +20,108 @@ pub struct Endpoint<'a> {
 /// fixed, so positions are checked directly rather than through a grammar: this runs twice per
 /// line.
 pub fn timestamp_us(field: &[u8]) -> Option<i64> {
-    let [
-        y0,
-        y1,
-        y2,
-        y3,
-        b'-',
-        m0,
-        m1,
-        b'-',
-        d0,
-        d1,
-        b'T',
-        h0,
-        h1,
-        b':',
-        n0,
-        n1,
-        b':',
-        s0,
-        s1,
-        rest @ ..,
-    ] = field
-    else {
-        return None;
-    };
-    let [frac @ .., b'Z'] = rest else {
-        return None;
-    };
-    let year = digits(&[*y0, *y1, *y2, *y3])?;
-    let month = digits(&[*m0, *m1])?;
-    let day = digits(&[*d0, *d1])?;
-    let (hour, minute, second) = (
-        digits(&[*h0, *h1])?,
-        digits(&[*n0, *n1])?,
-        digits(&[*s0, *s1])?,
-    );
-    let frac_us = match frac {
-        [] => 0,
-        [b'.', digits @ ..] => fraction_us(digits)?,
-        _ => return None,
-    };
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
+    let (date, time) = field.split_first_chunk::<11>()?;
+    Some(day_us(date)? + time_of_day_us(time)?)
+}
+
+/// [`timestamp_us`] of `field`, and the start of its day for [`timestamp_us_after`].
+pub fn timestamp_and_day_us(field: &[u8]) -> Option<(i64, i64)> {
+    let (date, time) = field.split_first_chunk::<11>()?;
+    let day = day_us(date)?;
+    Some((day + time_of_day_us(time)?, day))
+}
+
+/// [`timestamp_us`] of `field`, given `known`, a timestamp field already read whose day starts
+/// at `known_day_us`: when both have the same date, only the time of day is read. The two
+/// timestamps of a line (`time` and `request_creation_time`) almost always do.
+pub fn timestamp_us_after(field: &[u8], known: &[u8], known_day_us: i64) -> Option<i64> {
+    match (field.split_first_chunk::<11>(), known.first_chunk::<11>()) {
+        (Some((date, time)), Some(known_date)) if date == known_date => {
+            Some(known_day_us + time_of_day_us(time)?)
+        }
+        _ => timestamp_us(field),
+    }
+}
+
+/// Two digits at `i` of digit values as a number.
+fn two(x: [u8; 8], i: usize) -> u32 {
+    u32::from(x[i]) * 10 + u32::from(x[i + 1])
+}
+
+/// `YYYY-MM-DDT` → microseconds from the epoch to the start of that day, checked through two
+/// overlapping 8-byte words.
+fn day_us(date: &[u8; 11]) -> Option<i64> {
+    const YMD: Layout = Layout::new(b"0000-00-");
+    const MDT: Layout = Layout::new(b"0-00-00T");
+    let ymd = YMD.digits(date.first_chunk()?)?;
+    let mdt = MDT.digits(date.last_chunk()?)?;
+    let year = two(ymd, 0) * 100 + two(ymd, 2);
+    let (month, day) = (two(ymd, 5), two(mdt, 5));
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return None;
     }
-    let days = days_from_civil(i64::from(year), month, day);
-    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    Some(secs * 1_000_000 + frac_us as i64)
+    Some(days_from_civil(i64::from(year), month, day) * 86_400_000_000)
+}
+
+/// `HH:MM:SS[.fraction]Z` → microseconds since midnight (past 24 h during a leap second).
+fn time_of_day_us(time: &[u8]) -> Option<i64> {
+    const HMS: Layout = Layout::new(b"00:00:00");
+    let (head, rest) = time.split_first_chunk::<8>()?;
+    let hms = HMS.digits(head)?;
+    let (hour, minute, second) = (two(hms, 0), two(hms, 3), two(hms, 6));
+    let frac_us = if let Ok(eight) = <&[u8; 8]>::try_from(rest) {
+        // Eight bytes can only be six digits of microseconds, which is what ALB writes.
+        const MICROS: Layout = Layout::new(b".000000Z");
+        let us = MICROS.digits(eight)?;
+        u64::from(two(us, 1) * 10_000 + two(us, 3) * 100 + two(us, 5))
+    } else {
+        let [frac @ .., b'Z'] = rest else {
+            return None;
+        };
+        match frac {
+            [] => 0,
+            [b'.', digits @ ..] => fraction_us(digits)?,
+            _ => return None,
+        }
+    };
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    Some(i64::from(hour * 3600 + minute * 60 + second) * 1_000_000 + frac_us as i64)
+}
+
+/// Eight bytes of a fixed layout: `0` stands for a digit, anything else for itself.
+#[derive(Clone, Copy)]
+struct Layout {
+    bytes: u64,
+    /// `0xff` in every byte that is not a digit.
+    separators: u64,
+}
+
+impl Layout {
+    const fn new(layout: &[u8; 8]) -> Self {
+        let mut separators = 0u64;
+        let mut i = 0;
+        while i < 8 {
+            if layout[i] != b'0' {
+                separators |= 0xff << (8 * i);
+            }
+            i += 1;
+        }
+        Layout {
+            bytes: u64::from_le_bytes(*layout),
+            separators,
+        }
+    }
+
+    /// `bytes` with each digit turned into its value, if they follow the layout. XOR with the
+    /// layout leaves 0..=9 for a digit and 0 for the right separator, which is checked for all
+    /// eight bytes at once.
+    fn digits(self, bytes: &[u8; 8]) -> Option<[u8; 8]> {
+        let x = u64::from_le_bytes(*bytes) ^ self.bytes;
+        let not_digit = (x.wrapping_add(0x7676_7676_7676_7676) | x) & 0x8080_8080_8080_8080;
+        (not_digit | (x & self.separators) == 0).then_some(x.to_le_bytes())
+    }
 }
 
 /// A run of ASCII digits (at most 9, so it fits) as a number.
@@ -81,16 +131,41 @@ fn digits(d: &[u8]) -> Option<u32> {
     })
 }
 
+/// Up to 19 digits to a number, which cannot overflow a `u64`; `None` on a non-digit. It reads
+/// every byte and checks once at the end: these runs are short and almost always valid.
+fn short_u64(digits: &[u8]) -> Option<u64> {
+    debug_assert!(digits.len() <= 19);
+    let mut value = 0u64;
+    let mut bad = false;
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        bad |= d > 9;
+        value = value.wrapping_mul(10).wrapping_add(u64::from(d));
+    }
+    (!bad).then_some(value)
+}
+
+/// Powers of ten up to 10⁹, by exponent: scaling a fraction is then a table look-up.
+const POW10: [u64; 10] = {
+    let mut table = [1u64; 10];
+    let mut i = 1;
+    while i < table.len() {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
 /// The digits after a decimal point (1 to 9 of them) as microseconds, truncating below 1 µs.
 fn fraction_us(frac: &[u8]) -> Option<u64> {
     if frac.is_empty() || frac.len() > 9 {
         return None;
     }
-    let value = u64::from(digits(frac)?);
+    let value = short_u64(frac)?;
     // Scale to exactly six digits: pad short fractions, truncate nanoseconds.
     Some(match frac.len() {
-        n @ 0..=6 => value * 10u64.pow(6 - n as u32),
-        n => value / 10u64.pow(n as u32 - 6),
+        n @ 0..=6 => value * POW10[6 - n],
+        n => value / POW10[n - 6],
     })
 }
 
@@ -149,10 +224,26 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// A processing time: `Some(Some(µs))` for `0.086`, `Some(None)` for `-1` or `-` (not
 /// dispatched / no response, never a duration), `None` for anything else.
 pub fn processing_time_us(field: &[u8]) -> Option<Option<u64>> {
-    if field == b"-1" || field == b"-" {
-        return Some(None);
+    match field {
+        b"-1" | b"-" => return Some(None),
+        // What ALB writes: three decimals. Any field this arm takes, the general path below
+        // would read the same way.
+        [whole @ .., b'.', a, b, c] if (1..=12).contains(&whole.len()) => {
+            let (a, b, c) = (
+                a.wrapping_sub(b'0'),
+                b.wrapping_sub(b'0'),
+                c.wrapping_sub(b'0'),
+            );
+            if a > 9 || b > 9 || c > 9 {
+                return None;
+            }
+            let ms = u64::from(a) * 100 + u64::from(b) * 10 + u64::from(c);
+            return Some(Some(short_u64(whole)? * 1_000_000 + ms * 1000));
+        }
+        _ => {}
     }
-    let (whole, frac) = match memchr::memchr(b'.', field) {
+    // The fields are a handful of bytes: a plain scan beats a `memchr` call.
+    let (whole, frac) = match field.iter().position(|&b| b == b'.') {
         Some(dot) => (&field[..dot], Some(&field[dot + 1..])),
         None => (field, None),
     };
@@ -163,7 +254,7 @@ pub fn processing_time_us(field: &[u8]) -> Option<Option<u64>> {
         Some(f) => fraction_us(f)?,
         None => 0,
     };
-    Some(Some(ascii_u64(whole)? * 1_000_000 + frac_us))
+    Some(Some(short_u64(whole)? * 1_000_000 + frac_us))
 }
 
 /// A three-digit status code; `000` is a valid value (HTTP/2 stream reset).
@@ -176,10 +267,11 @@ pub fn status(field: &[u8]) -> Option<u16> {
 
 /// An unsigned decimal integer such as a byte count.
 pub fn uint(field: &[u8]) -> Option<u64> {
-    if field.is_empty() {
-        return None;
+    match field.len() {
+        0 => None,
+        1..=19 => short_u64(field),
+        _ => ascii_u64(field),
     }
-    ascii_u64(field)
 }
 
 /// Digits to a number, `None` on a non-digit or on overflow.
@@ -192,18 +284,31 @@ fn ascii_u64(digits: &[u8]) -> Option<u64> {
     })
 }
 
+/// The bytes an IP address may hold, as written in the log: hex digits, `.`, `:`, brackets and
+/// `%` (a zone index).
+const IP_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_hexdigit() || matches!(c, b'.' | b':' | b'[' | b']' | b'%');
+        b += 1;
+    }
+    table
+};
+
 /// `10.0.0.1:80` or `2001:db8::1:443` (or `[2001:db8::1]:443`), split on the last colon.
 pub fn endpoint(field: &[u8]) -> Option<Endpoint<'_>> {
-    let colon = memchr::memrchr(b':', field)?;
+    // The port is at most five digits, so the colon is in the last eight bytes.
+    let colon = super::swar::last_byte(field, b':')?;
     let (ip, port) = (&field[..colon], &field[colon + 1..]);
+    // Most addresses are IPv4, which the eight-byte check settles.
     let ip_ok = !ip.is_empty()
-        && ip
-            .iter()
-            .all(|&b| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'[' | b']' | b'%'));
+        && (super::swar::all_digits_or(ip, b'.') || ip.iter().all(|&b| IP_BYTES[usize::from(b)]));
     if !ip_ok || port.is_empty() || port.len() > 5 {
         return None;
     }
-    let port = u16::try_from(uint(port)?).ok()?;
+    let port = u16::try_from(short_u64(port)?).ok()?;
     Some(Endpoint {
         ip: Text::new(ip),
         port,
@@ -240,16 +345,69 @@ mod tests {
             timestamp_us(b"2024-02-29T00:00:00.5Z"),
             Some(1_709_164_800_500_000)
         );
+        // Every length of fraction reads as microseconds, truncated past six digits.
+        let base = 1_530_570_180_000_000;
+        for (frac, us) in [
+            ("", 0),
+            (".1", 100_000),
+            (".12345", 123_450),
+            (".123456", 123_456),
+            (".1234567", 123_456),
+            (".123456789", 123_456),
+        ] {
+            let text = format!("2018-07-02T22:23:00{frac}Z");
+            assert_eq!(timestamp_us(text.as_bytes()), Some(base + us), "{text}");
+        }
         for bad in [
             &b"2023-02-29T00:00:00Z"[..],
             b"2018-13-02T22:23:00Z",
             b"2018-07-02 22:23:00Z",
+            b"2018-07.02T22:23:00Z",
+            b"2018-07-02T22-23:00Z",
+            b"2018-07-02T22:23:0:Z",
+            b"2018-07-02T22:23:0/Z",
+            b"2018-07-02T2\xb2:23:00Z",
+            b"2018-0a-02T22:23:00Z",
+            b"2018-07-02T22:23:00.1234567",
+            b"2018-07-02T22:23:00.12345aZ",
+            b"2018-07-02T22:23:00,123456Z",
+            b"2018-07-02T22:23:00.1234567890Z",
             b"2018-07-02T22:23:00.Z",
             b"2018-07-02T22:23:00",
             b"2.0",
             b"",
         ] {
             assert_eq!(timestamp_us(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// Reading a second timestamp against the first gives what reading it alone gives, whether
+    /// the dates match or not, and rejects what reading it alone rejects.
+    #[test]
+    fn second_timestamp_of_a_line() {
+        let known = b"2018-07-02T22:23:00.186641Z";
+        let (us, day) = timestamp_and_day_us(known).expect("valid");
+        assert_eq!(us, 1_530_570_180_186_641);
+        assert_eq!(day, 1_530_489_600_000_000);
+        for field in [
+            &b"2018-07-02T22:22:48.364000Z"[..],
+            b"2018-07-02T00:00:00Z",
+            b"2018-07-02T23:59:60.5Z",
+            b"2018-07-01T23:59:59.999Z",
+            b"2019-07-02T22:22:48.364000Z",
+            b"2018-07-02T24:00:00Z",
+            b"2018-07-02T22:22:48.36400Z",
+            b"2018-07-02T22:22",
+            b"2018-07-02T",
+            b"2018-07-02",
+            b"2018-02-30T00:00:00Z",
+        ] {
+            assert_eq!(
+                timestamp_us_after(field, known, day),
+                timestamp_us(field),
+                "{}",
+                field.escape_ascii()
+            );
         }
     }
 
@@ -275,7 +433,25 @@ mod tests {
         assert_eq!(processing_time_us(b"3"), Some(Some(3_000_000)));
         assert_eq!(processing_time_us(b"-1"), Some(None));
         assert_eq!(processing_time_us(b"-"), Some(None));
-        for bad in [&b"-2"[..], b"1.", b".5", b"1e3", b"", b"0.0.0"] {
+        assert_eq!(processing_time_us(b"12.345"), Some(Some(12_345_000)));
+        assert_eq!(processing_time_us(b"1.2345"), Some(Some(1_234_500)));
+        assert_eq!(
+            processing_time_us(b"999999999999.999"),
+            Some(Some(999_999_999_999_999_000))
+        );
+        for bad in [
+            &b"-2"[..],
+            b"1.",
+            b".5",
+            b"1e3",
+            b"",
+            b"0.0.0",
+            b"0.0.000",
+            b".123",
+            b"a.123",
+            b"1.12a",
+            b"1234567890123.000",
+        ] {
             assert_eq!(processing_time_us(bad), None);
         }
     }
