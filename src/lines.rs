@@ -108,7 +108,13 @@ impl<R: BufRead> Chunker<R> {
 
     /// Whole lines until `target` bytes or the reader's current end (`true`).
     fn whole_lines(&mut self, target: usize) -> io::Result<(Chunk, bool)> {
-        let mut chunk = Chunk::default();
+        // Sized once for a full batch (plus one read's overshoot): growing from empty would
+        // copy each batch about twice more on the reading thread, which replay shares with
+        // the workers.
+        let mut chunk = Chunk {
+            lines: Vec::with_capacity(target.saturating_add(READ_BUFFER_BYTES)),
+            too_long: 0,
+        };
         loop {
             let buf = match self.inner.fill_buf() {
                 Ok(buf) => buf,
