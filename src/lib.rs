@@ -12,7 +12,8 @@
 //!   [`decode`]; [`firehose_send`] is the Firehose load driver;
 //! - [`pipeline`]: worker threads that run the synchronous hot path on each batch and
 //!   acknowledge it only after its counts are merged;
-//! - [`parse`] turns one line into a borrowed [`parse::LogEntry`] (zero-copy, `nom`);
+//! - [`parse`] turns one line into a borrowed [`parse::LogEntry`] (zero-copy; a SIMD
+//!   structural index splits the fields, with the `nom` tokenizer as reference and fallback);
 //! - [`classify`] gives each entry exactly one probable [`classify::Cause`], a closed set of
 //!   label values with a runbook hint;
 //! - [`aggregate`]: event-time buckets and sliding windows per `(elb, target_group, target)`,
