@@ -423,7 +423,6 @@ struct State {
 /// The notifier: the outbox behind a lock, and the senders.
 pub struct Notifier {
     outbox: Mutex<Outbox>,
-    dropped_seen: Mutex<u64>,
     state: watch::Sender<Arc<State>>,
     /// Per sender, the generation it last delivered.
     delivered: Vec<(Url, watch::Receiver<u64>)>,
@@ -489,7 +488,6 @@ impl Notifier {
         }
         Ok(Arc::new(Notifier {
             outbox: Mutex::new(Outbox::new(cfg.max_alerts)),
-            dropped_seen: Mutex::new(0),
             state,
             delivered,
             stop,
@@ -510,17 +508,15 @@ impl Notifier {
         self.metrics.record(transitions);
         let alerts = {
             let mut outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            let dropped_before = outbox.dropped();
             for t in transitions {
                 outbox.apply(t, now_us);
             }
             outbox.refresh(active);
             outbox.expire(now_us, self.resolved_resend_us);
-            let mut seen = self
-                .dropped_seen
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            self.metrics.dropped.inc_by(outbox.dropped() - *seen);
-            *seen = outbox.dropped();
+            self.metrics
+                .dropped
+                .inc_by(outbox.dropped() - dropped_before);
             outbox.current()
         };
         // Only a new alert or a new status is news worth a POST now; fresher numbers for the
