@@ -8,6 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Root in containers has no sudo; everyone else needs it for apt-get.
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=(sudo)
+fi
+
 # kinesalite lives inside the project (tests/kinesis.rs looks for it there), pinned, and is
 # pure JavaScript: no compiler needed. Node 20 + npm come with the machine image.
 KINESALITE_DIR=target/test-deps/kinesalite
@@ -46,8 +52,15 @@ sys.exit(any(version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
         return
     fi
     command -v python3 >/dev/null 2>&1 || { echo "install-test-deps: python3 is required" >&2; exit 1; }
-    python3 -m venv "$dir" ||
-        { echo "install-test-deps: python3 -m venv failed (Debian: apt-get install python3-venv)" >&2; exit 1; }
+    # Debian's own python3 ships venv separately; install it once if it is missing.
+    if ! python3 -m venv "$dir"; then
+        echo "install-test-deps: python3 -m venv failed; installing python3-venv from Debian"
+        "${SUDO[@]}" apt-get update -q
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends python3-venv
+        rm -rf "$dir"
+        python3 -m venv "$dir"
+    fi
     "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "$@"
     echo "install-test-deps: installed $* into $dir"
 }
@@ -65,12 +78,6 @@ if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
 echo "install-test-deps: missing ${missing[*]}; installing from Debian"
-
-# Root in containers has no sudo; everyone else needs it for apt-get.
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO=(sudo)
-fi
 
 "${SUDO[@]}" apt-get update -q
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
