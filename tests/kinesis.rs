@@ -541,30 +541,30 @@ async fn restart_resumes_from_the_checkpoint_without_loss() {
     stop(tx, task).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_parent_reaches_shard_end_before_children_are_read() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "split").await;
+/// A one-shard stream holding 3 lines, split in the middle, then 2 lines on each child: 7
+/// lines, the parent's 3 first.
+async fn split_with_records(c: &aws_sdk_kinesis::Client, stream: &str) {
+    create_stream(c, stream).await;
     for _ in 0..3 {
-        put(&c, "split", lines(1), None).await;
+        put(c, stream, lines(1), None).await;
     }
     c.split_shard()
-        .stream_name("split")
+        .stream_name(stream)
         .shard_to_split("shardId-000000000000")
         .new_starting_hash_key(MIDDLE_HASH)
         .send()
         .await
         .expect("split");
-    wait_active(&c, "split").await;
-    put(&c, "split", lines(2), Some("1")).await;
-    put(
-        &c,
-        "split",
-        lines(2),
-        Some("170141183460469231731687303715884105729"),
-    )
-    .await;
+    wait_active(c, stream).await;
+    put(c, stream, lines(2), Some("1")).await;
+    put(c, stream, lines(2), Some(LAST_HASH)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_parent_reaches_shard_end_before_children_are_read() {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    split_with_records(&c, "split").await;
 
     let h = Harness::new("split");
     let (tx, task) = h.start(&c, "split", 0);
@@ -1322,20 +1322,7 @@ async fn a_hard_killed_daemon_resumes_from_its_checkpoint_and_loses_nothing() {
 async fn children_named_at_shard_end_are_read_without_a_listing() {
     let k = Kinesalite::start();
     let c = client(&k.endpoint).await;
-    create_stream(&c, "childshards").await;
-    for _ in 0..3 {
-        put(&c, "childshards", lines(1), None).await;
-    }
-    c.split_shard()
-        .stream_name("childshards")
-        .shard_to_split("shardId-000000000000")
-        .new_starting_hash_key(MIDDLE_HASH)
-        .send()
-        .await
-        .expect("split");
-    wait_active(&c, "childshards").await;
-    put(&c, "childshards", lines(2), Some("1")).await;
-    put(&c, "childshards", lines(2), Some(LAST_HASH)).await;
+    split_with_records(&c, "childshards").await;
 
     let h = Harness::new("childshards");
     let (tx, task) = h.start_with(
