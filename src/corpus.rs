@@ -7,34 +7,7 @@
 use std::io::Write;
 
 use crate::parse::write_timestamp;
-
-/// SplitMix64: tiny, fast and fully specified, so the corpus never changes under a dependency
-/// upgrade (which a general-purpose RNG crate does not promise).
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (n > 0); the modulo bias is irrelevant for test data.
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
+use crate::rng::SplitMix64;
 
 const ELBS: [&str; 2] = [
     "app/shop-prod/50dc6c495c0c9188",
@@ -185,7 +158,7 @@ pub struct Corpus {
 impl Corpus {
     pub fn new(seed: u64, start_us: i64) -> Self {
         Corpus {
-            rng: SplitMix64(seed),
+            rng: SplitMix64::new(seed),
             now_us: start_us,
         }
     }

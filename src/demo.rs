@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use crate::classify::{Cause, Scope};
-use crate::corpus::SplitMix64;
 use crate::parse::write_seconds;
 use crate::parse::write_timestamp;
+use crate::rng::SplitMix64;
 
 const SECOND_US: i64 = 1_000_000;
 const MINUTE_US: i64 = 60 * SECOND_US;

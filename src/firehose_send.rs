@@ -10,10 +10,8 @@
 //! nothing in the daemon depends on it.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};
-use std::hash::{BuildHasher, Hasher};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +33,7 @@ use reqwest::{Client, Url};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::lines::{self, DEFAULT_MAX_LINE_BYTES, Line, LineReader};
+use crate::rng::SplitMix64;
 
 /// Where the access key comes from unless `--access-key-env` names another variable.
 pub const DEFAULT_ACCESS_KEY_ENV: &str = "ALBWATCH_FIREHOSE_ACCESS_KEY";
@@ -486,43 +485,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// SplitMix64: enough randomness for request ids and jitter without another dependency.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// Seeded from the OS keys behind `RandomState` plus the clock, so two runs (and two
-    /// workers) never share a sequence.
-    fn from_entropy() -> Self {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u128(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        SplitMix64(h.finish())
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// A random id shaped like a UUID v4 (version nibble 4, variant bits 10), lower-case hex, as
 /// Firehose's ids are.
 fn request_id(rng: &mut SplitMix64) -> String {
     let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&rng.next_u64().to_be_bytes());
-    b[8..].copy_from_slice(&rng.next_u64().to_be_bytes());
+    b[..8].copy_from_slice(&rng.next().to_be_bytes());
+    b[8..].copy_from_slice(&rng.next().to_be_bytes());
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let mut id = String::with_capacity(36);
@@ -1339,7 +1307,7 @@ mod tests {
     }
 
     fn build(limits: Limits, lines: &[&[u8]]) -> Vec<Batch> {
-        let mut b = BatchBuilder::new(limits, SplitMix64(7));
+        let mut b = BatchBuilder::new(limits, SplitMix64::new(7));
         let mut out: Vec<Batch> = lines.iter().filter_map(|l| b.push_line(l)).collect();
         out.extend(b.finish());
         out
@@ -1463,7 +1431,7 @@ mod tests {
             assert!(b"89ab".contains(&b[19]), "{id}");
             assert!(seen.insert(id));
         }
-        let u = SplitMix64(1).unit();
+        let u = SplitMix64::new(1).unit();
         assert!((0.0..1.0).contains(&u));
     }
 

@@ -42,5 +42,6 @@ pub mod parse;
 pub mod pipeline;
 pub mod render;
 pub mod replay;
+mod rng;
 #[cfg(test)]
 mod test_support;

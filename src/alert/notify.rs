@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Alert, Status, Transition};
-use crate::corpus::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Alertmanager's default `resolve_timeout` is 5 minutes; resending once a minute stays well
 /// inside it even for users who lowered it.
@@ -702,7 +702,7 @@ async fn send_loop(
         }
         if wait_backoff {
             // Full jitter: replicas that failed together do not retry together.
-            let jittered = backoff.mul_f64(0.5 + rng.below(1000) as f64 / 2000.0);
+            let jittered = backoff.mul_f64(0.5 + rng.unit() / 2.0);
             backoff = (backoff * 2).min(BACKOFF_MAX);
             tokio::select! {
                 _ = tokio::time::sleep(jittered) => {}
