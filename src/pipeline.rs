@@ -416,23 +416,28 @@ mod tests {
         assert_eq!(total, 100);
     }
 
-    #[test]
-    fn pool_acknowledges_every_batch_after_counting_it() {
-        let agg = shared();
+    /// A pool of `workers` threads over a queue of `queue_batches`, merging into `agg`.
+    fn start_pool(agg: &Arc<Mutex<Aggregator>>, workers: usize, queue_batches: usize) -> Pool {
         let cfg = PoolConfig {
-            workers: 2,
-            queue_batches: 2,
+            workers,
+            queue_batches,
             max_line_bytes: 65_536,
         };
-        let pool = Pool::start(
+        Pool::start(
             &cfg,
             &AggregateConfig::default(),
             Arc::new(LoadBalancers::default()),
-            Arc::clone(&agg),
+            Arc::clone(agg),
             Arc::new(|| None),
             None,
         )
-        .expect("threads");
+        .expect("threads")
+    }
+
+    #[test]
+    fn pool_acknowledges_every_batch_after_counting_it() {
+        let agg = shared();
+        let pool = start_pool(&agg, 2, 2);
         let (done_tx, done_rx) = channel();
         let submitter = pool.submitter();
         for seed in 0..20 {
@@ -466,20 +471,7 @@ mod tests {
         let agg = shared();
         // No worker can take the first batch while we hold the aggregator lock.
         let guard = agg.lock().expect("lock");
-        let cfg = PoolConfig {
-            workers: 1,
-            queue_batches: 1,
-            max_line_bytes: 65_536,
-        };
-        let pool = Pool::start(
-            &cfg,
-            &AggregateConfig::default(),
-            Arc::new(LoadBalancers::default()),
-            Arc::clone(&agg),
-            Arc::new(|| None),
-            None,
-        )
-        .expect("threads");
+        let pool = start_pool(&agg, 1, 1);
         let s = pool.submitter();
         let mut full = false;
         for _ in 0..10 {
