@@ -1031,7 +1031,7 @@ mod tests {
             for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 let e = parse_line(line)
                     .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(line)));
-                assert_eq!(e.field_count, 36, "{}", String::from_utf8_lossy(line));
+                assert_eq!(e.field_count(), 36, "{}", String::from_utf8_lossy(line));
                 assert!(
                     e.time >= last_time && e.time < until,
                     "event times go backwards"

@@ -80,42 +80,42 @@ pub fn write_json(out: &mut Vec<u8>, e: &LogEntry<'_>, cause: Cause) {
         ",\"received_bytes\":{},\"sent_bytes\":{}",
         e.received_bytes, e.sent_bytes
     );
-    if e.field_count > 12 {
+    if e.field_count() > 12 {
         for (key, part) in [
-            ("request_verb", e.request.verb),
-            ("request_url", e.request.url),
-            ("request_proto", e.request.proto),
+            ("request_verb", e.request().verb),
+            ("request_url", e.request().url),
+            ("request_proto", e.request().proto),
         ] {
             let _ = write!(out, ",\"{key}\":");
             opt_string(out, part);
         }
     }
     let optional = [
-        e.user_agent,
-        e.ssl_cipher,
-        e.ssl_protocol,
-        e.target_group_arn,
-        e.trace_id,
-        e.domain_name,
-        e.chosen_cert_arn,
-        e.matched_rule_priority,
-        e.request_creation_time_text,
-        e.actions_executed,
-        e.redirect_url,
-        e.error_reason,
-        e.target_port_list,
-        e.target_status_code_list,
-        e.classification,
-        e.classification_reason,
-        e.conn_trace_id,
-        e.transformed_host,
-        e.transformed_uri,
-        e.request_transform_status,
-        e.ip_address,
-        e.target_error_code,
-        e.elb_error_code,
+        e.user_agent(),
+        e.ssl_cipher(),
+        e.ssl_protocol(),
+        e.target_group_arn(),
+        e.trace_id(),
+        e.domain_name(),
+        e.chosen_cert_arn(),
+        e.matched_rule_priority(),
+        e.request_creation_time_text(),
+        e.actions_executed(),
+        e.redirect_url(),
+        e.error_reason(),
+        e.target_port_list(),
+        e.target_status_code_list(),
+        e.classification(),
+        e.classification_reason(),
+        e.conn_trace_id(),
+        e.transformed_host(),
+        e.transformed_uri(),
+        e.request_transform_status(),
+        e.ip_address(),
+        e.target_error_code(),
+        e.elb_error_code(),
     ];
-    let present = usize::from(e.field_count).saturating_sub(13);
+    let present = e.field_count().saturating_sub(13);
     for (key, value) in OPTIONAL_KEYS.iter().zip(optional).take(present) {
         let _ = write!(out, ",\"{key}\":");
         match (*key, value) {
@@ -167,7 +167,7 @@ pub fn write_text(out: &mut Vec<u8>, line_no: u64, e: &LogEntry<'_>, cause: Caus
     if let Some(tg) = e.target_group_name() {
         let _ = write!(out, " (tg {tg})");
     }
-    if let (Some(verb), Some(url)) = (e.request.verb, e.request.url) {
+    if let (Some(verb), Some(url)) = (e.request().verb, e.request().url) {
         let _ = write!(out, " {verb} {url}");
     }
     let _ = writeln!(out, " => {}: {}", cause.as_str(), cause.hint());

@@ -769,35 +769,35 @@ fn split_request(field: &[u8]) -> [Option<&[u8]>; 3] {
 /// The text fields the parser passes through untouched, by 1-based position.
 fn text_fields<'a>(e: &LogEntry<'a>) -> [(usize, Option<Text<'a>>); 23] {
     [
-        (14, e.user_agent),
-        (15, e.ssl_cipher),
-        (16, e.ssl_protocol),
-        (17, e.target_group_arn),
-        (18, e.trace_id),
-        (19, e.domain_name),
-        (20, e.chosen_cert_arn),
-        (21, e.matched_rule_priority),
-        (22, e.request_creation_time_text),
-        (23, e.actions_executed),
-        (24, e.redirect_url),
-        (25, e.error_reason),
-        (26, e.target_port_list),
-        (27, e.target_status_code_list),
-        (28, e.classification),
-        (29, e.classification_reason),
-        (30, e.conn_trace_id),
-        (31, e.transformed_host),
-        (32, e.transformed_uri),
-        (33, e.request_transform_status),
-        (34, e.ip_address),
-        (35, e.target_error_code),
-        (36, e.elb_error_code),
+        (14, e.user_agent()),
+        (15, e.ssl_cipher()),
+        (16, e.ssl_protocol()),
+        (17, e.target_group_arn()),
+        (18, e.trace_id()),
+        (19, e.domain_name()),
+        (20, e.chosen_cert_arn()),
+        (21, e.matched_rule_priority()),
+        (22, e.request_creation_time_text()),
+        (23, e.actions_executed()),
+        (24, e.redirect_url()),
+        (25, e.error_reason()),
+        (26, e.target_port_list()),
+        (27, e.target_status_code_list()),
+        (28, e.classification()),
+        (29, e.classification_reason()),
+        (30, e.conn_trace_id()),
+        (31, e.transformed_host()),
+        (32, e.transformed_uri()),
+        (33, e.request_transform_status()),
+        (34, e.ip_address()),
+        (35, e.target_error_code()),
+        (36, e.elb_error_code()),
     ]
 }
 
 /// Property (b): the entry holds exactly the record's values.
 fn assert_entry_is_record(e: &LogEntry<'_>, r: &Record) -> Result<(), TestCaseError> {
-    prop_assert_eq!(usize::from(e.field_count), r.count);
+    prop_assert_eq!(e.field_count(), r.count);
     prop_assert_eq!(e.conn_type.as_bytes(), r.conn_type.as_bytes());
     prop_assert_eq!(e.time, r.time.epoch_us());
     let time_text = r.time.render();
@@ -822,9 +822,12 @@ fn assert_entry_is_record(e: &LogEntry<'_>, r: &Record) -> Result<(), TestCaseEr
         Some(req) if r.has(13) => req.expected(),
         _ => (None, None, None),
     };
-    prop_assert_eq!(bytes(e.request.verb), verb.as_deref().map(str::as_bytes));
-    prop_assert_eq!(bytes(e.request.url), url.as_deref().map(str::as_bytes));
-    prop_assert_eq!(bytes(e.request.proto), proto.as_deref().map(str::as_bytes));
+    prop_assert_eq!(bytes(e.request().verb), verb.as_deref().map(str::as_bytes));
+    prop_assert_eq!(bytes(e.request().url), url.as_deref().map(str::as_bytes));
+    prop_assert_eq!(
+        bytes(e.request().proto),
+        proto.as_deref().map(str::as_bytes)
+    );
 
     let creation = r.request_creation_time.as_ref().filter(|_| r.has(22));
     prop_assert_eq!(e.request_creation_time, creation.map(Stamp::epoch_us));
@@ -866,7 +869,7 @@ fn assert_entry_is_record(e: &LogEntry<'_>, r: &Record) -> Result<(), TestCaseEr
 /// position, so nothing shifted. Holds for any line the parser accepts, canonical or not.
 fn assert_same_columns(e: &LogEntry<'_>, f: &[Vec<u8>]) -> Result<(), TestCaseError> {
     prop_assert!(f.len() >= REQUIRED, "oracle found only {} fields", f.len());
-    prop_assert_eq!(usize::from(e.field_count), f.len());
+    prop_assert_eq!(e.field_count(), f.len());
     prop_assert_eq!(e.conn_type.as_bytes(), &f[0][..]);
     prop_assert_eq!(e.time_text.as_bytes(), &f[1][..]);
     prop_assert_eq!(e.elb.as_bytes(), &f[2][..]);
@@ -892,7 +895,7 @@ fn assert_same_columns(e: &LogEntry<'_>, f: &[Vec<u8>]) -> Result<(), TestCaseEr
     } else {
         Some(request)
     };
-    let parsed = [e.request.verb, e.request.url, e.request.proto].map(bytes);
+    let parsed = [e.request().verb, e.request().url, e.request().proto].map(bytes);
     let parsed = if parsed == [None; 3] {
         None
     } else {
@@ -1030,8 +1033,8 @@ fn tokenizers_agree_with_oracle(line: &[u8]) -> Result<(), TestCaseError> {
     let bare = line.strip_suffix(b"\n").unwrap_or(line);
     let bare = bare.strip_suffix(b"\r").unwrap_or(bare);
     let want = oracle(line);
-    let fast = split(bare).ok().map(|f| f.as_slice().to_vec());
-    let reference = split_nom(bare).ok().map(|f| f.as_slice().to_vec());
+    let fast = split(bare).ok().map(|f| f.to_vec());
+    let reference = split_nom(bare).ok().map(|f| f.to_vec());
     let check = || {
         prop_assert_eq!(&fast, &reference, "fast tokenizer vs nom");
         let fast: Option<Vec<Vec<u8>>> = fast

@@ -225,7 +225,7 @@ impl BatchAccumulator {
         cell.bytes_in += e.received_bytes;
         cell.bytes_out += e.sent_bytes;
         if cause.is_alertable() {
-            let trace = e.trace_id.and_then(|t| TraceId::new(t.as_bytes()));
+            let trace = e.trace_id().and_then(|t| TraceId::new(t.as_bytes()));
             cell.trace = smallest(cell.trace, trace);
         }
         s.samples.push(Sample {

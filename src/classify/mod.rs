@@ -194,7 +194,7 @@ pub fn classify(entry: &LogEntry<'_>, lb: &LbSettings) -> Cause {
 
 /// Step 5: the load balancer generated an error; the first matching row of the table wins.
 fn lb_error(entry: &LogEntry<'_>, lb: &LbSettings, e: u16) -> Cause {
-    let reason = entry.error_reason.map_or(&[][..], |r| r.as_bytes());
+    let reason = entry.error_reason().map_or(&[][..], |r| r.as_bytes());
     let reason_starts = |p: &[u8]| reason.starts_with(p);
 
     if entry.last_action().is_some_and(|a| a == "waf") {
@@ -219,7 +219,7 @@ fn lb_error(entry: &LogEntry<'_>, lb: &LbSettings, e: u16) -> Cause {
     }
     if e == 500
         && entry
-            .request_transform_status
+            .request_transform_status()
             .is_some_and(|s| s.starts_with(b"Transform") && s != "TransformSuccess")
     {
         return Cause::RewriteFailed;
@@ -237,7 +237,7 @@ fn lb_error(entry: &LogEntry<'_>, lb: &LbSettings, e: u16) -> Cause {
             return cause;
         }
     }
-    let severe = entry.classification.is_some_and(|c| c == "Severe");
+    let severe = entry.classification().is_some_and(|c| c == "Severe");
     let target = entry.target.is_some();
     let rq = entry.request_processing_time;
     let tp = entry.target_processing_time;

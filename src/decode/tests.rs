@@ -453,17 +453,17 @@ fn json_values_that_would_break_the_line_are_quoted_and_escaped() {
     assert_eq!(e.elb_status_code, 0);
     assert_eq!(e.sent_bytes, u64::MAX);
     assert_eq!(
-        e.request.url.map(|u| u.as_bytes()),
+        e.request().url.map(|u| u.as_bytes()),
         Some(&b"https://example.com:443/a b"[..])
     );
-    let agent = e.user_agent.expect("user agent");
+    let agent = e.user_agent().expect("user agent");
     assert_eq!(&*agent.decoded(), b"say \"hi\"\nnext\\line");
-    assert_eq!(e.ssl_cipher, None);
+    assert_eq!(e.ssl_cipher(), None);
     assert_eq!(
-        e.target_port_list.map(|t| t.as_bytes()),
+        e.target_port_list().map(|t| t.as_bytes()),
         Some(&b"10.0.0.1:80 10.0.0.2:80"[..])
     );
-    assert_eq!(e.field_count, 26);
+    assert_eq!(e.field_count(), 26);
 }
 
 #[test]

@@ -1,13 +1,13 @@
 //! The tokenizer: splits one access-log line into at most [`MAX_FIELDS`] borrowed fields,
 //! following the rules of the spec (§1.3): a field that opens with `"` ends at the next
 //! unescaped `"` followed by a space or the end of the line, any other field ends at the next
-//! space. It hands the parser the raw field bytes with the quotes stripped; what a field means
-//! is decided there, by position.
+//! space. It hands the parser [`Fields`]: where each field ends, from which a field's bytes
+//! (quotes stripped) are cut when asked for; what a field means is decided there, by position.
 //!
 //! There are two implementations of the same rules. [`split_nom`], built with `nom` and
 //! `memchr`, is the reference, the portable path and the one for irregular lines (stray or
 //! escaped quotes); on x86_64 [`split`] first tries a structural index of the line built with
-//! SSE2 or AVX2 (`index`), about twice as fast on real lines. Both are public so that the
+//! SSE2 or AVX2 (`index`), several times as fast on real lines. Both are public so that the
 //! property tests, the fuzz target and the benches can hold them side by side.
 
 #[cfg(target_arch = "x86_64")]
@@ -25,29 +25,103 @@ use nom::sequence::preceded;
 /// Fields documented by AWS; anything after them is a future field and ignored (§1.1.3).
 pub const MAX_FIELDS: usize = 36;
 
-/// The fields of one line, in order; only `raw[..count]` is meaningful.
+/// Room past the last field in [`Fields`] for the structural index's fixed-size writes.
+#[cfg(target_arch = "x86_64")]
+const SLACK: usize = index::SLOTS;
+#[cfg(not(target_arch = "x86_64"))]
+const SLACK: usize = 0;
+
+/// The fields of one line, kept as where each ends rather than as slices: the tokenizer then
+/// writes one word per field, and a field costs its quote check only when someone reads it
+/// (most lines never have their last twenty fields looked at).
+#[derive(Clone, Copy)]
 pub struct Fields<'a> {
-    pub raw: [&'a [u8]; MAX_FIELDS],
-    pub count: usize,
+    line: &'a [u8],
+    /// `ends[i]`: one past the last byte of field `i` (its closing quote included), i.e. where
+    /// its separator is or where the line ends. Only `ends[..count]` is meaningful; the slack
+    /// past the last field lets the structural index write a block's worth at once.
+    ends: [usize; MAX_FIELDS + SLACK],
+    count: usize,
+    /// Whether the structural index split the line, which it does only when every quote opens
+    /// or closes a field: then no field holds a quote, and no bare field a space.
+    regular: bool,
 }
 
 impl<'a> Fields<'a> {
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Fields {
-            raw: [&[][..]; MAX_FIELDS],
+            line: &[],
+            ends: [0; MAX_FIELDS + SLACK],
             count: 0,
+            regular: false,
         }
     }
 
-    /// The fields the line has.
-    pub fn as_slice(&self) -> &[&'a [u8]] {
-        &self.raw[..self.count]
+    /// How many fields the line has (at most [`MAX_FIELDS`]).
+    pub const fn len(&self) -> usize {
+        self.count
+    }
+
+    pub const fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Field `i` (0-based) without its quotes, if the line has it.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        if i >= self.count {
+            return None;
+        }
+        let start = self.start(i);
+        // Both tokenizers end a field that opens with a quote at its closing quote, so a
+        // field's first byte alone says whether it is quoted.
+        match self.line.get(start..self.ends[i])? {
+            [b'"', inner @ .., b'"'] => Some(inner),
+            raw => Some(raw),
+        }
+    }
+
+    /// Whether field `i` is known to hold neither a space nor a quote without looking at it:
+    /// a bare field of a line the structural index split. `false` only means "look".
+    #[inline]
+    pub fn is_plain(&self, i: usize) -> bool {
+        self.regular && i < self.count && self.line.get(self.start(i)) != Some(&b'"')
+    }
+
+    /// Where field `i < count` starts: one past the separator that ends the field before it.
+    #[inline]
+    fn start(&self, i: usize) -> usize {
+        match i {
+            0 => 0,
+            _ => self.ends[i - 1] + 1,
+        }
+    }
+
+    /// Every field the line has, in order.
+    pub fn to_vec(&self) -> Vec<&'a [u8]> {
+        (0..self.count).filter_map(|i| self.get(i)).collect()
     }
 }
 
 impl Default for Fields<'_> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl PartialEq for Fields<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_vec() == other.to_vec()
+    }
+}
+
+impl Eq for Fields<'_> {}
+
+impl std::fmt::Debug for Fields<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.to_vec().iter().map(|b| b.escape_ascii().to_string()))
+            .finish()
     }
 }
 
@@ -78,10 +152,12 @@ pub fn split_into<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> Result<(), Unt
 /// [`split`] with `nom`: one parser call and one `memchr` per field.
 pub fn split_nom(line: &[u8]) -> Result<Fields<'_>, UnterminatedQuote> {
     let mut fields = Fields::new();
+    fields.line = line;
     let mut rest = line;
     loop {
-        let (after, value) = field(rest).map_err(|_| UnterminatedQuote)?;
-        fields.raw[fields.count] = value;
+        let (after, _) = field(rest).map_err(|_| UnterminatedQuote)?;
+        let end = line.len() - after.len();
+        fields.ends[fields.count] = end;
         fields.count += 1;
         // Both field parsers stop only at a space or at the end, so `after` is either empty or
         // starts with the one-space separator.
@@ -129,8 +205,8 @@ mod tests {
 
     /// Both tokenizers' view of `line`, after checking they agree.
     fn both(line: &[u8]) -> Result<Vec<&[u8]>, UnterminatedQuote> {
-        let fast = split(line).map(|f| f.as_slice().to_vec());
-        let reference = split_nom(line).map(|f| f.as_slice().to_vec());
+        let fast = split(line).map(|f| f.to_vec());
+        let reference = split_nom(line).map(|f| f.to_vec());
         assert_eq!(fast, reference, "{}", line.escape_ascii());
         fast
     }

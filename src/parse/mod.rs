@@ -14,7 +14,7 @@ mod swar;
 mod text;
 mod value;
 
-pub use fields::MAX_FIELDS;
+pub use fields::{Fields, MAX_FIELDS};
 pub use text::Text;
 pub use value::{Endpoint, timestamp_us, write_seconds, write_timestamp};
 
@@ -63,9 +63,12 @@ pub struct RequestLine<'a> {
 /// One access-log entry, borrowing from its line. Times are microseconds since the Unix epoch,
 /// processing times are microseconds with `None` for `-1` (not a duration).
 ///
-/// Optional fields are `None` both for `-` and for a field the line does not have;
-/// [`LogEntry::field_count`] tells them apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The first twelve fields (and `request_creation_time`, which the timeout evidence needs)
+/// are read and checked when the line is parsed; the text fields after them are found then
+/// but cut out only when asked for, through the methods named after them. Optional fields are
+/// `None` both for `-` and for a field the line does not have; [`LogEntry::field_count`]
+/// tells them apart.
+#[derive(Debug, Clone)]
 pub struct LogEntry<'a> {
     pub conn_type: ConnType<'a>,
     pub time: i64,
@@ -80,36 +83,91 @@ pub struct LogEntry<'a> {
     pub target_status_code: Option<u16>,
     pub received_bytes: u64,
     pub sent_bytes: u64,
-    pub request: RequestLine<'a>,
-    pub user_agent: Option<Text<'a>>,
-    pub ssl_cipher: Option<Text<'a>>,
-    pub ssl_protocol: Option<Text<'a>>,
-    pub target_group_arn: Option<Text<'a>>,
-    pub trace_id: Option<Text<'a>>,
-    pub domain_name: Option<Text<'a>>,
-    pub chosen_cert_arn: Option<Text<'a>>,
-    pub matched_rule_priority: Option<Text<'a>>,
     pub request_creation_time: Option<i64>,
-    pub request_creation_time_text: Option<Text<'a>>,
-    pub actions_executed: Option<Text<'a>>,
-    pub redirect_url: Option<Text<'a>>,
-    pub error_reason: Option<Text<'a>>,
-    pub target_port_list: Option<Text<'a>>,
-    pub target_status_code_list: Option<Text<'a>>,
-    pub classification: Option<Text<'a>>,
-    pub classification_reason: Option<Text<'a>>,
-    pub conn_trace_id: Option<Text<'a>>,
-    pub transformed_host: Option<Text<'a>>,
-    pub transformed_uri: Option<Text<'a>>,
-    pub request_transform_status: Option<Text<'a>>,
-    pub ip_address: Option<Text<'a>>,
-    pub target_error_code: Option<Text<'a>>,
-    pub elb_error_code: Option<Text<'a>>,
-    /// How many documented fields the line had (12 to 36); fields at or past it are absent.
-    pub field_count: u8,
+    fields: Fields<'a>,
+}
+
+/// Two entries are equal when they say the same thing: the same values, and the same text in
+/// the fields after the first twelve (so `0.000` and `0` are the same processing time).
+impl PartialEq for LogEntry<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.conn_type == other.conn_type
+            && self.time == other.time
+            && self.time_text == other.time_text
+            && self.elb == other.elb
+            && self.client == other.client
+            && self.target == other.target
+            && self.request_processing_time == other.request_processing_time
+            && self.target_processing_time == other.target_processing_time
+            && self.response_processing_time == other.response_processing_time
+            && self.elb_status_code == other.elb_status_code
+            && self.target_status_code == other.target_status_code
+            && self.received_bytes == other.received_bytes
+            && self.sent_bytes == other.sent_bytes
+            && self.request_creation_time == other.request_creation_time
+            && self.field_count() == other.field_count()
+            && (REQUIRED_FIELDS..self.field_count()).all(|i| self.text(i) == other.text(i))
+    }
+}
+
+impl Eq for LogEntry<'_> {}
+
+/// The text fields after the first twelve, by their Athena names and 0-based positions.
+macro_rules! text_fields {
+    ($($(#[$doc:meta])* $name:ident = $i:literal;)*) => {
+        impl<'a> LogEntry<'a> {
+            $(
+                $(#[$doc])*
+                pub fn $name(&self) -> Option<Text<'a>> {
+                    self.text($i)
+                }
+            )*
+        }
+    };
+}
+
+text_fields! {
+    user_agent = 13;
+    ssl_cipher = 14;
+    ssl_protocol = 15;
+    target_group_arn = 16;
+    trace_id = 17;
+    domain_name = 18;
+    chosen_cert_arn = 19;
+    matched_rule_priority = 20;
+    request_creation_time_text = 21;
+    actions_executed = 22;
+    redirect_url = 23;
+    error_reason = 24;
+    target_port_list = 25;
+    target_status_code_list = 26;
+    classification = 27;
+    classification_reason = 28;
+    conn_trace_id = 29;
+    transformed_host = 30;
+    transformed_uri = 31;
+    request_transform_status = 32;
+    ip_address = 33;
+    target_error_code = 34;
+    elb_error_code = 35;
 }
 
 impl<'a> LogEntry<'a> {
+    /// Field `i` (0-based) if the line has it and it is not `-`.
+    fn text(&self, i: usize) -> Option<Text<'a>> {
+        self.fields.get(i).filter(|f| *f != b"-").map(Text::new)
+    }
+
+    /// How many documented fields the line had (12 to 36); fields at or past it are absent.
+    pub fn field_count(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Field 13, the request line.
+    pub fn request(&self) -> RequestLine<'a> {
+        self.text(12).map(request_line).unwrap_or_default()
+    }
+
     /// `time − request_creation_time` in microseconds: how long the request took from the load
     /// balancer's point of view, the evidence that tells timeouts apart.
     pub fn elapsed_us(&self) -> Option<i64> {
@@ -118,7 +176,7 @@ impl<'a> LogEntry<'a> {
 
     /// The comma-separated entries of `actions_executed`, in execution order.
     pub fn actions(&self) -> impl Iterator<Item = Text<'a>> + 'a {
-        self.actions_executed
+        self.actions_executed()
             .into_iter()
             .flat_map(|a| a.split(b','))
     }
@@ -134,7 +192,7 @@ impl<'a> LogEntry<'a> {
     /// The short target-group name (`my-targets` in `…:targetgroup/my-targets/73e2d6bc…`).
     pub fn target_group_name(&self) -> Option<Text<'a>> {
         // The ARN ends in `:targetgroup/NAME/ID`: NAME sits between the last two slashes.
-        let arn = self.target_group_arn?.as_bytes();
+        let arn = self.target_group_arn()?.as_bytes();
         let last = memchr::memrchr(b'/', arn)?;
         let before = memchr::memrchr(b'/', &arn[..last])?;
         arn[..before]
@@ -225,58 +283,56 @@ pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
     if line.is_empty() {
         return Err(fail(ErrorKind::Empty, 0));
     }
-    let mut fields = fields::Fields::new();
+    let mut fields = Fields::new();
     fields::split_into(line, &mut fields).map_err(|_| fail(ErrorKind::UnterminatedQuote, 0))?;
-    let f = &fields.raw;
-    if fields.count < REQUIRED_FIELDS {
-        return Err(foreign_or(
-            f,
-            fields.count,
-            fail(ErrorKind::TooFewFields, 0),
-        ));
+    let n = fields.len();
+    if n < REQUIRED_FIELDS {
+        return Err(foreign_or(&fields, fail(ErrorKind::TooFewFields, 0)));
     }
+    // Present: the line has at least REQUIRED_FIELDS fields.
+    let f = |i: usize| fields.get(i).unwrap_or_default();
     let conn_type =
-        conn_type(f[0]).ok_or_else(|| foreign_or(f, fields.count, fail(ErrorKind::BadType, 1)))?;
-    let (time, day_us) = timestamp_and_day_us(f[1])
-        .ok_or_else(|| foreign_or(f, fields.count, fail(ErrorKind::BadTime, 2)))?;
+        conn_type(f(0)).ok_or_else(|| foreign_or(&fields, fail(ErrorKind::BadType, 1)))?;
+    let time_text = f(1);
+    let (time, day_us) = timestamp_and_day_us(time_text)
+        .ok_or_else(|| foreign_or(&fields, fail(ErrorKind::BadTime, 2)))?;
     // The load balancer's id is a label everywhere downstream: `app/NAME/ID` never holds a
     // space or a quote, even when a line quotes the field.
-    if f[2].is_empty() || f[2] == b"-" || swar::contains_either(f[2], b' ', b'"') {
+    let elb = f(2);
+    if elb.is_empty()
+        || elb == b"-"
+        || (!fields.is_plain(2) && swar::contains_either(elb, b' ', b'"'))
+    {
         return Err(fail(ErrorKind::BadElb, 3));
     }
-    let client = endpoint(f[3]).ok_or(fail(ErrorKind::BadAddress, 4))?;
-    let target = match f[4] {
+    let client = endpoint(f(3)).ok_or(fail(ErrorKind::BadAddress, 4))?;
+    let target = match f(4) {
         b"-" => None,
         t => Some(endpoint(t).ok_or(fail(ErrorKind::BadAddress, 5))?),
     };
     let time_field =
-        |i: usize| processing_time_us(f[i]).ok_or(fail(ErrorKind::BadProcessingTime, i as u8 + 1));
+        |i: usize| processing_time_us(f(i)).ok_or(fail(ErrorKind::BadProcessingTime, i as u8 + 1));
     let request_processing_time = time_field(5)?;
     let target_processing_time = time_field(6)?;
     let response_processing_time = time_field(7)?;
-    let elb_status_code = status(f[8]).ok_or(fail(ErrorKind::BadStatus, 9))?;
-    let target_status_code = match f[9] {
+    let elb_status_code = status(f(8)).ok_or(fail(ErrorKind::BadStatus, 9))?;
+    let target_status_code = match f(9) {
         b"-" => None,
         s => Some(status(s).ok_or(fail(ErrorKind::BadStatus, 10))?),
     };
-    let received_bytes = uint(f[10]).ok_or(fail(ErrorKind::BadBytes, 11))?;
-    let sent_bytes = uint(f[11]).ok_or(fail(ErrorKind::BadBytes, 12))?;
-
-    let n = fields.count;
-    // Field `i` (0-based) if the line has it and it is not `-`.
-    let opt = |i: usize| (i < n && f[i] != b"-").then(|| Text::new(f[i]));
-    let request_creation_time_text = opt(21);
-    let request_creation_time = match request_creation_time_text {
-        None => None,
-        Some(t) => Some(
-            timestamp_us_after(t.as_bytes(), f[1], day_us).ok_or(fail(ErrorKind::BadTime, 22))?,
-        ),
+    let received_bytes = uint(f(10)).ok_or(fail(ErrorKind::BadBytes, 11))?;
+    let sent_bytes = uint(f(11)).ok_or(fail(ErrorKind::BadBytes, 12))?;
+    let request_creation_time = match fields.get(21) {
+        None | Some(b"-") => None,
+        Some(t) => {
+            Some(timestamp_us_after(t, time_text, day_us).ok_or(fail(ErrorKind::BadTime, 22))?)
+        }
     };
     Ok(LogEntry {
         conn_type,
         time,
-        time_text: Text::new(f[1]),
-        elb: Text::new(f[2]),
+        time_text: Text::new(time_text),
+        elb: Text::new(elb),
         client,
         target,
         request_processing_time,
@@ -286,33 +342,8 @@ pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
         target_status_code,
         received_bytes,
         sent_bytes,
-        request: opt(12).map(request_line).unwrap_or_default(),
-        user_agent: opt(13),
-        ssl_cipher: opt(14),
-        ssl_protocol: opt(15),
-        target_group_arn: opt(16),
-        trace_id: opt(17),
-        domain_name: opt(18),
-        chosen_cert_arn: opt(19),
-        matched_rule_priority: opt(20),
         request_creation_time,
-        request_creation_time_text,
-        actions_executed: opt(22),
-        redirect_url: opt(23),
-        error_reason: opt(24),
-        target_port_list: opt(25),
-        target_status_code_list: opt(26),
-        classification: opt(27),
-        classification_reason: opt(28),
-        conn_trace_id: opt(29),
-        transformed_host: opt(30),
-        transformed_uri: opt(31),
-        request_transform_status: opt(32),
-        ip_address: opt(33),
-        target_error_code: opt(34),
-        elb_error_code: opt(35),
-        // `split` never yields more than MAX_FIELDS (36) fields, so this cannot truncate.
-        field_count: n as u8,
+        fields,
     })
 }
 
@@ -348,9 +379,11 @@ fn conn_type(field: &[u8]) -> Option<ConnType<'_>> {
 /// instead of blaming one field: NLB (`tls 2.0 <time> net/…`) and Classic ELB or ALB
 /// connection logs (which open with a timestamp).
 #[cold]
-fn foreign_or(f: &[&[u8]; MAX_FIELDS], count: usize, otherwise: ParseError) -> ParseError {
-    let nlb = count >= 3 && f[0] == b"tls" && f[1].len() == 3 && f[1][1] == b'.';
-    let starts_with_time = count >= 1 && timestamp_us(f[0]).is_some();
+fn foreign_or(f: &Fields<'_>, otherwise: ParseError) -> ParseError {
+    let nlb = f.len() >= 3
+        && f.get(0) == Some(b"tls")
+        && f.get(1).is_some_and(|v| v.len() == 3 && v[1] == b'.');
+    let starts_with_time = f.get(0).and_then(timestamp_us).is_some();
     if nlb || starts_with_time {
         fail(ErrorKind::NotAlb, 1)
     } else {

