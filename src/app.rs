@@ -70,6 +70,9 @@ pub async fn run(
     let admin_addr: SocketAddr = listener.local_addr()?;
     eprintln!("albwatch: metrics on http://{admin_addr}/metrics");
 
+    // The Firehose attribute labels (in `cfg.aggregate`) key the series; the exporter's
+    // descriptors and the alert gauge need the same names.
+    let attribute_labels = &cfg.aggregate.attribute_labels;
     let agg = Arc::new(Mutex::new(Aggregator::new(cfg.aggregate.clone())));
     let registry = new_registry();
     let pipeline_metrics = crate::pipeline::PipelineMetrics::register(&registry)?;
@@ -83,6 +86,7 @@ pub async fn run(
             agg.snapshot(now)
         }),
         Arc::new(wall_clock_us),
+        attribute_labels,
     )?;
     let pool = Pool::start(
         &cfg.pool,
@@ -172,7 +176,7 @@ pub async fn run(
         Timestamps::Wall,
         Some(alert_page_url(&cfg.alertmanager, admin_addr)?),
         wall_clock_us,
-        AlertmanagerMetrics::register(&registry)?,
+        AlertmanagerMetrics::register(&registry, attribute_labels)?,
     )?;
     for url in &cfg.alertmanager.endpoints {
         eprintln!("albwatch: sending alerts to {url}");

@@ -321,6 +321,13 @@ impl RawConfig {
         let mut kinesis = self.kinesis.validate()?;
         let alertmanager = self.alertmanager.validate()?;
         kinesis.batch_bytes = p.batch_bytes;
+        // The Firehose attribute labels are dimensions of every series, so the aggregator
+        // (and through its snapshots the exporter and the alerts) carries them.
+        let attribute_labels = firehose
+            .common_attribute_labels
+            .iter()
+            .map(|l| l.label.clone())
+            .collect();
         Ok(Config {
             alertmanager,
             firehose,
@@ -338,6 +345,7 @@ impl RawConfig {
                 allowed_lateness_secs: a.allowed_lateness_secs,
                 max_series: a.max_series,
                 series_ttl_secs: a.series_ttl_secs,
+                attribute_labels,
             },
             load_balancers,
             alerts: self.alerts,
@@ -399,6 +407,28 @@ mod tests {
             err("[alerts.rules.target_5xx]\nmin_share = 1.5")
                 .starts_with("alerts.rules.target_5xx.min_share")
         );
+    }
+
+    #[test]
+    fn firehose_attribute_labels_become_series_dimensions() {
+        let c = parse("[firehose]\ncommon_attribute_labels = [\"env\", \"team-name\"]\n")
+            .expect("valid");
+        assert_eq!(c.aggregate.attribute_labels, ["env", "team_name"]);
+        assert!(
+            parse("")
+                .expect("defaults")
+                .aggregate
+                .attribute_labels
+                .is_empty()
+        );
+        // A label the alb_* series or the alerts already have would be ambiguous.
+        for taken in ["target", "cause", "window", "le", "severity", "alertname"] {
+            let e = err(&format!(
+                "[firehose]\ncommon_attribute_labels = [\"{taken}\"]\n"
+            ));
+            assert!(e.starts_with("firehose.common_attribute_labels:"), "{e}");
+            assert!(e.contains(taken), "{e}");
+        }
     }
 
     #[test]

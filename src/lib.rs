@@ -16,8 +16,9 @@
 //!   structural index splits the fields, with the `nom` tokenizer as reference and fallback);
 //! - [`classify`] gives each entry exactly one probable [`classify::Cause`], a closed set of
 //!   label values with a runbook hint;
-//! - [`aggregate`]: event-time buckets and sliding windows per `(elb, target_group, target)`,
-//!   under a series cap, handed on as an owned [`aggregate::Snapshot`];
+//! - [`aggregate`]: event-time buckets and sliding windows per `(elb, target_group, target)`
+//!   and Firehose common-attribute values (the configured extra labels), under a series cap,
+//!   handed on as an owned [`aggregate::Snapshot`];
 //! - [`export`]: the Prometheus registry built from snapshots and the admin HTTP server;
 //! - [`alert`]: pure alert rules over snapshots, with hysteresis, and their delivery to
 //!   Alertmanager ([`alert::notify`], over [`http_client`]);

@@ -358,8 +358,14 @@ fn bad_config(e: &ConfigError) -> anyhow::Result<ExitCode> {
 fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
     match load_config(Some(file), |_| {}) {
         Ok(cfg) => {
+            let labels = &cfg.aggregate.attribute_labels;
+            let attribute_labels = if labels.is_empty() {
+                String::new()
+            } else {
+                format!(", common-attribute labels {labels:?} on every series")
+            };
             println!(
-                "{}: ok (admin {}, {} workers, windows {:?} s, alert window {} s)",
+                "{}: ok (admin {}, {} workers, windows {:?} s, alert window {} s{attribute_labels})",
                 file.display(),
                 cfg.admin_addr,
                 cfg.pool.workers,
@@ -410,10 +416,12 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let registry = albwatch::export::new_registry();
         let snapshot = report.snapshot.clone();
         let at = snapshot.max_event_time.unwrap_or(snapshot.end);
+        let attribute_labels = snapshot.attribute_labels.to_vec();
         albwatch::export::register_snapshot_metrics(
             &registry,
             Arc::new(move || snapshot.clone()),
             Arc::new(move || at),
+            &attribute_labels,
         )?;
         let (_, body) = albwatch::export::admin::encode(&registry)?;
         std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
@@ -463,7 +471,10 @@ impl ReplayPusher {
                 Timestamps::Event,
                 generator,
                 app::wall_clock_us,
-                AlertmanagerMetrics::register(&prometheus::Registry::new())?,
+                AlertmanagerMetrics::register(
+                    &prometheus::Registry::new(),
+                    &cfg.aggregate.attribute_labels,
+                )?,
             )?
         };
         Ok(Some(ReplayPusher { runtime, notifier }))

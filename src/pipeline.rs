@@ -30,6 +30,10 @@ pub struct RawBatch {
     /// Lines the input already dropped for being over the length limit, so they are counted
     /// with the rest of the batch.
     pub too_long: u64,
+    /// The values of the configured attribute labels shared by every line (a Firehose
+    /// request's common attributes, one per `aggregate.attribute_labels` entry, already
+    /// interned under their cap); `None` for inputs without attributes.
+    pub attributes: Option<Arc<[Arc<str>]>>,
     pub ack: Option<Ack>,
 }
 
@@ -38,6 +42,7 @@ impl RawBatch {
         RawBatch {
             lines,
             too_long: 0,
+            attributes: None,
             ack: None,
         }
     }
@@ -163,6 +168,8 @@ impl Worker {
             too_long: batch.too_long,
             ..BatchOutcome::default()
         };
+        self.acc
+            .set_attributes(batch.attributes.as_deref().unwrap_or_default());
         let data = &batch.lines[..];
         let mut start = 0;
         while start < data.len() {
@@ -230,6 +237,7 @@ impl std::fmt::Debug for RawBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawBatch")
             .field("bytes", &self.lines.len())
+            .field("attributes", &self.attributes)
             .field("ack", &self.ack.is_some())
             .finish()
     }
@@ -414,6 +422,36 @@ mod tests {
             .map(|t| t.2)
             .sum();
         assert_eq!(total, 100);
+    }
+
+    #[test]
+    fn a_batch_s_attribute_values_label_every_line_of_it() {
+        let cfg = AggregateConfig {
+            attribute_labels: vec!["env".to_string()],
+            ..AggregateConfig::default()
+        };
+        let agg = Arc::new(Mutex::new(Aggregator::new(cfg.clone())));
+        let mut w = Worker::new(
+            Arc::new(LoadBalancers::default()),
+            Arc::clone(&agg),
+            &cfg,
+            4096,
+        );
+        let mut prod = RawBatch::new(Corpus::generate(1, 50));
+        prod.attributes = Some(Arc::from([Arc::<str>::from("prod")]));
+        w.process_batch(&prod, None);
+        // The next batch, from an input without attributes, does not inherit them.
+        w.process_batch(&RawBatch::new(Corpus::generate(2, 30)), None);
+        let snap = agg.lock().expect("lock").snapshot(i64::MAX);
+        let count = |env: &str| -> u64 {
+            snap.series
+                .iter()
+                .filter(|s| s.labels.attributes == [env])
+                .flat_map(|s| &s.totals)
+                .map(|t| t.2)
+                .sum()
+        };
+        assert_eq!((count("prod"), count("")), (50, 30));
     }
 
     /// A pool of `workers` threads over a queue of `queue_batches`, merging into `agg`.

@@ -1239,3 +1239,267 @@ async fn silent_connections_are_closed_but_a_slow_delivery_is_not() {
     assert_eq!(timeouts("headers"), 1.0);
     h.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The daemon: `albwatch run` with `common_attribute_labels`, over its real ports.
+
+/// `albwatch run` with a config file of its own, killed (and its files removed) on drop, so
+/// a failing test leaves nothing running.
+struct Daemon {
+    child: std::process::Child,
+    dir: PathBuf,
+    stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Daemon {
+    fn start(name: &str, config: &str) -> Daemon {
+        use std::io::BufRead;
+        let dir =
+            std::env::temp_dir().join(format!("albwatch-firehose-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("albwatch.toml");
+        std::fs::write(&path, config).expect("config file");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_albwatch"))
+            .args(["run", "--admin-addr", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .env_remove("ALBWATCH_FIREHOSE_ACCESS_KEY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starts albwatch run");
+        let pipe = child.stderr.take().expect("stderr");
+        let (tx, stderr) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Daemon { child, dir, stderr }
+    }
+
+    /// The admin and Firehose addresses, from the start-up lines.
+    async fn addresses(&mut self) -> (SocketAddr, SocketAddr) {
+        let (mut admin, mut firehose) = (None, None);
+        let mut seen = Vec::new();
+        while admin.is_none() || firehose.is_none() {
+            let line = tokio::time::timeout(Duration::from_secs(30), self.stderr.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no start-up lines within 30 s; saw {seen:#?}"))
+                .unwrap_or_else(|| panic!("albwatch exited; it said {seen:#?}"));
+            let addr = |prefix: &str| -> Option<SocketAddr> {
+                let rest = line.split_once(prefix)?.1;
+                rest.trim_end_matches("/metrics").parse().ok()
+            };
+            if line.contains("metrics on http://") {
+                admin = addr("http://");
+            } else if line.contains("Firehose endpoint on http://") {
+                firehose = addr("http://");
+            }
+            seen.push(line);
+        }
+        (admin.expect("admin"), firehose.expect("firehose"))
+    }
+}
+
+/// A GET on the admin port; the body as text.
+async fn admin_get(admin: SocketAddr, path: &str) -> String {
+    let stream = TcpStream::connect(admin)
+        .await
+        .expect("connect to the admin port");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    let reply = exchange(stream, request.as_bytes()).await;
+    assert_eq!(reply.status, 200, "GET {path}");
+    String::from_utf8(reply.body).expect("UTF-8 body")
+}
+
+/// Line `n` of `tests/fixtures/causes.log`, re-timed to `at_us` (created 3 ms earlier).
+fn cause_line_at(n: usize, at_us: i64) -> String {
+    let time = albwatch::alert::text::rfc3339_ms;
+    let mut tokens: Vec<String> = include_str!("fixtures/causes.log")
+        .lines()
+        .nth(n)
+        .expect("fixture line")
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    tokens[1] = time(at_us);
+    // request_creation_time is the last timestamp-shaped token of the fixture lines.
+    if let Some(i) = tokens
+        .iter()
+        .rposition(|t| t.starts_with("2026-") && t.ends_with('Z'))
+    {
+        tokens[i] = time(at_us - 3_000);
+    }
+    tokens.join(" ") + "\n"
+}
+
+/// `count` copies of fixture line `n`, one per 100 ms up to a few seconds ago, in one record.
+fn record_of(n: usize, count: i64) -> Vec<u8> {
+    let now = now_ms() as i64 * 1000;
+    (0..count)
+        .map(|i| cause_line_at(n, now - 5_000_000 - i * 100_000))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// The sum of every `alb_requests_total` sample whose label block contains `has` and not
+/// `lacks`.
+fn requests_where(metrics: &str, has: &str, lacks: &str) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("alb_requests_total{"))
+        .filter(|l| l.contains(has) && (lacks.is_empty() || !l.contains(lacks)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn common_attributes_label_the_daemons_alb_series_and_alerts() {
+    const OK_LINE: usize = 0; // 200 target_ok on 10.0.1.17:8080
+    const REFUSED_LINE: usize = 28; // 502 target_refused_connection on the same target
+    let mut daemon = Daemon::start(
+        "attributes",
+        &format!(
+            "[aggregate]\n\
+             bucket_secs = 1  # alerts are evaluated every bucket (at most 10 s)\n\
+             [firehose]\n\
+             addr = \"127.0.0.1:0\"\n\
+             access_key = \"{SPEC_KEY}\"\n\
+             common_attribute_labels = [\"env\"]\n"
+        ),
+    );
+    let (admin, firehose) = daemon.addresses().await;
+    let send = |id: &'static str, records: Vec<Vec<u8>>, env: Option<&str>| {
+        let mut request = Request::firehose(id, &body(id, &records), false);
+        request = match env {
+            Some(env) => request.with(
+                "X-Amz-Firehose-Common-Attributes",
+                &format!(r#"{{"commonAttributes":{{"env":"{env}"}}}}"#),
+            ),
+            None => request.without("X-Amz-Firehose-Common-Attributes"),
+        };
+        async move {
+            let stream = TcpStream::connect(firehose).await.expect("connect");
+            exchange(stream, &request.to_bytes()).await.check(200, id);
+        }
+    };
+    // prod: 40 healthy requests and 20 refused connections; staging: 25 healthy ones; and 10
+    // more without the header. The 200 comes after the counting, so /metrics has them now.
+    send(
+        "attrs-prod",
+        vec![record_of(OK_LINE, 40), record_of(REFUSED_LINE, 20)],
+        Some("prod"),
+    )
+    .await;
+    send(
+        "attrs-staging",
+        vec![record_of(OK_LINE, 25)],
+        Some("staging"),
+    )
+    .await;
+    send("attrs-none", vec![record_of(OK_LINE, 10)], None).await;
+
+    let metrics = admin_get(admin, "/metrics").await;
+    let place =
+        r#"elb="app/shop-prod/50dc6c495c0c9188",target_group="web-prod",target="10.0.1.17:8080""#;
+    for (sample, value) in [
+        (
+            format!(r#"{place},env="prod",code="200",cause="target_ok""#),
+            40,
+        ),
+        (
+            format!(r#"{place},env="prod",code="502",cause="target_refused_connection""#),
+            20,
+        ),
+        (
+            format!(r#"{place},env="staging",code="200",cause="target_ok""#),
+            25,
+        ),
+        (format!(r#"{place},code="200",cause="target_ok""#), 10),
+    ] {
+        let line = format!("alb_requests_total{{{sample}}} {value}\n");
+        assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+    }
+    assert_eq!(requests_where(&metrics, r#"env="prod""#, ""), 60.0);
+    assert_eq!(requests_where(&metrics, r#"env="staging""#, ""), 25.0);
+    assert_eq!(requests_where(&metrics, "", "env="), 10.0);
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("alb_") && l.contains(r#"env="""#)),
+        "{metrics}"
+    );
+    // The other alb_* families carry the label too, before their own.
+    for family in [
+        "alb_sent_bytes_total{",
+        "alb_target_response_seconds_count{",
+        "alb_window_requests{",
+    ] {
+        let with_env = format!(r#"{family}{place},env="staging""#);
+        assert!(metrics.contains(&with_env), "no {with_env:?} in\n{metrics}");
+    }
+
+    // prod's refused connections alert, with env; the same target without attributes does
+    // not (10 requests, none refused), and neither does staging.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let alerts = loop {
+        let text = admin_get(admin, "/api/alerts").await;
+        let alerts: serde_json::Value = serde_json::from_str(&text).expect("JSON alerts");
+        if alerts.as_array().is_some_and(|a| !a.is_empty()) {
+            break alerts;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no alert within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let alerts = alerts.as_array().expect("an array");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let labels = &alerts[0]["labels"];
+    assert_eq!(labels["cause"], "target_refused_connection", "{labels}");
+    assert_eq!(labels["target"], "10.0.1.17:8080", "{labels}");
+    assert_eq!(labels["env"], "prod", "{labels}");
+}
+
+#[test]
+fn check_config_names_an_attribute_label_the_series_already_have() {
+    let dir = std::env::temp_dir().join(format!("albwatch-firehose-{}-check", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let check = |labels: &str| {
+        let path = dir.join("albwatch.toml");
+        std::fs::write(
+            &path,
+            format!("[firehose]\ncommon_attribute_labels = {labels}\n"),
+        )
+        .expect("config file");
+        std::process::Command::new(env!("CARGO_BIN_EXE_albwatch"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .expect("runs check-config")
+    };
+    let out = check(r#"["env", "target-group"]"#);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("firehose.common_attribute_labels"), "{err}");
+    assert!(err.contains("target_group"), "{err}");
+    let out = check(r#"["env"]"#);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(r#"common-attribute labels ["env"]"#),
+        "{said}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

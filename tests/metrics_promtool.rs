@@ -1,7 +1,9 @@
 //! End to end for the exporter: a realistic corpus parsed, classified and aggregated, the
 //! real admin server on a free loopback port, `/metrics`, `/ready` and `/live` fetched over
-//! real HTTP, and the exposition judged by the real `promtool check metrics`. promtool comes
-//! from `scripts/install-test-deps.sh`; without it this test fails, it never skips.
+//! real HTTP, and the exposition judged by the real `promtool check metrics`. The batches
+//! take turns at carrying the common attribute `env` ("prod", "staging") and none, so the
+//! exposition mixes series with and without that label. promtool comes from
+//! `scripts/install-test-deps.sh`; without it this test fails, it never skips.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -19,11 +21,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 const LINES: usize = 5000;
 
-/// The corpus aggregated the way a worker does it, in batches.
+/// The corpus aggregated the way a worker does it, in batches of alternating `env`.
 fn aggregate_corpus() -> Aggregator {
     let corpus = Corpus::generate(7, LINES);
-    let mut agg = Aggregator::new(AggregateConfig::default());
+    let mut agg = Aggregator::new(AggregateConfig {
+        attribute_labels: vec!["env".to_string()],
+        ..AggregateConfig::default()
+    });
     let mut acc = BatchAccumulator::new(agg.config());
+    let envs: [&[&str]; 3] = [&["prod"], &["staging"], &[]];
+    acc.set_attributes(envs[0]);
     let lb = LbSettings::default();
     let mut parsed = 0;
     for (i, line) in corpus
@@ -38,6 +45,7 @@ fn aggregate_corpus() -> Aggregator {
         parsed += 1;
         if parsed % 500 == 0 {
             acc.merge_into(&mut agg);
+            acc.set_attributes(envs[parsed / 500 % envs.len()]);
         }
     }
     acc.merge_into(&mut agg);
@@ -152,6 +160,7 @@ async fn metrics_endpoint_passes_promtool() {
             Err(poisoned) => poisoned.into_inner().snapshot(end),
         }),
         Arc::new(move || end + 30_000_000),
+        &["env".to_string()],
     )
     .expect("register snapshot metrics");
 
@@ -204,6 +213,14 @@ async fn metrics_endpoint_passes_promtool() {
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum();
     assert_eq!(requests, LINES as f64, "every corpus line counted once");
+    for env in [r#"env="prod""#, r#"env="staging""#] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("alb_window_requests{") && l.contains(env)),
+            "no alb_window_requests with {env}"
+        );
+    }
+    assert!(!text.contains(r#"env="""#), "empty env label written");
 
     // Kept on disk so a rejection can be inspected (and re-run through promtool) by hand.
     let dump = std::env::temp_dir().join("albwatch-metrics_promtool.prom");

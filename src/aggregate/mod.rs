@@ -1,8 +1,10 @@
-//! Event-time aggregation: per `(elb, target_group, target)` series, monotonic totals by
-//! `(code, cause)`, bytes and a classic latency histogram, plus fine event-time buckets from
-//! which the sliding windows (1 m, 5 m, 15 m by default) are summed, and per-minute
-//! `hdrhistogram`s for window latency quantiles. It hands an owned [`Snapshot`] to the
-//! exporter and the alert rules, which never touch the live state.
+//! Event-time aggregation: per `(elb, target_group, target)` series — and per value of each
+//! configured attribute label (Firehose common attributes; a batch carries its request's
+//! values, other inputs none) — monotonic totals by `(code, cause)`, bytes and a classic
+//! latency histogram, plus fine event-time buckets from which the sliding windows (1 m, 5 m,
+//! 15 m by default) are summed, and per-minute `hdrhistogram`s for window latency quantiles.
+//! It hands an owned [`Snapshot`] to the exporter and the alert rules, which never touch the
+//! live state.
 //!
 //! Two halves keep locks off the per-line path: a worker fills its own [`BatchAccumulator`]
 //! line by line (no lock, no allocation once warm), then merges it into the shared
@@ -21,7 +23,7 @@ use hdrhistogram::Histogram;
 
 use crate::classify::Cause;
 use crate::parse::LogEntry;
-use series::{SeriesLabels, SeriesTable, series_key};
+use series::{SeriesLabels, SeriesTable, push_attributes, series_key};
 
 const SECOND_US: i64 = 1_000_000;
 const MINUTE_US: i64 = 60 * SECOND_US;
@@ -48,10 +50,15 @@ pub struct AggregateConfig {
     pub windows_secs: Vec<u32>,
     /// How far behind the newest event an entry may arrive and still land in the windows.
     pub allowed_lateness_secs: u32,
-    /// Cap on `(elb, target_group, target)` series; the rest go to `__overflow__`.
+    /// Cap on series (`(elb, target_group, target)` with their attribute values); the rest go
+    /// to `__overflow__`.
     pub max_series: usize,
     /// A series with no entry for this long is dropped from the windows and the exposition.
     pub series_ttl_secs: u32,
+    /// Names of the extra label dimensions every series has, in order: the labels of
+    /// `firehose.common_attribute_labels`. A series is keyed by its three labels and one
+    /// value per name (`""` for entries without attributes), all under `max_series`.
+    pub attribute_labels: Vec<String>,
 }
 
 impl Default for AggregateConfig {
@@ -62,6 +69,7 @@ impl Default for AggregateConfig {
             allowed_lateness_secs: 120,
             max_series: 10_000,
             series_ttl_secs: 1_800,
+            attribute_labels: Vec::new(),
         }
     }
 }
@@ -152,10 +160,17 @@ pub struct BatchAccumulator {
     touched: Vec<usize>,
     scratch: Vec<u8>,
     max_local_series: usize,
+    attribute_count: usize,
+    /// The attribute part of every key until the next [`BatchAccumulator::set_attributes`]:
+    /// built once per batch, so a line only copies it.
+    suffix: Vec<u8>,
 }
 
 impl BatchAccumulator {
     pub fn new(cfg: &AggregateConfig) -> Self {
+        let attribute_count = cfg.attribute_labels.len();
+        let mut suffix = Vec::new();
+        push_attributes::<&str>(&mut suffix, attribute_count, &[]);
         BatchAccumulator {
             bucket_us: cfg.bucket_us(),
             index: HashMap::new(),
@@ -166,7 +181,17 @@ impl BatchAccumulator {
             // The local index only caches keys; past a few times the shared cap it is
             // cheaper to forget it than to let churn grow it.
             max_local_series: cfg.max_series.saturating_mul(2).max(1024),
+            attribute_count,
+            suffix,
         }
+    }
+
+    /// The attribute values (one per configured label, in order; missing ones `""`) of the
+    /// entries added from now on — called once per batch, since every line of a batch comes
+    /// from the same Firehose request.
+    pub fn set_attributes<T: AsRef<str>>(&mut self, values: &[T]) {
+        self.suffix.clear();
+        push_attributes(&mut self.suffix, self.attribute_count, values);
     }
 
     /// Counts one classified entry.
@@ -182,6 +207,7 @@ impl BatchAccumulator {
             }
             None => scratch.push(b'-'),
         }
+        scratch.extend_from_slice(&self.suffix);
         let idx = match self.index.get(&scratch[..]) {
             Some(&idx) => idx,
             None => {
@@ -316,6 +342,8 @@ struct SeriesState {
 #[derive(Debug)]
 pub struct Aggregator {
     cfg: AggregateConfig,
+    /// `cfg.attribute_labels`, shared with every snapshot.
+    attribute_labels: Arc<[String]>,
     table: SeriesTable,
     states: Vec<Option<SeriesState>>,
     max_event: Option<i64>,
@@ -327,7 +355,8 @@ pub struct Aggregator {
 impl Aggregator {
     pub fn new(cfg: AggregateConfig) -> Self {
         Aggregator {
-            table: SeriesTable::new(cfg.max_series),
+            table: SeriesTable::new(cfg.max_series, cfg.attribute_labels.len()),
+            attribute_labels: cfg.attribute_labels.iter().cloned().collect(),
             cfg,
             states: Vec::new(),
             max_event: None,
@@ -496,6 +525,7 @@ impl Aggregator {
         Snapshot {
             end,
             windows_secs: windows_secs.to_vec(),
+            attribute_labels: Arc::clone(&self.attribute_labels),
             series,
             max_event_time: self.max_event,
             late_entries: self.late_entries,
@@ -657,6 +687,8 @@ pub struct Snapshot {
     /// Windows end here (exclusive), µs since the epoch.
     pub end: i64,
     pub windows_secs: Vec<u32>,
+    /// The names of [`SeriesLabels::attributes`], in the same order.
+    pub attribute_labels: Arc<[String]>,
     pub series: Vec<SeriesSnapshot>,
     pub max_event_time: Option<i64>,
     pub late_entries: u64,

@@ -1,8 +1,9 @@
-//! The capped interner of label series: maps the `(elb, target_group, target)` of an entry to
-//! a small id and owns the label strings, so the windows and the exposition never hold more
-//! than `max_series` distinct series however many targets churn through. Entries that would
-//! exceed the cap go to one `__overflow__` series (and are counted); series idle for the TTL are
-//! released and their ids reused.
+//! The capped interner of label series: maps the `(elb, target_group, target)` of an entry,
+//! plus the values of the configured attribute labels (Firehose common attributes), to a small
+//! id and owns the label strings, so the windows and the exposition never hold more than
+//! `max_series` distinct series however many targets (or attribute values) churn through.
+//! Entries that would exceed the cap go to one `__overflow__` series (and are counted); series
+//! idle for the TTL are released and their ids reused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,10 +18,14 @@ pub struct SeriesLabels {
     pub elb: String,
     pub target_group: String,
     pub target: String,
+    /// One value per configured attribute label, in config order; `""` = not sent (the
+    /// label is then left out, as Prometheus reads an empty label as absent).
+    pub attributes: Vec<String>,
 }
 
 /// Builds the lookup key of a series into `out`: the three labels separated by NUL bytes
-/// (which no label can contain).
+/// (which no label can contain). The attribute part, if any, follows from
+/// [`push_attributes`].
 pub fn series_key(out: &mut Vec<u8>, elb: &[u8], target_group: &[u8], target: &[u8]) {
     out.clear();
     out.extend_from_slice(elb);
@@ -30,35 +35,61 @@ pub fn series_key(out: &mut Vec<u8>, elb: &[u8], target_group: &[u8], target: &[
     out.extend_from_slice(target);
 }
 
-fn labels_of(key: &[u8]) -> SeriesLabels {
-    let mut parts = key.splitn(3, |&b| b == 0);
-    let mut next = || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+/// Appends the attribute part of a series key to `out`: exactly `count` NUL-led values, taken
+/// from `values` by position (missing ones empty, extra ones ignored), so that "not sent" has
+/// one spelling and a key always has `3 + count` parts.
+pub fn push_attributes<T: AsRef<str>>(out: &mut Vec<u8>, count: usize, values: &[T]) {
+    for i in 0..count {
+        out.push(0);
+        if let Some(v) = values.get(i) {
+            out.extend_from_slice(v.as_ref().as_bytes());
+        }
+    }
+}
+
+fn labels_of(key: &[u8], attribute_count: usize) -> SeriesLabels {
+    let mut parts = key
+        .split(|&b| b == 0)
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let mut next = || parts.next().unwrap_or_default();
     SeriesLabels {
         elb: next(),
         target_group: next(),
         target: next(),
+        attributes: (0..attribute_count).map(|_| next()).collect(),
     }
+}
+
+/// A live series: its key (to release it by) and its labels.
+#[derive(Debug)]
+struct Slot {
+    key: Box<[u8]>,
+    labels: Arc<SeriesLabels>,
 }
 
 /// Series ids by key, with a cap and a free list.
 #[derive(Debug)]
 pub struct SeriesTable {
     index: HashMap<Box<[u8]>, u32>,
-    labels: Vec<Option<Arc<SeriesLabels>>>,
+    slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     max_series: usize,
+    attribute_count: usize,
     overflow: Option<u32>,
     /// Entries mapped to the overflow series because the table was full.
     pub overflowed_entries: u64,
 }
 
 impl SeriesTable {
-    pub fn new(max_series: usize) -> Self {
+    /// A table of at most `max_series` series (plus the overflow one) whose keys carry
+    /// `attribute_count` attribute values.
+    pub fn new(max_series: usize, attribute_count: usize) -> Self {
         SeriesTable {
             index: HashMap::new(),
-            labels: Vec::new(),
+            slots: Vec::new(),
             free: Vec::new(),
             max_series,
+            attribute_count,
             overflow: None,
             overflowed_entries: 0,
         }
@@ -77,6 +108,7 @@ impl SeriesTable {
         match self.overflow {
             Some(id) => id,
             None => {
+                // One overflow series, whatever the attributes: its values are unknown ("").
                 let mut k = Vec::new();
                 series_key(
                     &mut k,
@@ -84,6 +116,7 @@ impl SeriesTable {
                     OVERFLOW.as_bytes(),
                     OVERFLOW.as_bytes(),
                 );
+                push_attributes::<&str>(&mut k, self.attribute_count, &[]);
                 let id = self.insert(k.into());
                 self.overflow = Some(id);
                 id
@@ -92,16 +125,19 @@ impl SeriesTable {
     }
 
     fn insert(&mut self, key: Box<[u8]>) -> u32 {
-        let labels = Some(Arc::new(labels_of(&key)));
+        let slot = Some(Slot {
+            labels: Arc::new(labels_of(&key, self.attribute_count)),
+            key: key.clone(),
+        });
         let id = match self.free.pop() {
             Some(id) => {
-                self.labels[id as usize] = labels;
+                self.slots[id as usize] = slot;
                 id
             }
             None => {
-                self.labels.push(labels);
+                self.slots.push(slot);
                 // The table never holds more than `max_series` + 1 ids, far below u32::MAX.
-                (self.labels.len() - 1) as u32
+                (self.slots.len() - 1) as u32
             }
         };
         self.index.insert(key, id);
@@ -110,17 +146,10 @@ impl SeriesTable {
 
     /// Releases the series `id`; its id may be handed out again.
     pub fn release(&mut self, id: u32) {
-        let Some(labels) = self.labels.get_mut(id as usize).and_then(Option::take) else {
+        let Some(slot) = self.slots.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
-        let mut k = Vec::new();
-        series_key(
-            &mut k,
-            labels.elb.as_bytes(),
-            labels.target_group.as_bytes(),
-            labels.target.as_bytes(),
-        );
-        self.index.remove(&k[..]);
+        self.index.remove(&slot.key);
         if self.overflow == Some(id) {
             self.overflow = None;
         }
@@ -128,7 +157,10 @@ impl SeriesTable {
     }
 
     pub fn labels(&self, id: u32) -> Option<&Arc<SeriesLabels>> {
-        self.labels.get(id as usize).and_then(Option::as_ref)
+        self.slots
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .map(|s| &s.labels)
     }
 
     /// Live series, the overflow series included.
@@ -153,7 +185,7 @@ mod tests {
 
     #[test]
     fn interns_up_to_the_cap_then_overflows() {
-        let mut t = SeriesTable::new(2);
+        let mut t = SeriesTable::new(2, 0);
         let a = t.intern(&key("10.0.0.1:80"), 1);
         assert_eq!(t.intern(&key("10.0.0.1:80"), 1), a);
         let b = t.intern(&key("10.0.0.2:80"), 1);
@@ -169,7 +201,7 @@ mod tests {
 
     #[test]
     fn released_ids_are_reused_and_room_comes_back() {
-        let mut t = SeriesTable::new(1);
+        let mut t = SeriesTable::new(1, 0);
         let a = t.intern(&key("a:1"), 1);
         t.release(a);
         assert!(t.is_empty());
@@ -177,5 +209,47 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(t.labels(b).expect("labels").target, "b:1");
         assert_eq!(t.len(), 1);
+    }
+
+    fn key_with(target: &str, env: &str) -> Vec<u8> {
+        let mut k = key(target);
+        push_attributes(&mut k, 1, &[env]);
+        k
+    }
+
+    #[test]
+    fn attribute_values_split_series_and_share_the_cap() {
+        let mut t = SeriesTable::new(2, 1);
+        let prod = t.intern(&key_with("a:1", "prod"), 1);
+        let staging = t.intern(&key_with("a:1", "staging"), 1);
+        assert_ne!(prod, staging);
+        assert_eq!(t.labels(prod).expect("labels").attributes, ["prod"]);
+        assert_eq!(t.labels(staging).expect("labels").target, "a:1");
+        // A third value of the same target is a third series: over the cap.
+        let o = t.intern(&key_with("a:1", "dev"), 3);
+        assert_eq!(t.overflowed_entries, 3);
+        let overflow = t.labels(o).expect("overflow labels");
+        assert_eq!(overflow.target, OVERFLOW);
+        assert_eq!(overflow.attributes, [""]);
+        // Released by its own key, attributes and all: room comes back.
+        t.release(prod);
+        t.release(o);
+        assert_eq!(t.len(), 1);
+        let dev = t.intern(&key_with("a:1", "dev"), 1);
+        assert_eq!(t.labels(dev).expect("labels").attributes, ["dev"]);
+        assert_eq!(t.overflowed_entries, 3);
+    }
+
+    #[test]
+    fn a_missing_value_has_one_spelling() {
+        let mut none = key("a:1");
+        push_attributes::<&str>(&mut none, 2, &[]);
+        let mut empty = key("a:1");
+        push_attributes(&mut empty, 2, &["", ""]);
+        let mut short = key("a:1");
+        push_attributes(&mut short, 2, &[""]);
+        assert_eq!(none, empty);
+        assert_eq!(none, short);
+        assert_eq!(labels_of(&none, 2).attributes, ["", ""]);
     }
 }

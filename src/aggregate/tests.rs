@@ -165,3 +165,95 @@ fn old_entries_arriving_now_keep_their_series_alive() {
     assert_eq!(snap.series[0].totals.iter().map(|t| t.2).sum::<u64>(), 1);
     assert_eq!(snap.late_entries, 1);
 }
+
+fn env_cfg(max_series: usize) -> AggregateConfig {
+    AggregateConfig {
+        attribute_labels: vec!["env".to_string()],
+        max_series,
+        ..cfg()
+    }
+}
+
+/// The requests of each series as `(target, env, requests)`, sorted.
+fn requests_by_series(snap: &Snapshot) -> Vec<(String, Vec<String>, u64)> {
+    let mut out: Vec<_> = snap
+        .series
+        .iter()
+        .map(|s| {
+            (
+                s.labels.target.clone(),
+                s.labels.attributes.clone(),
+                s.totals.iter().map(|t| t.2).sum(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn attribute_values_split_series() {
+    let mut agg = Aggregator::new(env_cfg(100));
+    let mut acc = BatchAccumulator::new(agg.config());
+    let lines = |n: i64| -> Vec<String> {
+        (0..n)
+            .map(|i| line_at(0, T0 + i * SECOND_US, "10.0.1.17:8080"))
+            .collect()
+    };
+    acc.set_attributes(&["prod"]);
+    feed(&mut acc, &mut agg, &lines(3));
+    acc.set_attributes(&["staging"]);
+    feed(&mut acc, &mut agg, &lines(2));
+    // A batch without attributes (a file, Kinesis): the empty value, however it is spelt.
+    acc.set_attributes::<&str>(&[]);
+    feed(&mut acc, &mut agg, &lines(1));
+    acc.set_attributes(&[""]);
+    feed(&mut acc, &mut agg, &lines(1));
+    acc.set_attributes(&["prod"]);
+    feed(&mut acc, &mut agg, &lines(4));
+    let snap = agg.snapshot(T0 + MINUTE_US);
+    assert_eq!(&*snap.attribute_labels, ["env"]);
+    let t = "10.0.1.17:8080".to_string();
+    assert_eq!(
+        requests_by_series(&snap),
+        [
+            (t.clone(), vec![String::new()], 2),
+            (t.clone(), vec!["prod".to_string()], 7),
+            (t, vec!["staging".to_string()], 2),
+        ]
+    );
+}
+
+#[test]
+fn attribute_values_count_against_the_series_cap() {
+    let mut agg = Aggregator::new(env_cfg(2));
+    let mut acc = BatchAccumulator::new(agg.config());
+    for env in ["a", "b", "c", "d"] {
+        acc.set_attributes(&[env]);
+        feed(&mut acc, &mut agg, &[line_at(0, T0, "10.0.1.17:8080")]);
+    }
+    let snap = agg.snapshot(T0 + SECOND_US);
+    assert_eq!(snap.overflowed_entries, 2);
+    let t = "10.0.1.17:8080".to_string();
+    assert_eq!(
+        requests_by_series(&snap),
+        [
+            (t.clone(), vec!["a".to_string()], 1),
+            (t, vec!["b".to_string()], 1),
+            (series::OVERFLOW.to_string(), vec![String::new()], 2),
+        ]
+    );
+}
+
+#[test]
+fn without_attribute_labels_the_values_are_ignored() {
+    let mut agg = Aggregator::new(cfg());
+    let mut acc = BatchAccumulator::new(agg.config());
+    for env in ["prod", "staging"] {
+        acc.set_attributes(&[env]);
+        feed(&mut acc, &mut agg, &[line_at(0, T0, "10.0.1.17:8080")]);
+    }
+    let snap = agg.snapshot(T0 + SECOND_US);
+    assert_eq!(snap.series.len(), 1);
+    assert!(snap.series[0].labels.attributes.is_empty());
+}

@@ -1,10 +1,12 @@
 //! The alert rules: a pure engine that reads each owned [`Snapshot`] of the aggregator and
 //! decides which `(cause, group)` pairs are firing, with the group given by the cause's
-//! [`Scope`] (a target, a target group or a load balancer). It owns the alert state and the
-//! hysteresis that keeps a borderline condition from flapping, and hands on only
-//! [`Transition`]s (newly firing, resolved) plus the set of [`AlertEngine::active`] alerts,
-//! already shaped for Alertmanager v2 ([`Alert::to_alertmanager`]). Sending, resending and
-//! retrying belong to the Alertmanager client, not here.
+//! [`Scope`] (a target, a target group or a load balancer) within one set of attribute values
+//! (the configured Firehose common-attribute labels, which every alert carries when they are
+//! not empty). It owns the alert state and the hysteresis that keeps a borderline condition
+//! from flapping, and hands on only [`Transition`]s (newly firing, resolved) plus the set of
+//! [`AlertEngine::active`] alerts, already shaped for Alertmanager v2
+//! ([`Alert::to_alertmanager`]). Sending, resending and retrying belong to the Alertmanager
+//! client, not here.
 //!
 //! Like the rest of the hot path it reads no clock and does no I/O: the evaluation time is an
 //! argument, so tests and replays are deterministic. The state is bounded by the snapshot: at
@@ -32,6 +34,18 @@ use crate::classify::{Cause, Scope};
 
 const SECOND_US: i64 = 1_000_000;
 
+/// Every label an alert can carry besides the attribute labels (whose names come with the
+/// snapshot): the names an attribute label must not take.
+pub const LABEL_NAMES: [&str; 7] = [
+    "alertname",
+    "cause",
+    "severity",
+    "elb",
+    "target_group",
+    "target",
+    "code",
+];
+
 /// Whether a transition (or an Alertmanager post) starts or ends an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -53,7 +67,8 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
     /// `alertname`, `cause`, `severity`, `elb`, `target_group` (target and target-group
-    /// scope), `target` (target scope), `code`.
+    /// scope), `target` (target scope), `code` ([`LABEL_NAMES`]), then each attribute label
+    /// whose value is not empty.
     pub labels: BTreeMap<String, String>,
     /// `summary`, `description`, `runbook`, and `trace_id` when an example is known.
     pub annotations: BTreeMap<String, String>,
@@ -108,11 +123,13 @@ pub struct Transition {
 }
 
 /// A group of series, borrowed from a snapshot; `None` parts are not part of the grouping.
+/// Attribute values always are: `env="prod"` and `env="staging"` alert apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct GroupKey<'a> {
     elb: &'a str,
     target_group: Option<&'a str>,
     target: Option<&'a str>,
+    attributes: &'a [String],
 }
 
 impl<'a> GroupKey<'a> {
@@ -126,6 +143,7 @@ impl<'a> GroupKey<'a> {
             elb: &labels.elb,
             target_group,
             target,
+            attributes: &labels.attributes,
         }
     }
 
@@ -134,7 +152,16 @@ impl<'a> GroupKey<'a> {
             elb: self.elb.to_owned(),
             target_group: self.target_group.map(str::to_owned),
             target: self.target.map(str::to_owned),
+            attributes: self.attributes.to_vec(),
         }
+    }
+
+    /// `(name, value)` of each attribute label with a value.
+    fn attributes<'n>(self, names: &'n [String]) -> impl Iterator<Item = (&'n String, &'a String)> {
+        names
+            .iter()
+            .zip(self.attributes)
+            .filter(|(_, value)| !value.is_empty())
     }
 }
 
@@ -144,6 +171,7 @@ struct Group {
     elb: String,
     target_group: Option<String>,
     target: Option<String>,
+    attributes: Vec<String>,
 }
 
 /// Requests of one cause in one group over the evaluation window.
@@ -321,7 +349,8 @@ impl AlertEngine {
             if !firing {
                 continue;
             }
-            let annotations = self.annotations(cause, key, tally, total);
+            let names = &snapshot.attribute_labels;
+            let annotations = self.annotations(cause, key, names, tally, total);
             match self.active.entry((cause, key.owned())) {
                 Entry::Occupied(mut e) => {
                     let active = e.get_mut();
@@ -334,7 +363,7 @@ impl AlertEngine {
                 }
                 Entry::Vacant(e) => {
                     let alert = Alert {
-                        labels: labels(cause, key, rule, tally),
+                        labels: labels(cause, key, names, rule, tally),
                         annotations,
                         starts_at_us: now_us,
                         ends_at_us: None,
@@ -380,13 +409,30 @@ impl AlertEngine {
         &self,
         cause: Cause,
         key: GroupKey<'_>,
+        attribute_labels: &[String],
         tally: &Tally<'_>,
         total: u64,
     ) -> BTreeMap<String, String> {
+        // The attribute values name the place too: the same target in two environments is
+        // two alerts, and their summaries should say which is which.
+        let attributes: Vec<String> = key
+            .attributes(attribute_labels)
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        let within = |mut place: Vec<String>| {
+            place.extend(attributes.iter().cloned());
+            place.join(", ")
+        };
         let subject = match (key.target_group, key.target) {
-            (Some(tg), Some(target)) => format!("{target} (tg {tg}, {})", key.elb),
-            (Some(tg), None) => format!("target group {tg} ({})", key.elb),
-            _ => key.elb.to_owned(),
+            (Some(tg), Some(target)) => {
+                format!(
+                    "{target} ({})",
+                    within(vec![format!("tg {tg}"), key.elb.to_owned()])
+                )
+            }
+            (Some(tg), None) => format!("target group {tg} ({})", within(vec![key.elb.to_owned()])),
+            _ if attributes.is_empty() => key.elb.to_owned(),
+            _ => format!("{} ({})", key.elb, within(Vec::new())),
         };
         let after = text::ends_in_timeout(cause)
             .then(|| tally.elapsed_estimate())
@@ -418,6 +464,7 @@ impl AlertEngine {
 fn labels(
     cause: Cause,
     key: GroupKey<'_>,
+    attribute_labels: &[String],
     rule: Rule,
     tally: &Tally<'_>,
 ) -> BTreeMap<String, String> {
@@ -434,6 +481,9 @@ fn labels(
     }
     if let Some(&(code, _)) = tally.sorted_codes().first() {
         l.insert("code".to_owned(), format!("{code:03}"));
+    }
+    for (name, value) in key.attributes(attribute_labels) {
+        l.insert(name.clone(), value.clone());
     }
     l
 }

@@ -320,6 +320,16 @@ pub fn payload(
     serde_json::to_vec(&items).unwrap_or_default()
 }
 
+/// The alert labels `albwatch_alerts_firing` has before the attribute labels.
+const FIRING_LABELS: [&str; 6] = [
+    "alertname",
+    "cause",
+    "severity",
+    "elb",
+    "target_group",
+    "target",
+];
+
 /// The client's metrics, on the daemon's registry.
 #[derive(Clone)]
 pub struct AlertmanagerMetrics {
@@ -328,10 +338,15 @@ pub struct AlertmanagerMetrics {
     last_success: IntGaugeVec,
     dropped: IntCounter,
     firing: IntGaugeVec,
+    /// The attribute labels of the alerts, also labels of `firing`: two alerts that differ
+    /// only in them must stay two gauges, or one resolving would remove the other's.
+    attribute_labels: Arc<[String]>,
 }
 
 impl AlertmanagerMetrics {
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+    /// Registers the client's families; `attribute_labels` are the aggregator's, which the
+    /// alerts carry.
+    pub fn register(registry: &Registry, attribute_labels: &[String]) -> prometheus::Result<Self> {
         let posts = IntCounterVec::new(
             Opts::new(
                 "albwatch_alertmanager_posts_total",
@@ -359,20 +374,15 @@ impl AlertmanagerMetrics {
             "albwatch_alertmanager_dropped_alerts_total",
             "New alerts not sent because alertmanager.max_alerts alerts were already firing.",
         )?;
+        let mut firing_label_names = FIRING_LABELS.to_vec();
+        firing_label_names.extend(attribute_labels.iter().map(String::as_str));
         let firing = IntGaugeVec::new(
             Opts::new(
                 "albwatch_alerts_firing",
                 "Built-in alerts firing now (1 per alert); target_group and target are - when \
-                 not part of the alert's scope.",
+                 not part of the alert's scope, attribute labels empty when not sent.",
             ),
-            &[
-                "alertname",
-                "cause",
-                "severity",
-                "elb",
-                "target_group",
-                "target",
-            ],
+            &firing_label_names,
         )?;
         registry.register(Box::new(posts.clone()))?;
         registry.register(Box::new(superseded.clone()))?;
@@ -385,24 +395,25 @@ impl AlertmanagerMetrics {
             last_success,
             dropped,
             firing,
+            attribute_labels: attribute_labels.into(),
         })
     }
 
-    fn firing_labels(alert: &Alert) -> [&str; 6] {
-        let get = |k: &str| alert.labels.get(k).map_or("-", String::as_str);
-        [
-            get("alertname"),
-            get("cause"),
-            get("severity"),
-            get("elb"),
-            get("target_group"),
-            get("target"),
-        ]
+    /// The `firing` gauge's label values of `alert`: `-` for a label outside its scope, `""`
+    /// (absent) for an attribute it was not given.
+    fn firing_labels<'a>(&self, alert: &'a Alert) -> Vec<&'a str> {
+        let get =
+            |k: &str, missing: &'static str| alert.labels.get(k).map_or(missing, String::as_str);
+        FIRING_LABELS
+            .iter()
+            .map(|k| get(k, "-"))
+            .chain(self.attribute_labels.iter().map(|k| get(k, "")))
+            .collect()
     }
 
     fn record(&self, transitions: &[Transition]) {
         for t in transitions {
-            let labels = Self::firing_labels(&t.alert);
+            let labels = self.firing_labels(&t.alert);
             match t.status {
                 Status::Firing => self.firing.with_label_values(&labels).set(1),
                 Status::Resolved => {
@@ -731,6 +742,42 @@ async fn send_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_firing_gauge_tells_alerts_apart_by_their_attributes() {
+        let registry = Registry::new();
+        let metrics = AlertmanagerMetrics::register(&registry, &["env".to_string()]).unwrap();
+        let with_env = |env: &str| {
+            let mut a = alert("ALBTargetRefusedConnection", "10.0.0.1:80");
+            if !env.is_empty() {
+                a.labels.insert("env".to_string(), env.to_string());
+            }
+            a
+        };
+        let (prod, staging, bare) = (with_env("prod"), with_env("staging"), with_env(""));
+        metrics.record(&[firing(&prod), firing(&staging), firing(&bare)]);
+        metrics.record(&[resolved(&staging, 2_000_000)]);
+        let gauges: Vec<Vec<(String, String)>> = registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "albwatch_alerts_firing")
+            .flat_map(|f| f.get_metric())
+            .map(|m| {
+                let mut pairs: Vec<(String, String)> = m
+                    .get_label()
+                    .iter()
+                    .filter(|l| l.name() == "env" || l.name() == "target")
+                    .map(|l| (l.name().to_string(), l.value().to_string()))
+                    .collect();
+                pairs.sort();
+                pairs
+            })
+            .collect();
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(gauges.len(), 2, "{gauges:?}");
+        assert!(gauges.contains(&vec![pair("env", "prod"), pair("target", "10.0.0.1:80")]));
+        assert!(gauges.contains(&vec![pair("env", ""), pair("target", "10.0.0.1:80")]));
+    }
 
     fn alert(name: &str, target: &str) -> Alert {
         Alert {

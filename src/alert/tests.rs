@@ -37,6 +37,8 @@ struct Line {
     target: &'static str,
     tg: &'static str,
     elb: &'static str,
+    /// The `env` attribute of the batch it comes in (with [`Pipeline::with_env`]).
+    env: &'static str,
 }
 
 fn line(n: usize, at: i64) -> Line {
@@ -47,6 +49,7 @@ fn line(n: usize, at: i64) -> Line {
         target: A,
         tg: "web-prod",
         elb: ELB,
+        env: "",
     }
 }
 
@@ -62,6 +65,9 @@ impl Line {
     }
     fn elapsed(self, elapsed: i64) -> Self {
         Line { elapsed, ..self }
+    }
+    fn env(self, env: &'static str) -> Self {
+        Line { env, ..self }
     }
 
     fn render(&self) -> String {
@@ -96,6 +102,14 @@ impl Pipeline {
         Self::with(AggregateConfig::default())
     }
 
+    /// Series (and alerts) with the attribute label `env`.
+    fn with_env() -> Self {
+        Self::with(AggregateConfig {
+            attribute_labels: vec!["env".to_string()],
+            ..AggregateConfig::default()
+        })
+    }
+
     fn with(cfg: AggregateConfig) -> Self {
         let agg = Aggregator::new(cfg);
         let acc = BatchAccumulator::new(agg.config());
@@ -118,6 +132,8 @@ impl Pipeline {
         for l in &due {
             let text = l.render();
             let e = parse_line(text.as_bytes()).unwrap_or_else(|err| panic!("{err}: {text}"));
+            // As if each line came in a batch of its own Firehose request.
+            self.acc.set_attributes(&[l.env]);
             self.acc.add(&e, classify(&e, &lb));
         }
         self.acc.merge_into(&mut self.agg);
@@ -709,4 +725,60 @@ fn text_helpers() {
     assert_eq!(text::codes(&[(502, 9), (504, 3)]), "502/504");
     assert_eq!(text::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
     assert_eq!(text::rfc3339_ms(T0 + 999_999), "2026-11-24T10:00:00.999Z");
+}
+
+#[test]
+fn attribute_values_split_groups_and_label_their_alerts() {
+    let mut p = Pipeline::with_env();
+    for env in ["prod", "staging", ""] {
+        p.add(spread(100, T0, MINUTE, |at| line(OK, at).env(env)));
+    }
+    // The same target refuses connections in prod and in lines without attributes; staging
+    // is healthy, and its requests must not dilute prod's share.
+    p.add(spread(30, T0, MINUTE, |at| line(REFUSED, at).env("prod")));
+    p.add(spread(30, T0, MINUTE, |at| line(REFUSED, at).env("")));
+    let now = T0 + MINUTE;
+    let ts = engine().evaluate(&p.snapshot(now), now);
+    assert_eq!(ts.len(), 2, "{ts:#?}");
+    let expected = |env: Option<&str>| {
+        let mut l = labels(&[
+            ("alertname", "ALBTargetRefusedConnection"),
+            ("cause", "target_refused_connection"),
+            ("severity", "critical"),
+            ("elb", ELB),
+            ("target_group", "web-prod"),
+            ("target", A),
+            ("code", "502"),
+        ]);
+        if let Some(env) = env {
+            l.insert("env".to_string(), env.to_string());
+        }
+        l
+    };
+    let prod = ts
+        .iter()
+        .find(|t| t.alert.labels.contains_key("env"))
+        .expect("the prod alert");
+    assert_eq!(prod.alert.labels, expected(Some("prod")));
+    // LABEL_NAMES (which attribute labels may not take) is every other label.
+    assert!(
+        prod.alert
+            .labels
+            .keys()
+            .all(|k| k == "env" || LABEL_NAMES.contains(&k.as_str())),
+        "{:?}",
+        prod.alert.labels
+    );
+    let summary = &prod.alert.annotations["summary"];
+    assert!(
+        summary.contains(&format!("{A} (tg web-prod, {ELB}, env=prod)"))
+            && summary.contains("(30 of 130)"),
+        "{summary}"
+    );
+    // An empty value is no label at all.
+    let bare = ts
+        .iter()
+        .find(|t| !t.alert.labels.contains_key("env"))
+        .expect("the alert without attributes");
+    assert_eq!(bare.alert.labels, expected(None));
 }

@@ -11,13 +11,18 @@
 //! and capped series labels, the closed [`Cause`](crate::classify::Cause) set, configured
 //! windows — so cardinality stays bounded.
 //!
+//! Every `alb_*` family starts with the series labels: elb, target_group, target, then the
+//! configured attribute labels (`firehose.common_attribute_labels`, e.g. `env`) in config
+//! order, each left out of a sample whose value is empty (an entry without attributes), as
+//! Prometheus would read an empty value anyway. The family's own labels follow.
+//!
 //! | name | type | labels |
 //! |---|---|---|
-//! | `alb_requests_total` | counter | elb, target_group, target, code, cause |
-//! | `alb_received_bytes_total`, `alb_sent_bytes_total` | counter | elb, target_group, target |
-//! | `alb_target_response_seconds` | histogram | elb, target_group, target |
-//! | `alb_window_requests`, `alb_window_errors` | gauge | elb, target_group, target, window |
-//! | `alb_window_latency_seconds` | gauge | elb, target_group, target, window, percentile, kind |
+//! | `alb_requests_total` | counter | series labels, code, cause |
+//! | `alb_received_bytes_total`, `alb_sent_bytes_total` | counter | series labels |
+//! | `alb_target_response_seconds` | histogram | series labels |
+//! | `alb_window_requests`, `alb_window_errors` | gauge | series labels, window |
+//! | `alb_window_latency_seconds` | gauge | series labels, window, percentile, kind |
 //! | `albwatch_series`, `albwatch_max_event_timestamp_seconds`, `albwatch_watermark_lag_seconds` | gauge | — |
 //! | `albwatch_{late,overflowed}_entries_total`, `albwatch_evicted_series_total` | counter | — |
 
@@ -31,6 +36,7 @@ use prometheus::Registry;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 
+use crate::aggregate::series::SeriesLabels;
 use crate::aggregate::{
     ClassicHistogram, LATENCY_BUCKETS_SECONDS, Quantiles, SeriesSnapshot, Snapshot, WindowSnapshot,
 };
@@ -47,14 +53,20 @@ pub fn new_registry() -> Registry {
     Registry::new()
 }
 
-/// Registers the [`SnapshotCollector`] families on `registry`. Fails if any family name is
+/// Registers the [`SnapshotCollector`] families on `registry`, their series labels extended
+/// by `attribute_labels` (the aggregator's, in the same order). Fails if any family name is
 /// already registered there, so two exporters can never emit the same family twice.
 pub fn register_snapshot_metrics(
     registry: &Registry,
     source: SnapshotSource,
     wall_clock: WallClock,
+    attribute_labels: &[String],
 ) -> prometheus::Result<()> {
-    registry.register(Box::new(SnapshotCollector::new(source, wall_clock)?))
+    registry.register(Box::new(SnapshotCollector::new(
+        source,
+        wall_clock,
+        attribute_labels,
+    )?))
 }
 
 /// One exported family: the name, help and label names are fixed here, once, so a sample can
@@ -63,46 +75,56 @@ struct Family {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
+    /// Whether samples start with the series labels ([`SERIES_LABELS`], then the attribute
+    /// labels).
+    per_series: bool,
+    /// The family's own labels, after the series labels.
     labels: &'static [&'static str],
 }
 
-const SERIES_LABELS: &[&str] = &["elb", "target_group", "target"];
+const SERIES_LABELS: [&str; 3] = ["elb", "target_group", "target"];
 
 const REQUESTS: Family = Family {
     name: "alb_requests_total",
     help: "ALB access-log entries counted, by load balancer, target group, target, elb_status_code (000 when none) and probable cause.",
     kind: MetricType::COUNTER,
-    labels: &["elb", "target_group", "target", "code", "cause"],
+    per_series: true,
+    labels: &["code", "cause"],
 };
 const RECEIVED_BYTES: Family = Family {
     name: "alb_received_bytes_total",
     help: "Bytes received from clients (request headers and body), from received_bytes of the access logs.",
     kind: MetricType::COUNTER,
-    labels: SERIES_LABELS,
+    per_series: true,
+    labels: &[],
 };
 const SENT_BYTES: Family = Family {
     name: "alb_sent_bytes_total",
     help: "Bytes sent to clients (response headers and body), from sent_bytes of the access logs.",
     kind: MetricType::COUNTER,
-    labels: SERIES_LABELS,
+    per_series: true,
+    labels: &[],
 };
 const TARGET_RESPONSE: Family = Family {
     name: "alb_target_response_seconds",
     help: "Target processing time (target_processing_time of the access logs; entries without a target response, -1, excluded).",
     kind: MetricType::HISTOGRAM,
-    labels: SERIES_LABELS,
+    per_series: true,
+    labels: &[],
 };
 const WINDOW_REQUESTS: Family = Family {
     name: "alb_window_requests",
     help: "Requests whose event time falls in the sliding window ending at the aggregator's clock.",
     kind: MetricType::GAUGE,
-    labels: &["elb", "target_group", "target", "window"],
+    per_series: true,
+    labels: &["window"],
 };
 const WINDOW_ERRORS: Family = Family {
     name: "alb_window_errors",
     help: "Requests in the sliding window whose probable cause is an alertable fault.",
     kind: MetricType::GAUGE,
-    labels: &["elb", "target_group", "target", "window"],
+    per_series: true,
+    labels: &["window"],
 };
 /// `percentile`, not `quantile`: Prometheus reserves `quantile` for summaries, and
 /// `promtool check metrics` rejects it on a gauge.
@@ -110,49 +132,49 @@ const WINDOW_LATENCY: Family = Family {
     name: "alb_window_latency_seconds",
     help: "Latency percentile over the sliding window: kind=target is target_processing_time, kind=elapsed is the time from request creation to the log entry.",
     kind: MetricType::GAUGE,
-    labels: &[
-        "elb",
-        "target_group",
-        "target",
-        "window",
-        "percentile",
-        "kind",
-    ],
+    per_series: true,
+    labels: &["window", "percentile", "kind"],
 };
 const SERIES: Family = Family {
     name: "albwatch_series",
-    help: "Live (elb, target_group, target) series held by the aggregator, the overflow series included.",
+    help: "Live series (elb, target_group, target and attribute values) held by the aggregator, the overflow series included.",
     kind: MetricType::GAUGE,
+    per_series: false,
     labels: &[],
 };
 const LATE_ENTRIES: Family = Family {
     name: "albwatch_late_entries_total",
     help: "Entries that arrived after their window closed (beyond the allowed lateness): counted in totals, not in windows.",
     kind: MetricType::COUNTER,
+    per_series: false,
     labels: &[],
 };
 const OVERFLOWED_ENTRIES: Family = Family {
     name: "albwatch_overflowed_entries_total",
     help: "Entries mapped to the __overflow__ series because the series cap was reached.",
     kind: MetricType::COUNTER,
+    per_series: false,
     labels: &[],
 };
 const EVICTED_SERIES: Family = Family {
     name: "albwatch_evicted_series_total",
     help: "Series dropped after staying idle longer than the series TTL.",
     kind: MetricType::COUNTER,
+    per_series: false,
     labels: &[],
 };
 const MAX_EVENT_TIME: Family = Family {
     name: "albwatch_max_event_timestamp_seconds",
     help: "Newest access-log event time seen, in seconds since the Unix epoch.",
     kind: MetricType::GAUGE,
+    per_series: false,
     labels: &[],
 };
 const WATERMARK_LAG: Family = Family {
     name: "albwatch_watermark_lag_seconds",
     help: "Wall clock minus the newest event time seen: how far behind real time the logs are.",
     kind: MetricType::GAUGE,
+    per_series: false,
     labels: &[],
 };
 
@@ -171,6 +193,33 @@ const FAMILIES: [&Family; 13] = [
     &MAX_EVENT_TIME,
     &WATERMARK_LAG,
 ];
+
+/// Every label name the `alb_*` families use, `le` of the histogram buckets included: the
+/// names an attribute label must not take.
+pub fn series_family_label_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = SERIES_LABELS.to_vec();
+    for f in FAMILIES.iter().filter(|f| f.per_series) {
+        names.extend_from_slice(f.labels);
+        if f.kind == MetricType::HISTOGRAM {
+            names.push("le");
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The label names of `f`'s descriptor: the series labels with `attribute_labels` for a
+/// per-series family, then its own.
+fn label_names(f: &Family, attribute_labels: &[String]) -> Vec<String> {
+    let mut names = Vec::new();
+    if f.per_series {
+        names.extend(SERIES_LABELS.iter().map(|l| (*l).to_owned()));
+        names.extend_from_slice(attribute_labels);
+    }
+    names.extend(f.labels.iter().map(|l| (*l).to_owned()));
+    names
+}
 
 /// Reads one field of [`Quantiles`].
 type Percentile = fn(&Quantiles) -> f64;
@@ -197,16 +246,32 @@ impl std::fmt::Debug for SnapshotCollector {
 }
 
 impl SnapshotCollector {
-    /// Validates every family name and label name (as `Desc` does) up front, so a typo is an
-    /// error at start-up rather than a broken scrape.
-    pub fn new(source: SnapshotSource, wall_clock: WallClock) -> prometheus::Result<Self> {
+    /// Validates every family name and label name (as `Desc` does: an attribute label that
+    /// repeats another label is refused too) up front, so a typo is an error at start-up
+    /// rather than a broken scrape. `attribute_labels` must be the aggregator's.
+    pub fn new(
+        source: SnapshotSource,
+        wall_clock: WallClock,
+        attribute_labels: &[String],
+    ) -> prometheus::Result<Self> {
+        // `le` is no descriptor label (the encoder adds it to buckets), so `Desc` alone would
+        // not catch that one.
+        let taken = series_family_label_names();
+        if let Some(label) = attribute_labels
+            .iter()
+            .find(|l| taken.contains(&l.as_str()))
+        {
+            return Err(prometheus::Error::Msg(format!(
+                "the attribute label {label:?} is already a label of the alb_* families"
+            )));
+        }
         let descs = FAMILIES
             .iter()
             .map(|f| {
                 Desc::new(
                     f.name.to_owned(),
                     f.help.to_owned(),
-                    f.labels.iter().map(|l| (*l).to_owned()).collect(),
+                    label_names(f, attribute_labels),
                     HashMap::new(),
                 )
             })
@@ -247,43 +312,52 @@ pub fn families(snapshot: &Snapshot, wall_now: i64) -> Vec<MetricFamily> {
     let windows = window_labels(&snapshot.windows_secs);
     for series in unique_series(&snapshot.series) {
         let l = &series.labels;
-        let base = [l.elb.as_str(), l.target_group.as_str(), l.target.as_str()];
+        let base = series_labels(l, &snapshot.attribute_labels);
 
         let mut totals: Vec<_> = series.totals.clone();
         totals.sort_unstable_by_key(|&(code, cause, _)| (code, cause));
         for (code, cause, n) in totals {
             let code = code_label(code);
-            let values = [base[0], base[1], base[2], &code, cause.as_str()];
-            requests.push(counter(labels(&REQUESTS, &values), n as f64));
+            let values = [code.as_str(), cause.as_str()];
+            requests.push(counter(labels(&base, &REQUESTS, &values), n as f64));
         }
         received.push(counter(
-            labels(&RECEIVED_BYTES, &base),
+            labels(&base, &RECEIVED_BYTES, &[]),
             series.bytes_in_total as f64,
         ));
         sent.push(counter(
-            labels(&SENT_BYTES, &base),
+            labels(&base, &SENT_BYTES, &[]),
             series.bytes_out_total as f64,
         ));
         // A series without a target (fixed responses, redirects, WAF blocks) can never
         // observe a target response time; seventeen zero series each would be pure noise.
         // Lambda targets log `-` too but do observe, hence the count test.
         if series.latency.count > 0 || l.target != "-" {
-            latency.push(histogram(labels(&TARGET_RESPONSE, &base), &series.latency));
+            latency.push(histogram(
+                labels(&base, &TARGET_RESPONSE, &[]),
+                &series.latency,
+            ));
         }
 
         for (window, w) in windows.iter().zip(&series.windows) {
             let Some(window) = window else { continue };
-            let values = [base[0], base[1], base[2], window.as_str()];
-            window_requests.push(gauge(labels(&WINDOW_REQUESTS, &values), w.requests as f64));
-            window_errors.push(gauge(labels(&WINDOW_ERRORS, &values), w.errors() as f64));
+            let values = [window.as_str()];
+            window_requests.push(gauge(
+                labels(&base, &WINDOW_REQUESTS, &values),
+                w.requests as f64,
+            ));
+            window_errors.push(gauge(
+                labels(&base, &WINDOW_ERRORS, &values),
+                w.errors() as f64,
+            ));
             for (kind, q) in [
                 ("target", &w.target_latency),
                 ("elapsed", &w.elapsed_latency),
             ] {
                 let Some(q) = q else { continue };
                 for (percentile, value) in PERCENTILES {
-                    let values = [base[0], base[1], base[2], window.as_str(), percentile, kind];
-                    window_latency.push(gauge(labels(&WINDOW_LATENCY, &values), value(q)));
+                    let values = [window.as_str(), percentile, kind];
+                    window_latency.push(gauge(labels(&base, &WINDOW_LATENCY, &values), value(q)));
                 }
             }
         }
@@ -419,20 +493,44 @@ fn merge_window(into: &mut WindowSnapshot, other: &WindowSnapshot) {
     into.elapsed_latency = max(into.elapsed_latency, other.elapsed_latency);
 }
 
-/// The label pairs of one sample of `f`, names taken from the family so they always match
-/// its descriptor.
-fn labels(f: &Family, values: &[&str]) -> Vec<LabelPair> {
-    debug_assert_eq!(f.labels.len(), values.len(), "{}", f.name);
-    f.labels
+fn pair(name: &str, value: &str) -> LabelPair {
+    let mut pair = LabelPair::default();
+    pair.set_name(name.to_owned());
+    pair.set_value(value.to_owned());
+    pair
+}
+
+/// The series labels of a sample, in descriptor order: elb, target_group, target, then each
+/// attribute label whose value is not empty.
+fn series_labels(l: &SeriesLabels, attribute_labels: &[String]) -> Vec<LabelPair> {
+    SERIES_LABELS
         .iter()
-        .zip(values)
-        .map(|(name, value)| {
-            let mut pair = LabelPair::default();
-            pair.set_name((*name).to_owned());
-            pair.set_value((*value).to_owned());
-            pair
-        })
+        .zip([&l.elb, &l.target_group, &l.target])
+        .map(|(name, value)| pair(name, value))
+        .chain(
+            attribute_labels
+                .iter()
+                .zip(&l.attributes)
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(name, value)| pair(name, value)),
+        )
         .collect()
+}
+
+/// The label pairs of one sample of the per-series family `f`: the series' own `base`, then
+/// `values` under the family's own label names, so they always match its descriptor.
+fn labels(base: &[LabelPair], f: &Family, values: &[&str]) -> Vec<LabelPair> {
+    debug_assert!(f.per_series, "{}", f.name);
+    debug_assert_eq!(f.labels.len(), values.len(), "{}", f.name);
+    let mut out = Vec::with_capacity(base.len() + values.len());
+    out.extend_from_slice(base);
+    out.extend(
+        f.labels
+            .iter()
+            .zip(values)
+            .map(|(name, value)| pair(name, value)),
+    );
+    out
 }
 
 fn counter(labels: Vec<LabelPair>, value: f64) -> Metric {

@@ -55,10 +55,12 @@ fn snapshot_of(lines: &[String], end: i64) -> Snapshot {
 /// The text exposition of a registry holding only the snapshot collector.
 fn exposition(snapshot: Snapshot, wall_now: i64) -> String {
     let registry = new_registry();
+    let snapshot_labels = snapshot.attribute_labels.to_vec();
     register_snapshot_metrics(
         &registry,
         Arc::new(move || snapshot.clone()),
         Arc::new(move || wall_now),
+        &snapshot_labels,
     )
     .expect("register");
     let (content_type, body) = admin::encode(&registry).expect("encode");
@@ -327,9 +329,9 @@ fn the_same_families_cannot_be_registered_twice() {
     let source: SnapshotSource =
         Arc::new(|| Aggregator::new(AggregateConfig::default()).snapshot(T0));
     let clock: WallClock = Arc::new(|| T0);
-    register_snapshot_metrics(&registry, Arc::clone(&source), Arc::clone(&clock))
+    register_snapshot_metrics(&registry, Arc::clone(&source), Arc::clone(&clock), &[])
         .expect("first registration");
-    assert!(register_snapshot_metrics(&registry, source, clock).is_err());
+    assert!(register_snapshot_metrics(&registry, source, clock, &[]).is_err());
 }
 
 #[test]
@@ -344,6 +346,7 @@ fn every_scrape_takes_exactly_one_snapshot() {
             Aggregator::new(AggregateConfig::default()).snapshot(T0)
         }),
         Arc::new(|| T0),
+        &[],
     )
     .expect("register");
     registry.gather();
@@ -436,6 +439,7 @@ async fn admin_routes_and_graceful_shutdown() {
         &registry,
         Arc::new(move || snap.clone()),
         Arc::new(|| T0 + 2 * SECOND_US),
+        &[],
     )
     .expect("register");
     let health = Health::new();
@@ -481,4 +485,89 @@ async fn admin_routes_and_graceful_shutdown() {
         .expect("server task")
         .expect("serve returns Ok after shutdown");
     assert!(TcpStream::connect(addr).await.is_err(), "still listening");
+}
+
+/// A snapshot with the attribute labels `env` and `team`: per `(env, team)` batch, `n` OK
+/// lines with a target response and one refused connection.
+fn snapshot_with_attributes(batches: &[(&[&str], i64)], end: i64) -> Snapshot {
+    let mut agg = Aggregator::new(AggregateConfig {
+        attribute_labels: vec!["env".to_string(), "team".to_string()],
+        ..AggregateConfig::default()
+    });
+    let mut acc = BatchAccumulator::new(agg.config());
+    let lb = LbSettings::default();
+    for (attributes, n) in batches {
+        acc.set_attributes(attributes);
+        let lines = (0..*n).map(|i| line_at(OK, T0 + i * SECOND_US, Some("0.002")));
+        for line in lines.chain([line_at(REFUSED, T0, None)]) {
+            let e = parse_line(line.as_bytes()).unwrap_or_else(|err| panic!("{err}: {line}"));
+            acc.add(&e, classify(&e, &lb));
+        }
+        acc.merge_into(&mut agg);
+    }
+    agg.snapshot(end)
+}
+
+#[test]
+fn attribute_labels_follow_the_series_labels_and_empty_ones_are_left_out() {
+    let snap = snapshot_with_attributes(
+        &[(&["prod", "shop"], 3), (&["", "shop"], 2), (&[], 4)],
+        T0 + MINUTE_US,
+    );
+    let text = exposition(snap, T0 + MINUTE_US);
+    let ok = |attributes: &str| {
+        sample(
+            &text,
+            &format!(
+                "alb_requests_total{{{}}}",
+                series(&format!(r#"{attributes},code="200",cause="target_ok""#))
+            ),
+        )
+    };
+    assert_eq!(ok(r#",env="prod",team="shop""#), Some(3.0), "{text}");
+    assert_eq!(ok(r#",team="shop""#), Some(2.0), "{text}");
+    assert_eq!(ok(""), Some(4.0), "{text}");
+    assert!(
+        !text.contains(r#"="""#),
+        "an empty label value was written:\n{text}"
+    );
+
+    // Every alb_* family carries them, before its own labels.
+    let prod = series(r#",env="prod",team="shop""#);
+    for (name, own, value) in [
+        (
+            "alb_requests_total",
+            r#",code="502",cause="target_refused_connection""#,
+            1.0,
+        ),
+        ("alb_received_bytes_total", "", 4.0 * 512.0),
+        ("alb_sent_bytes_total", "", 4.0 * 1783.0),
+        ("alb_target_response_seconds_bucket", r#",le="0.005""#, 3.0),
+        ("alb_target_response_seconds_count", "", 3.0),
+        ("alb_window_requests", r#",window="1m""#, 4.0),
+        ("alb_window_errors", r#",window="1m""#, 1.0),
+        (
+            "alb_window_latency_seconds",
+            r#",window="1m",percentile="50",kind="target""#,
+            0.002,
+        ),
+    ] {
+        let got = sample(&text, &format!("{name}{{{prod}{own}}}"));
+        assert_eq!(got, Some(value), "{name}{{{prod}{own}}} in\n{text}");
+    }
+    assert_eq!(sample(&text, "albwatch_series"), Some(3.0));
+}
+
+#[test]
+fn an_attribute_label_cannot_repeat_a_series_label() {
+    let source: SnapshotSource =
+        Arc::new(|| Aggregator::new(AggregateConfig::default()).snapshot(T0));
+    let clock: WallClock = Arc::new(|| T0);
+    for taken in ["target", "code", "window", "le"] {
+        let registry = new_registry();
+        let labels = [taken.to_string()];
+        let registered =
+            register_snapshot_metrics(&registry, Arc::clone(&source), Arc::clone(&clock), &labels);
+        assert!(registered.is_err(), "{taken}");
+    }
 }

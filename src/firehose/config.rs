@@ -46,7 +46,8 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
 pub const DEFAULT_MAX_LOG_LINES_PER_SEC: u32 = 10;
 /// Firehose copies at most 4096 bytes of access key.
 pub const MAX_ACCESS_KEY_BYTES: usize = 4096;
-/// Each label multiplies the series of `albwatch_firehose_requests_total` by up to 17.
+/// Each label multiplies the series of `albwatch_firehose_requests_total` by up to 17, and
+/// the `alb_*` series as much (all under `aggregate.max_series`).
 pub const MAX_COMMON_ATTRIBUTE_LABELS: usize = 4;
 /// Sizes above this are typos, not buffers.
 const MAX_SIZE_KNOB: usize = 1024 * 1024 * 1024;
@@ -83,7 +84,7 @@ pub struct FirehoseConfig {
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// Keys of `X-Amz-Firehose-Common-Attributes` exposed as labels of
-    /// `albwatch_firehose_requests_total`.
+    /// `albwatch_firehose_requests_total`, of every `alb_*` series and of the alerts.
     pub common_attribute_labels: Vec<String>,
     /// Decoded bytes per pipeline batch.
     pub batch_bytes: usize,
@@ -369,8 +370,9 @@ where
 }
 
 /// Label names from attribute keys: anything outside `[A-Za-z0-9_]` becomes `_`, a leading
-/// digit gets a `_` in front; the result may not clash with `status`, another label, or the
-/// `__` names Prometheus reserves.
+/// digit gets a `_` in front; the result may not clash with `status`, another attribute
+/// label, the `__` names Prometheus reserves, or any label albwatch already puts on the
+/// `alb_*` series or on alerts (the attribute labels are added to both).
 fn attribute_labels(keys: &[String]) -> Result<Vec<AttributeLabel>, FirehoseConfigError> {
     const KEY: &str = "common_attribute_labels";
     if keys.len() > MAX_COMMON_ATTRIBUTE_LABELS {
@@ -395,6 +397,17 @@ fn attribute_labels(keys: &[String]) -> Result<Vec<AttributeLabel>, FirehoseConf
             return Err(invalid(
                 KEY,
                 format!("{key:?} becomes the label {label:?}, which is taken or reserved"),
+            ));
+        }
+        if crate::export::series_family_label_names().contains(&label.as_str())
+            || crate::alert::LABEL_NAMES.contains(&label.as_str())
+        {
+            return Err(invalid(
+                KEY,
+                format!(
+                    "{key:?} becomes the label {label:?}, which albwatch already uses on the \
+                     alb_* series or their alerts"
+                ),
             ));
         }
         out.push(AttributeLabel {

@@ -5,12 +5,13 @@
 //! → content encoding and size; the body is read under its cap and within
 //! `body_read_timeout` (408 past it), and the rest handed to a task of its own, which keeps
 //! the permit: gunzip (capped), parse, base64 and [`Decoder`] per record — CPU work, on the
-//! blocking pool — cut into [`RawBatch`]es of about `batch_bytes`. The first batch is offered
-//! with `try_submit` (a full pipeline is answered 503 with nothing half-done); once one is
-//! in, the rest wait for room. The reply is 200 only after every batch's acknowledgement, and
-//! only then is the id committed and the records counted. A bad record is counted, never a
-//! reason to refuse its neighbours. Each failed, duplicate or partly bad request gets a log
-//! line with its id, through the rate limit of [`LimitedLog`].
+//! blocking pool — cut into [`RawBatch`]es of about `batch_bytes`, each carrying the
+//! request's interned common-attribute values (the extra labels of its `alb_*` series). The
+//! first batch is offered with `try_submit` (a full pipeline is answered 503 with nothing
+//! half-done); once one is in, the rest wait for room. The reply is 200 only after every
+//! batch's acknowledgement, and only then is the id committed and the records counted. A bad
+//! record is counted, never a reason to refuse its neighbours. Each failed, duplicate or
+//! partly bad request gets a log line with its id, through the rate limit of [`LimitedLog`].
 
 use std::io::Read;
 use std::pin::Pin;
@@ -151,12 +152,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
 }
 
 /// The checks and the delivery; `attributes` gets the request's label values once it is
-/// authenticated (an anonymous request must not claim one of the capped value slots).
+/// authenticated (an anonymous request must not claim one of the capped value slots), and
+/// every batch of the request carries them to the aggregator.
 async fn accept(
     shared: &Arc<Shared>,
     parts: &Parts,
     body: Body,
-    attributes: &mut Vec<String>,
+    attributes: &mut Arc<[Arc<str>]>,
     permit: OwnedSemaphorePermit,
 ) -> Result<Accepted, RequestError> {
     if parts.method != Method::POST {
@@ -218,11 +220,15 @@ async fn accept(
     // From here the request is processed to the end in a task of its own, even if Firehose
     // hangs up meanwhile: batches handed to the pipeline must be followed through to the
     // commit of the id, or the retry would count them again.
+    let batch_attributes = (!attributes.is_empty()).then(|| Arc::clone(attributes));
     let task = tokio::spawn(deliver(
         Arc::clone(shared),
-        body,
-        encoding,
-        id.to_owned(),
+        Delivery {
+            body,
+            encoding,
+            id: id.to_owned(),
+            attributes: batch_attributes,
+        },
         claim,
         permit,
     ));
@@ -230,19 +236,25 @@ async fn accept(
         .map_err(|e| RequestError::Internal(format!("delivery task failed: {e}")))?
 }
 
-async fn deliver(
-    shared: Arc<Shared>,
+/// A request that passed the checks, body read, ready to be decoded and counted.
+struct Delivery {
     body: Vec<u8>,
     encoding: Encoding,
     id: String,
+    /// The request's attribute values for its batches; `None` when no label is configured.
+    attributes: Option<Arc<[Arc<str>]>>,
+}
+
+async fn deliver(
+    shared: Arc<Shared>,
+    delivery: Delivery,
     claim: Claim,
     _permit: OwnedSemaphorePermit,
 ) -> Result<Accepted, RequestError> {
     let work = Arc::clone(&shared);
-    let (acks, stats) =
-        tokio::task::spawn_blocking(move || decode_and_submit(&work, body, encoding, &id))
-            .await
-            .map_err(|e| RequestError::Internal(format!("decoding task failed: {e}")))??;
+    let (acks, stats) = tokio::task::spawn_blocking(move || decode_and_submit(&work, delivery))
+        .await
+        .map_err(|e| RequestError::Internal(format!("decoding task failed: {e}")))??;
     for ack in acks {
         // An acknowledgement dropped unsent means a worker died holding the batch: its lines
         // may be lost, so Firehose must resend (a duplicate beats a loss).
@@ -309,11 +321,15 @@ async fn read_body(
 /// Returns the batches' acknowledgements and what the records held.
 fn decode_and_submit(
     shared: &Shared,
-    body: Vec<u8>,
-    encoding: Encoding,
-    header_id: &str,
+    delivery: Delivery,
 ) -> Result<(Vec<oneshot::Receiver<BatchOutcome>>, DeliveryStats), RequestError> {
     let cfg = &shared.cfg;
+    let Delivery {
+        body,
+        encoding,
+        id: header_id,
+        attributes,
+    } = delivery;
     let mut json = match encoding {
         Encoding::Gzip => gunzip_capped(&body, cfg.max_decompressed_body_bytes)?,
         Encoding::Identity if body.len() > cfg.max_decompressed_body_bytes => {
@@ -335,6 +351,7 @@ fn decode_and_submit(
     let mut stats = DeliveryStats::default();
     let mut batches = Batches {
         submitter: &shared.submitter,
+        attributes,
         acks: Vec::new(),
     };
     // Reused for every record's base64-decoded bytes.
@@ -372,19 +389,22 @@ fn decode_and_submit(
 /// The batches one request has handed to the pipeline.
 struct Batches<'a> {
     submitter: &'a Submitter,
+    /// Carried by every batch of the request.
+    attributes: Option<Arc<[Arc<str>]>>,
     acks: Vec<oneshot::Receiver<BatchOutcome>>,
 }
 
 impl Batches<'_> {
     fn submit(&mut self, lines: Vec<u8>) -> Result<(), RequestError> {
         let (tx, rx) = oneshot::channel();
-        let batch = RawBatch::with_ack(
+        let mut batch = RawBatch::with_ack(
             lines,
             Box::new(move |outcome| {
                 // The request may have been abandoned; the counts are merged either way.
                 let _ = tx.send(outcome);
             }),
         );
+        batch.attributes = self.attributes.clone();
         let sent = if self.acks.is_empty() {
             // Nothing of this request is in the pipeline yet: a full queue is answered 503 at
             // once with nothing half-done, and Firehose backs off.

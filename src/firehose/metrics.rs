@@ -2,9 +2,12 @@
 //! label value comes from a closed set (status codes we emit, payload formats, decode error
 //! kinds, failure reasons) or from a capped interner (common-attribute values: at most
 //! [`MAX_ATTRIBUTE_VALUES`] per key, each cut to [`MAX_ATTRIBUTE_VALUE_CHARS`] characters, the
-//! rest folded into [`OVERFLOW_VALUE`]). Per-record counts arrive as one [`DeliveryStats`] per
+//! rest folded into [`OVERFLOW_VALUE`]). The same interned values label the request counter
+//! and travel with the request's batches to the aggregator, where they label every `alb_*`
+//! series, so one cap bounds both. Per-record counts arrive as one [`DeliveryStats`] per
 //! committed request, so a retried batch is counted once.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -89,7 +92,7 @@ pub struct FirehoseMetrics {
 struct AttributeValues {
     key: String,
     /// Locked once per request, never across an `.await`.
-    seen: Mutex<HashSet<String>>,
+    seen: Mutex<HashSet<Arc<str>>>,
 }
 
 impl FirehoseMetrics {
@@ -233,9 +236,9 @@ impl FirehoseMetrics {
     /// The label values for the configured attribute keys, from the header's raw bytes:
     /// missing attributes are "", values are cut and interned under the cap. A header that is
     /// not a JSON object is counted and treated as absent.
-    pub fn attribute_values(&self, header: Option<&[u8]>) -> Vec<String> {
+    pub fn attribute_values(&self, header: Option<&[u8]>) -> Arc<[Arc<str>]> {
         if self.attributes.is_empty() {
-            return Vec::new();
+            return Arc::new([]);
         }
         let parsed = match header {
             None => Vec::new(),
@@ -258,15 +261,16 @@ impl FirehoseMetrics {
 
     /// Empty values for every configured attribute (requests we do not trust enough to let
     /// them claim one of the capped value slots, e.g. unauthenticated ones).
-    pub fn no_attribute_values(&self) -> Vec<String> {
-        vec![String::new(); self.attributes.len()]
+    pub fn no_attribute_values(&self) -> Arc<[Arc<str>]> {
+        let empty: Arc<str> = Arc::from("");
+        vec![empty; self.attributes.len()].into()
     }
 
-    pub fn observe_request(&self, status: u16, attributes: &[String], seconds: f64) {
+    pub fn observe_request(&self, status: u16, attributes: &[Arc<str>], seconds: f64) {
         let status = status.to_string();
         let mut values: Vec<&str> = Vec::with_capacity(1 + attributes.len());
         values.push(&status);
-        values.extend(attributes.iter().map(String::as_str));
+        values.extend(attributes.iter().map(|v| &**v));
         // The label count always matches: `attributes` has one value per configured key.
         if let Ok(counter) = self.requests.get_metric_with_label_values(&values) {
             counter.inc();
@@ -328,23 +332,31 @@ impl FirehoseMetrics {
 }
 
 impl AttributeValues {
-    fn intern(&self, value: &str) -> String {
+    /// The value as a label: cut, with NUL (the aggregator's key separator) replaced, and
+    /// shared with every earlier request that sent it.
+    fn intern(&self, value: &str) -> Arc<str> {
         let value = match value.char_indices().nth(MAX_ATTRIBUTE_VALUE_CHARS) {
             Some((cut, _)) => &value[..cut],
             None => value,
         };
         // "" means "not sent"; it needs no slot.
         if value.is_empty() {
-            return String::new();
+            return Arc::from("");
         }
+        let value: Cow<'_, str> = if value.contains('\0') {
+            Cow::Owned(value.replace('\0', "\u{fffd}"))
+        } else {
+            Cow::Borrowed(value)
+        };
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.contains(value) {
-            return value.to_string();
+        if let Some(known) = seen.get(&*value) {
+            return Arc::clone(known);
         }
         if seen.len() < MAX_ATTRIBUTE_VALUES {
-            seen.insert(value.to_string());
-            return value.to_string();
+            let value: Arc<str> = Arc::from(&*value);
+            seen.insert(Arc::clone(&value));
+            return value;
         }
-        OVERFLOW_VALUE.to_string()
+        Arc::from(OVERFLOW_VALUE)
     }
 }

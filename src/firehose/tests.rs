@@ -4,6 +4,7 @@
 //! `tests/firehose.rs`.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -322,6 +323,46 @@ fn attribute_keys_become_prometheus_label_names() {
 }
 
 #[test]
+fn attribute_labels_may_not_take_a_label_of_the_series_or_the_alerts() {
+    let mut taken: Vec<&str> = crate::export::series_family_label_names();
+    taken.extend(crate::alert::LABEL_NAMES);
+    for name in [
+        "elb",
+        "target_group",
+        "target",
+        "code",
+        "cause",
+        "window",
+        "percentile",
+        "kind",
+        "le",
+        "alertname",
+        "severity",
+    ] {
+        assert!(taken.contains(&name), "{name} is not reserved");
+    }
+    for name in taken {
+        // The key is checked as the label it becomes: "target-group" is `target_group`.
+        let key = name.replace('_', "-");
+        let err = FirehoseConfig {
+            common_attribute_labels: vec!["env".to_string(), key.clone()],
+            ..enabled()
+        }
+        .validate()
+        .expect_err(name)
+        .to_string();
+        assert!(
+            err.starts_with("firehose.common_attribute_labels:"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("{key:?}")) && err.contains(name),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn key_comparison_is_exact() {
     assert!(constant_time_eq(b"secret", b"secret"));
     assert!(!constant_time_eq(b"secret", b"secreT"));
@@ -542,48 +583,58 @@ fn text(registry: &Registry) -> String {
     String::from_utf8(body).expect("utf8")
 }
 
+/// The interned values of `header`, as plain strings.
+fn values_of(metrics: &FirehoseMetrics, header: Option<&[u8]>) -> Vec<String> {
+    metrics
+        .attribute_values(header)
+        .iter()
+        .map(|v| v.to_string())
+        .collect()
+}
+
 #[test]
 fn attribute_label_values_are_cut_and_capped() {
     let (registry, metrics) = metrics_with(&["env", "team"]);
     let header = |env: &str| format!("{{\"commonAttributes\":{{\"env\":\"{env}\"}}}}");
     assert_eq!(
-        metrics.attribute_values(Some(header("prod").as_bytes())),
-        vec!["prod".to_string(), String::new()]
+        values_of(&metrics, Some(header("prod").as_bytes())),
+        ["prod", ""]
     );
     let long = "x".repeat(100);
     assert_eq!(
-        metrics.attribute_values(Some(header(&long).as_bytes()))[0],
+        values_of(&metrics, Some(header(&long).as_bytes()))[0],
         "x".repeat(MAX_ATTRIBUTE_VALUE_CHARS)
     );
     // "prod" and the cut value hold two of the slots.
     let admitted = (0..100)
         .filter(|i| {
-            metrics.attribute_values(Some(header(&format!("v{i}")).as_bytes()))[0] != OVERFLOW_VALUE
+            values_of(&metrics, Some(header(&format!("v{i}")).as_bytes()))[0] != OVERFLOW_VALUE
         })
         .count();
     assert_eq!(admitted, MAX_ATTRIBUTE_VALUES - 2);
     assert_eq!(
-        metrics.attribute_values(Some(header("brand-new").as_bytes()))[0],
+        values_of(&metrics, Some(header("brand-new").as_bytes()))[0],
         OVERFLOW_VALUE
     );
-    // Values already admitted stay themselves.
+    // Values already admitted stay themselves, shared rather than copied.
+    let header_bytes = header("prod");
+    let first = metrics.attribute_values(Some(header_bytes.as_bytes()));
+    let again = metrics.attribute_values(Some(header_bytes.as_bytes()));
+    assert!(Arc::ptr_eq(&first[0], &again[0]));
     assert_eq!(
-        metrics.attribute_values(Some(header("prod").as_bytes()))[0],
+        values_of(&metrics, Some(header("prod").as_bytes()))[0],
         "prod"
     );
     // A multi-byte value is cut on a character boundary.
     let wide = "é".repeat(100);
     let (_, fresh) = metrics_with(&["env"]);
     assert_eq!(
-        fresh.attribute_values(Some(header(&wide).as_bytes()))[0],
+        values_of(&fresh, Some(header(&wide).as_bytes()))[0],
         "é".repeat(MAX_ATTRIBUTE_VALUE_CHARS)
     );
     // Junk is ignored and counted.
-    assert_eq!(
-        metrics.attribute_values(Some(b"{{junk")),
-        vec![String::new(), String::new()]
-    );
-    metrics.observe_request(200, &["prod".to_string(), String::new()], 0.01);
+    assert_eq!(values_of(&metrics, Some(b"{{junk")), ["", ""]);
+    metrics.observe_request(200, &["prod".into(), "".into()], 0.01);
     let out = text(&registry);
     assert!(
         out.contains("albwatch_firehose_bad_common_attributes_total 1"),
@@ -592,6 +643,15 @@ fn attribute_label_values_are_cut_and_capped() {
     assert!(
         out.contains(r#"albwatch_firehose_requests_total{env="prod",status="200",team=""} 1"#),
         "{out}"
+    );
+}
+
+#[test]
+fn a_nul_in_an_attribute_value_cannot_split_a_series_key() {
+    let (_, metrics) = metrics_with(&["env"]);
+    assert_eq!(
+        values_of(&metrics, Some(br#"{"env":"a\u0000b"}"#)),
+        ["a\u{fffd}b"]
     );
 }
 
