@@ -67,7 +67,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Field `i` (0-based) without its quotes, if the line has it.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, i: usize) -> Option<&'a [u8]> {
         if i >= self.count {
             return None;

@@ -154,15 +154,9 @@ impl Layout {
     }
 }
 
-/// A run of ASCII digits (at most 9, so it fits) as a number.
-fn digits(d: &[u8]) -> Option<u32> {
-    d.iter().try_fold(0u32, |acc, &b| {
-        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
-    })
-}
-
 /// Up to 19 digits to a number, which cannot overflow a `u64`; `None` on a non-digit. It reads
 /// every byte and checks once at the end: these runs are short and almost always valid.
+#[inline]
 fn short_u64(digits: &[u8]) -> Option<u64> {
     debug_assert!(digits.len() <= 19);
     let mut value = 0u64;
@@ -288,14 +282,17 @@ pub fn processing_time_us(field: &[u8]) -> Option<Option<u64>> {
 }
 
 /// A three-digit status code; `000` is a valid value (HTTP/2 stream reset).
+#[inline(always)]
 pub fn status(field: &[u8]) -> Option<u16> {
-    match field {
-        [a, b, c] => digits(&[*a, *b, *c]).map(|v| v as u16),
-        _ => None,
-    }
+    let [a, b, c] = *field else {
+        return None;
+    };
+    let [a, b, c] = [a, b, c].map(|d| u16::from(d.wrapping_sub(b'0')));
+    (a <= 9 && b <= 9 && c <= 9).then_some(a * 100 + b * 10 + c)
 }
 
 /// An unsigned decimal integer such as a byte count.
+#[inline]
 pub fn uint(field: &[u8]) -> Option<u64> {
     match field.len() {
         0 => None,

@@ -26,7 +26,7 @@ use super::{Fields, MAX_FIELDS};
 const BLOCK: usize = 64;
 
 /// Field ends written per block unconditionally; see [`Scan::block`].
-pub(super) const SLOTS: usize = 8;
+pub(super) const SLOTS: usize = 4;
 
 /// The bytes the index marks, in the order of the masks: separators, quotes, escapes.
 const MARKED: [u8; 3] = [b' ', b'"', b'\\'];
@@ -197,10 +197,10 @@ impl Scan {
         }
         let mut separators = spaces & !quoted;
         let found = separators.count_ones() as usize;
-        // A block rarely holds more than eight separators, so eight slots are written whatever
-        // it holds: a fixed amount of work instead of a loop whose length the branch
+        // Most blocks hold at most four separators, so four slots are written whatever the
+        // block holds: a fixed amount of work instead of a loop whose length the branch
         // predictor would have to guess on every block. Slots past the separators get
-        // garbage that is either overwritten or past the count. `ends` has room for eight past
+        // garbage that is either overwritten or past the count. `ends` has room for four past
         // the last field, so `get_mut` never fails here.
         if let Some(slots) = fields
             .ends
