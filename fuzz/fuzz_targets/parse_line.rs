@@ -4,7 +4,7 @@
 #![no_main]
 
 use albwatch::classify::{LbSettings, classify};
-use albwatch::parse::fields::{Fields, UnterminatedQuote, split, split_nom};
+use albwatch::parse::fields::{Fields, SplitError, split, split_nom};
 use albwatch::parse::parse_line;
 use albwatch::render::write_json;
 use libfuzzer_sys::fuzz_target;
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn fields<'a>(
-    split: Result<Fields<'a>, UnterminatedQuote>,
-) -> Result<Vec<&'a [u8]>, UnterminatedQuote> {
+    split: Result<Fields<'a>, SplitError>,
+) -> Result<Vec<&'a [u8]>, SplitError> {
     split.map(|f| f.to_vec())
 }

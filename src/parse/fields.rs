@@ -40,7 +40,7 @@ pub struct Fields<'a> {
     /// `ends[i]`: one past the last byte of field `i` (its closing quote included), i.e. where
     /// its separator is or where the line ends. Only `ends[..count]` is meaningful; the slack
     /// past the last field lets the structural index write a block's worth at once.
-    ends: [usize; MAX_FIELDS + SLACK],
+    ends: [u32; MAX_FIELDS + SLACK],
     count: usize,
     /// Whether the structural index split the line, which it does only when every quote opens
     /// or closes a field: then no field holds a quote, and no bare field a space.
@@ -75,7 +75,7 @@ impl<'a> Fields<'a> {
         let start = self.start(i);
         // Both tokenizers end a field that opens with a quote at its closing quote, so a
         // field's first byte alone says whether it is quoted.
-        match self.line.get(start..self.ends[i])? {
+        match self.line.get(start..self.ends[i] as usize)? {
             [b'"', inner @ .., b'"'] => Some(inner),
             raw => Some(raw),
         }
@@ -93,7 +93,7 @@ impl<'a> Fields<'a> {
     fn start(&self, i: usize) -> usize {
         match i {
             0 => 0,
-            _ => self.ends[i - 1] + 1,
+            _ => self.ends[i - 1] as usize + 1,
         }
     }
 
@@ -125,13 +125,22 @@ impl std::fmt::Debug for Fields<'_> {
     }
 }
 
+/// The longest line the tokenizers split: field ends are kept in 32 bits, which keeps
+/// [`Fields`] (and so every `LogEntry`) small. The readers' line limit is far below it.
+pub const MAX_LINE_BYTES: usize = u32::MAX as usize;
+
 /// Why a line could not be split into fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnterminatedQuote;
+pub enum SplitError {
+    /// A quoted field without its closing quote.
+    UnterminatedQuote,
+    /// A line over [`MAX_LINE_BYTES`].
+    LineTooLong,
+}
 
 /// Splits `line` (no line terminator) into fields. Fields past [`MAX_FIELDS`] are not looked at,
 /// so a broken future field can never fail a line.
-pub fn split(line: &[u8]) -> Result<Fields<'_>, UnterminatedQuote> {
+pub fn split(line: &[u8]) -> Result<Fields<'_>, SplitError> {
     let mut fields = Fields::new();
     split_into(line, &mut fields)?;
     Ok(fields)
@@ -140,7 +149,10 @@ pub fn split(line: &[u8]) -> Result<Fields<'_>, UnterminatedQuote> {
 /// [`split`] into fields the caller owns, which saves the hot path a copy of [`Fields`]. On an
 /// error `fields` holds nothing meaningful.
 #[inline]
-pub fn split_into<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> Result<(), UnterminatedQuote> {
+pub fn split_into<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> Result<(), SplitError> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(SplitError::LineTooLong);
+    }
     #[cfg(target_arch = "x86_64")]
     if index::split_regular(line, fields) {
         return Ok(());
@@ -150,14 +162,17 @@ pub fn split_into<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> Result<(), Unt
 }
 
 /// [`split`] with `nom`: one parser call and one `memchr` per field.
-pub fn split_nom(line: &[u8]) -> Result<Fields<'_>, UnterminatedQuote> {
+pub fn split_nom(line: &[u8]) -> Result<Fields<'_>, SplitError> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(SplitError::LineTooLong);
+    }
     let mut fields = Fields::new();
     fields.line = line;
     let mut rest = line;
     loop {
-        let (after, _) = field(rest).map_err(|_| UnterminatedQuote)?;
-        let end = line.len() - after.len();
-        fields.ends[fields.count] = end;
+        let (after, _) = field(rest).map_err(|_| SplitError::UnterminatedQuote)?;
+        // At most MAX_LINE_BYTES, checked above.
+        fields.ends[fields.count] = (line.len() - after.len()) as u32;
         fields.count += 1;
         // Both field parsers stop only at a space or at the end, so `after` is either empty or
         // starts with the one-space separator.
@@ -204,7 +219,7 @@ mod tests {
     use super::*;
 
     /// Both tokenizers' view of `line`, after checking they agree.
-    fn both(line: &[u8]) -> Result<Vec<&[u8]>, UnterminatedQuote> {
+    fn both(line: &[u8]) -> Result<Vec<&[u8]>, SplitError> {
         let fast = split(line).map(|f| f.to_vec());
         let reference = split_nom(line).map(|f| f.to_vec());
         assert_eq!(fast, reference, "{}", line.escape_ascii());
@@ -252,7 +267,7 @@ mod tests {
         for line in [&br#"a "b c"#[..], br#"a "b\"#, br#"""#, br#""a\""#] {
             assert_eq!(
                 both(line),
-                Err(UnterminatedQuote),
+                Err(SplitError::UnterminatedQuote),
                 "{}",
                 line.escape_ascii()
             );

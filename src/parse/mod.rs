@@ -15,6 +15,8 @@ mod text;
 mod value;
 
 pub use fields::{Fields, MAX_FIELDS};
+
+use fields::SplitError;
 pub use text::Text;
 pub use value::{Endpoint, timestamp_us, write_seconds, write_timestamp};
 
@@ -228,10 +230,12 @@ pub enum ErrorKind {
     BadStatus,
     #[error("bad byte count")]
     BadBytes,
+    #[error("line longer than the parser indexes (4 GiB)")]
+    LineTooLong,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::Empty,
         ErrorKind::NotAlb,
         ErrorKind::UnterminatedQuote,
@@ -243,6 +247,7 @@ impl ErrorKind {
         ErrorKind::BadProcessingTime,
         ErrorKind::BadStatus,
         ErrorKind::BadBytes,
+        ErrorKind::LineTooLong,
     ];
 
     /// The label value for metrics and the `error` key of `albwatch parse`.
@@ -259,6 +264,8 @@ impl ErrorKind {
             ErrorKind::BadProcessingTime => "bad_processing_time",
             ErrorKind::BadStatus => "bad_status",
             ErrorKind::BadBytes => "bad_bytes",
+            // The same label as a line the reader dropped for its configured limit.
+            ErrorKind::LineTooLong => "line_too_long",
         }
     }
 }
@@ -284,7 +291,10 @@ pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
         return Err(fail(ErrorKind::Empty, 0));
     }
     let mut fields = Fields::new();
-    fields::split_into(line, &mut fields).map_err(|_| fail(ErrorKind::UnterminatedQuote, 0))?;
+    fields::split_into(line, &mut fields).map_err(|e| match e {
+        SplitError::UnterminatedQuote => fail(ErrorKind::UnterminatedQuote, 0),
+        SplitError::LineTooLong => fail(ErrorKind::LineTooLong, 0),
+    })?;
     let n = fields.len();
     if n < REQUIRED_FIELDS {
         return Err(foreign_or(&fields, fail(ErrorKind::TooFewFields, 0)));

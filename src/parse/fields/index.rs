@@ -31,8 +31,9 @@ pub(super) const SLOTS: usize = 4;
 /// The bytes the index marks, in the order of the masks: separators, quotes, escapes.
 const MARKED: [u8; 3] = [b' ', b'"', b'\\'];
 
-/// Splits `line` into `fields` if all its quotes are structural; `false` (with `fields` in an
-/// unspecified state) when the line needs the full rules.
+/// Splits `line` (at most [`super::MAX_LINE_BYTES`], so positions fit in a `u32`) into
+/// `fields` if all its quotes are structural; `false` (with `fields` in an unspecified state)
+/// when the line needs the full rules.
 #[inline]
 pub fn split_regular<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> bool {
     if fast_cpu() {
@@ -150,7 +151,7 @@ fn split_with<'a>(
     if scan.inside != 0 {
         return false;
     }
-    fields.ends[scan.count] = len;
+    fields.ends[scan.count] = len as u32;
     fields.count = scan.count + 1;
     fields.regular = true;
     true
@@ -205,17 +206,17 @@ impl Scan {
         if let Some(slots) = fields
             .ends
             .get_mut(self.count..self.count + SLOTS)
-            .and_then(|s| <&mut [usize; SLOTS]>::try_from(s).ok())
+            .and_then(|s| <&mut [u32; SLOTS]>::try_from(s).ok())
         {
             for slot in slots {
-                *slot = base + separators.trailing_zeros() as usize;
+                *slot = (base + separators.trailing_zeros() as usize) as u32;
                 separators &= separators.wrapping_sub(1);
             }
         }
         if found > SLOTS {
             let rest = (found - SLOTS).min(MAX_FIELDS.saturating_sub(self.count + SLOTS));
             for slot in fields.ends.iter_mut().skip(self.count + SLOTS).take(rest) {
-                *slot = base + separators.trailing_zeros() as usize;
+                *slot = (base + separators.trailing_zeros() as usize) as u32;
                 separators &= separators - 1;
             }
         }
