@@ -320,15 +320,12 @@ pub fn payload(
     serde_json::to_vec(&items).unwrap_or_default()
 }
 
-/// The alert labels `albwatch_alerts_firing` has before the attribute labels.
-const FIRING_LABELS: [&str; 6] = [
-    "alertname",
-    "cause",
-    "severity",
-    "elb",
-    "target_group",
-    "target",
-];
+/// The alert labels `albwatch_alerts_firing` has before the attribute labels: all of them but
+/// the last, `code`.
+const FIRING_LABELS: &[&str] = match super::LABEL_NAMES.split_last() {
+    Some((_, all_but_code)) => all_but_code,
+    None => &[],
+};
 
 /// The client's metrics, on the daemon's registry.
 #[derive(Clone)]
