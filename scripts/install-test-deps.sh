@@ -14,15 +14,30 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO=(sudo)
 fi
 
+# Debian packages, installed once per run at most: `apt-get update` only before the first.
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        "${SUDO[@]}" apt-get update -q
+        APT_UPDATED=1
+    fi
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "$@"
+}
+
 # kinesalite lives inside the project (tests/kinesis.rs looks for it there), pinned, and is
-# pure JavaScript: no compiler needed. Node 20 + npm come with the machine image.
+# pure JavaScript: no compiler needed. The machine image has Node 20 and npm; a machine
+# without them gets Debian's.
 KINESALITE_DIR=target/test-deps/kinesalite
 KINESALITE_VERSION=3.3.3
 if [ -f "$KINESALITE_DIR/node_modules/kinesalite/package.json" ] &&
     grep -q "\"version\": \"$KINESALITE_VERSION\"" "$KINESALITE_DIR/node_modules/kinesalite/package.json"; then
     echo "install-test-deps: kinesalite $KINESALITE_VERSION present"
 else
-    command -v npm >/dev/null 2>&1 || { echo "install-test-deps: npm (Node.js) is required for kinesalite" >&2; exit 1; }
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "install-test-deps: npm missing; installing nodejs and npm from Debian"
+        apt_install nodejs npm
+    fi
     mkdir -p "$KINESALITE_DIR"
     npm install --no-audit --no-fund --silent --prefix "$KINESALITE_DIR" "kinesalite@$KINESALITE_VERSION"
     echo "install-test-deps: installed kinesalite $KINESALITE_VERSION into $KINESALITE_DIR"
@@ -38,7 +53,7 @@ fi
 # - target/test-deps/aws-tools: cfn-lint judges the CloudFormation templates
 #   (tests/deploy_templates.rs); boto3 and PyYAML run the Kinesis template's forwarder Lambda
 #   code against kinesalite (tests/kinesis.rs).
-# Python 3.11 comes with the image.
+# Python 3.11 comes with the image; a machine without python3 gets Debian's.
 python_tools() {
     local dir=$1
     shift
@@ -51,13 +66,14 @@ sys.exit(any(version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
         echo "install-test-deps: $* present"
         return
     fi
-    command -v python3 >/dev/null 2>&1 || { echo "install-test-deps: python3 is required" >&2; exit 1; }
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "install-test-deps: python3 missing; installing it from Debian"
+        apt_install python3 python3-venv
+    fi
     # Debian's own python3 ships venv separately; install it once if it is missing.
     if ! python3 -m venv "$dir"; then
         echo "install-test-deps: python3 -m venv failed; installing python3-venv from Debian"
-        "${SUDO[@]}" apt-get update -q
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -q --no-install-recommends python3-venv
+        apt_install python3-venv
         rm -rf "$dir"
         python3 -m venv "$dir"
     fi
@@ -79,9 +95,7 @@ if [ "${#missing[@]}" -eq 0 ]; then
 fi
 echo "install-test-deps: missing ${missing[*]}; installing from Debian"
 
-"${SUDO[@]}" apt-get update -q
-"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager
+apt_install prometheus prometheus-alertmanager
 
 # Fail here, not in a test, if the packages did not provide what the tests call.
 for tool in promtool prometheus prometheus-alertmanager amtool; do
