@@ -35,8 +35,9 @@ if [ -f "$KINESALITE_DIR/node_modules/kinesalite/package.json" ] &&
     echo "install-test-deps: kinesalite $KINESALITE_VERSION present"
 else
     if ! command -v npm >/dev/null 2>&1; then
-        echo "install-test-deps: npm missing; installing nodejs and npm from Debian"
-        apt_install nodejs npm
+        # Debian's npm depends on its nodejs, so this brings Node.js too.
+        echo "install-test-deps: npm missing; installing npm (and Node.js) from Debian"
+        apt_install npm
     fi
     mkdir -p "$KINESALITE_DIR"
     npm install --no-audit --no-fund --silent --prefix "$KINESALITE_DIR" "kinesalite@$KINESALITE_VERSION"
