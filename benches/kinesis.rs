@@ -331,20 +331,18 @@ async fn bench(record_count: usize, rounds: usize) {
             |c| format!("{:.0}", p.lines as f64 / c),
         )
     };
-    println!(
-        "(a) bare GetRecords loop:         {:>9.0} records/s {:>10.0} lines/s {:>7.1} MB/s, {} lines per CPU-second of this process",
-        rate(bare.records, bare.took),
-        rate(bare.lines, bare.took),
-        rate(bare.bytes, bare.took) / 1e6,
-        per_cpu(&bare)
-    );
-    println!(
-        "(b) albwatch consumer + pipeline: {:>9.0} records/s {:>10.0} lines/s {:>7.1} MB/s, {} lines per CPU-second of this process",
-        rate(ours.records, ours.took),
-        rate(ours.lines, ours.took),
-        rate(ours.bytes, ours.took) / 1e6,
-        per_cpu(&ours)
-    );
+    for (name, p) in [
+        ("(a) bare GetRecords loop:        ", &bare),
+        ("(b) albwatch consumer + pipeline:", &ours),
+    ] {
+        println!(
+            "{name} {:>9.0} records/s {:>10.0} lines/s {:>7.1} MB/s, {} lines per CPU-second of this process",
+            rate(p.records, p.took),
+            rate(p.lines, p.took),
+            rate(p.bytes, p.took) / 1e6,
+            per_cpu(p)
+        );
+    }
     println!(
         "(b)/(a): {:.2} (best of {rounds})",
         bare.took.as_secs_f64() / ours.took.as_secs_f64()

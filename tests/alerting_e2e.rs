@@ -61,20 +61,13 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Exactly the labels albwatch gives the incident's alert.
+/// Exactly the labels albwatch gives the incident's alert: the firing gauge's and its code.
 fn incident_labels() -> BTreeMap<String, String> {
-    [
-        ("alertname", ALERTNAME),
-        ("cause", CAUSE),
-        ("severity", "critical"),
-        ("elb", ELB),
-        ("target_group", TARGET_GROUP),
-        ("target", TARGET),
-        ("code", "502"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    firing_gauge_labels()
+        .into_iter()
+        .chain([("code", "502")])
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn label<'a>(alert: &'a Value, key: &str) -> Option<&'a str> {
