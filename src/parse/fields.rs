@@ -27,7 +27,7 @@ pub const MAX_FIELDS: usize = 36;
 
 /// Room past the last field in [`Fields`] for the structural index's fixed-size writes.
 #[cfg(target_arch = "x86_64")]
-const SLACK: usize = index::SLOTS;
+const SLACK: usize = 2 * index::SLOTS;
 #[cfg(not(target_arch = "x86_64"))]
 const SLACK: usize = 0;
 

@@ -235,23 +235,20 @@ impl Scan {
         // Most blocks hold at most four separators, so four slots are written whatever the
         // block holds: a fixed amount of work instead of a loop whose length the branch
         // predictor would have to guess on every block. Slots past the separators get
-        // garbage that is either overwritten or past the count. `ends` has room for four past
-        // the last field, so `get_mut` never fails here.
-        if let Some(slots) = fields
-            .ends
-            .get_mut(self.count..self.count + SLOTS)
-            .and_then(|s| <&mut [u32; SLOTS]>::try_from(s).ok())
-        {
-            for slot in slots {
-                *slot = (base + separators.trailing_zeros() as usize) as u32;
-                separators &= separators.wrapping_sub(1);
-            }
-        }
+        // garbage that is either overwritten or past the count. The blocks of the first
+        // twelve fields and of the short last ones hold more: four more slots, then a loop
+        // for what a block of one-byte fields can hold. `ends` has room for eight past the
+        // last field.
+        fill(&mut fields.ends, self.count, base, &mut separators);
         if found > SLOTS {
-            let rest = (found - SLOTS).min(MAX_FIELDS.saturating_sub(self.count + SLOTS));
-            for slot in fields.ends.iter_mut().skip(self.count + SLOTS).take(rest) {
-                *slot = (base + separators.trailing_zeros() as usize) as u32;
-                separators &= separators - 1;
+            fill(&mut fields.ends, self.count + SLOTS, base, &mut separators);
+            if found > 2 * SLOTS {
+                let rest =
+                    (found - 2 * SLOTS).min(MAX_FIELDS.saturating_sub(self.count + 2 * SLOTS));
+                for slot in fields.ends.iter_mut().skip(self.count + 2 * SLOTS).take(rest) {
+                    *slot = (base + separators.trailing_zeros() as usize) as u32;
+                    separators &= separators - 1;
+                }
             }
         }
         self.count = (self.count + found).min(MAX_FIELDS);
@@ -265,6 +262,21 @@ impl Scan {
         self.after_close = closes >> 63;
         self.after_backslash = backslashes >> 63;
         None
+    }
+}
+
+/// Writes the positions of the next [`SLOTS`] separators of the block at `base` to
+/// `ends[at..]`, taking them out of `separators`; past the last one the slots get `base + 64`.
+#[inline(always)]
+fn fill(ends: &mut [u32], at: usize, base: usize, separators: &mut u64) {
+    if let Some(slots) = ends
+        .get_mut(at..at + SLOTS)
+        .and_then(|s| <&mut [u32; SLOTS]>::try_from(s).ok())
+    {
+        for slot in slots {
+            *slot = (base + separators.trailing_zeros() as usize) as u32;
+            *separators &= separators.wrapping_sub(1);
+        }
     }
 }
 
