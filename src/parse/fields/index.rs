@@ -245,7 +245,12 @@ impl Scan {
             if found > 2 * SLOTS {
                 let rest =
                     (found - 2 * SLOTS).min(MAX_FIELDS.saturating_sub(self.count + 2 * SLOTS));
-                for slot in fields.ends.iter_mut().skip(self.count + 2 * SLOTS).take(rest) {
+                for slot in fields
+                    .ends
+                    .iter_mut()
+                    .skip(self.count + 2 * SLOTS)
+                    .take(rest)
+                {
                     *slot = (base + separators.trailing_zeros() as usize) as u32;
                     separators &= separators - 1;
                 }
