@@ -304,13 +304,21 @@ pub fn status(field: &[u8]) -> Option<u16> {
 }
 
 /// An unsigned decimal integer such as a byte count.
-#[inline]
+#[inline(always)]
 pub fn uint(field: &[u8]) -> Option<u64> {
-    // Byte counts are mostly a few digits: one word, one check, three multiplies.
-    if let Some(word) = swar::zero_padded(field) {
-        return (swar::non_digit_bytes(word) == 0)
-            .then(|| swar::eight_digits(swar::digit_values(word)));
+    // Byte counts are mostly a few digits: one word, one check, three multiplies, inlined;
+    // longer fields take the byte loops out of line.
+    match swar::zero_padded(field) {
+        Some(word) => {
+            (swar::non_digit_bytes(word) == 0).then(|| swar::eight_digits(swar::digit_values(word)))
+        }
+        None => long_uint(field),
     }
+}
+
+/// [`uint`] of a field that does not fit one word.
+#[inline(never)]
+fn long_uint(field: &[u8]) -> Option<u64> {
     match field.len() {
         0 => None,
         1..=19 => short_u64(field),
