@@ -25,6 +25,61 @@ fn digit_bytes(x: u64) -> u64 {
     !(((d & LOW7) + splat(0x76)) | d) & splat(0x80)
 }
 
+/// Bit 7 of each byte of the result is set exactly where that byte of `x` is not an ASCII
+/// digit: a run of digits then ends at the lowest or highest set bit, whichever way it is read.
+#[inline(always)]
+pub fn non_digit_bytes(x: u64) -> u64 {
+    digit_bytes(x) ^ splat(0x80)
+}
+
+/// `bytes` (one to eight of them) right-aligned in a word, the last byte in the highest, with
+/// `'0'` bytes in front: for digits, the eight-digit decimal string of the same number, ready
+/// for [`eight_digits`]. Two overlapping loads (their common bytes are equal, so OR-ing them
+/// is harmless) instead of a byte loop or a variable-length copy. `None` for an empty or
+/// longer `bytes`.
+#[inline(always)]
+pub fn zero_padded(bytes: &[u8]) -> Option<u64> {
+    let n = bytes.len();
+    // The `'0'` bytes below the `n` bytes of `bytes`, for `n` below 8.
+    let pad = || splat(b'0') >> (8 * n);
+    Some(match n {
+        8 => u64::from_le_bytes(*bytes.first_chunk::<8>()?),
+        4..=7 => {
+            let lo = u64::from(u32::from_le_bytes(*bytes.first_chunk::<4>()?));
+            let hi = u64::from(u32::from_le_bytes(*bytes.last_chunk::<4>()?));
+            hi << 32 | lo << (8 * (8 - n)) | pad()
+        }
+        2..=3 => {
+            let lo = u64::from(u16::from_le_bytes(*bytes.first_chunk::<2>()?));
+            let hi = u64::from(u16::from_le_bytes(*bytes.last_chunk::<2>()?));
+            hi << 48 | lo << (8 * (8 - n)) | pad()
+        }
+        1 => u64::from(bytes[0]) << 56 | pad(),
+        _ => return None,
+    })
+}
+
+/// The number an eight-digit decimal string spells, given its digit values (0..=9, the most
+/// significant in the lowest byte, as `u64::from_le_bytes` of the text masked with `0x0f`).
+/// Neighbouring digits, then pairs, then quads are combined with one multiply each, where a
+/// byte loop takes a multiply and a branch per digit. No lane carries into the next: each
+/// holds at most 99, 9 999 and 99 999 999 in turn.
+#[inline(always)]
+pub fn eight_digits(digits: u64) -> u64 {
+    // Byte 2i: 10 × digit 2i + digit 2i + 1.
+    let x = digits.wrapping_mul(10 << 8 | 1) >> 8;
+    // 16-bit lane 2i: 100 × pair 2i + pair 2i + 1.
+    let x = (x & 0x00ff_00ff_00ff_00ff).wrapping_mul(100 << 16 | 1) >> 16;
+    // 32-bit lane 0: 10 000 × quad 0 + quad 1.
+    (x & 0x0000_ffff_0000_ffff).wrapping_mul(10_000 << 32 | 1) >> 32
+}
+
+/// The digit values of an ASCII word (only meaningful where its bytes are digits).
+#[inline(always)]
+pub fn digit_values(x: u64) -> u64 {
+    x & splat(0x0f)
+}
+
 /// Whether each of the eight bytes of `chunk` is an ASCII digit or `other`.
 #[inline(always)]
 pub fn word_digits_or(chunk: &[u8; 8], other: u8) -> bool {
@@ -66,6 +121,72 @@ pub fn contains_either(bytes: &[u8], a: u8, b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes that a digit check could mistake for digits: the neighbours of `'0'..='9'`, the
+    /// same with the high bit set, the separators the value parsers look for, and zero.
+    const LOOK_ALIKES: [u8; 12] = [
+        b'/', b':', 0xb0, 0xb9, 0xaf, 0xba, 0x00, 0xff, b'.', b'-', b' ', b'a',
+    ];
+
+    /// Every length and every position of a non-digit, against the obvious byte loops.
+    #[test]
+    fn digit_words_agree_with_byte_loops() {
+        for len in 0..=10 {
+            for base in [&b"9081726354"[..], b"0000000000", b"9999999999"] {
+                let mut bytes = base[..len].to_vec();
+                let check = |bytes: &[u8]| {
+                    let padded = (1..=8).contains(&bytes.len()).then(|| {
+                        let mut word = [b'0'; 8];
+                        word[8 - bytes.len()..].copy_from_slice(bytes);
+                        word
+                    });
+                    let word = zero_padded(bytes);
+                    assert_eq!(word, padded.map(u64::from_le_bytes), "{bytes:?}");
+                    let Some(padded) = padded else { return };
+                    let marks = padded.map(|c| if c.is_ascii_digit() { 0 } else { 0x80 });
+                    let word = u64::from_le_bytes(padded);
+                    assert_eq!(
+                        non_digit_bytes(word),
+                        u64::from_le_bytes(marks),
+                        "{bytes:?}"
+                    );
+                    if padded.iter().all(u8::is_ascii_digit) {
+                        let value = padded
+                            .iter()
+                            .fold(0, |acc, &c| acc * 10 + u64::from(c - b'0'));
+                        assert_eq!(eight_digits(digit_values(word)), value, "{bytes:?}");
+                    }
+                };
+                check(&bytes);
+                for at in 0..len {
+                    for odd in LOOK_ALIKES {
+                        bytes[at] = odd;
+                        check(&bytes);
+                        bytes[at] = base[at];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every digit in every position of an eight-digit word, over backgrounds of zeros, nines
+    /// and mixed digits, against the obvious fold.
+    #[test]
+    fn eight_digits_agrees_with_a_fold() {
+        for background in [b"00000000", b"99999999", b"31415926", b"90817263"] {
+            for at in 0..8 {
+                for d in b'0'..=b'9' {
+                    let mut text = *background;
+                    text[at] = d;
+                    let value = text
+                        .iter()
+                        .fold(0, |acc, &c| acc * 10 + u64::from(c - b'0'));
+                    let word = u64::from_le_bytes(text);
+                    assert_eq!(eight_digits(digit_values(word)), value, "{text:?}");
+                }
+            }
+        }
+    }
 
     /// Every position of the wanted byte, with and without look-alike bytes (one above and one
     /// below it) around, against the obvious byte loop.

@@ -8,6 +8,7 @@
 use std::cell::Cell;
 use std::io::Write;
 
+use super::swar;
 use super::text::Text;
 
 /// An `ip:port` pair split on the last colon, so unbracketed IPv6 addresses work (§1.3).
@@ -248,22 +249,33 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// A processing time: `Some(Some(µs))` for `0.086`, `Some(None)` for `-1` or `-` (not
 /// dispatched / no response, never a duration), `None` for anything else.
 pub fn processing_time_us(field: &[u8]) -> Option<Option<u64>> {
+    // What ALB writes fits in eight bytes (`0.000` to `9999.999`): read it as one word. Any
+    // field this takes, the general path below would read the same way.
+    if let Some(word) = swar::zero_padded(field) {
+        let non_digits = swar::non_digit_bytes(word);
+        if non_digits == 0 {
+            return Some(Some(
+                swar::eight_digits(swar::digit_values(word)) * 1_000_000,
+            ));
+        }
+        // A lone `.` with digits of the field on both sides (the padding is digits too, so
+        // the dot must sit above it): dropping it leaves whole × 10^f + fraction, f being
+        // the digits after it, and scaling that by 10^(6 - f) gives microseconds.
+        let dot = non_digits.trailing_zeros() / 8;
+        let first = 8 - field.len() as u32;
+        if non_digits & (non_digits - 1) == 0
+            && (word >> (8 * dot)) as u8 == b'.'
+            && (first + 1..7).contains(&dot)
+        {
+            let fraction = word & (u64::MAX << (8 * (dot + 1)));
+            let whole = word & ((1u64 << (8 * dot)) - 1);
+            let joined = fraction | whole << 8;
+            let value = swar::eight_digits(swar::digit_values(joined));
+            return Some(Some(value * POW10[dot as usize - 1]));
+        }
+    }
     match field {
         b"-1" | b"-" => return Some(None),
-        // What ALB writes: three decimals. Any field this arm takes, the general path below
-        // would read the same way.
-        [whole @ .., b'.', a, b, c] if (1..=12).contains(&whole.len()) => {
-            let (a, b, c) = (
-                a.wrapping_sub(b'0'),
-                b.wrapping_sub(b'0'),
-                c.wrapping_sub(b'0'),
-            );
-            if a > 9 || b > 9 || c > 9 {
-                return None;
-            }
-            let ms = u64::from(a) * 100 + u64::from(b) * 10 + u64::from(c);
-            return Some(Some(short_u64(whole)? * 1_000_000 + ms * 1000));
-        }
         _ => {}
     }
     // The fields are a handful of bytes: a plain scan beats a `memchr` call.
@@ -292,8 +304,21 @@ pub fn status(field: &[u8]) -> Option<u16> {
 }
 
 /// An unsigned decimal integer such as a byte count.
-#[inline]
+#[inline(always)]
 pub fn uint(field: &[u8]) -> Option<u64> {
+    // Byte counts are mostly a few digits: one word, one check, three multiplies, inlined;
+    // longer fields take the byte loops out of line.
+    match swar::zero_padded(field) {
+        Some(word) => {
+            (swar::non_digit_bytes(word) == 0).then(|| swar::eight_digits(swar::digit_values(word)))
+        }
+        None => long_uint(field),
+    }
+}
+
+/// [`uint`] of a field that does not fit one word.
+#[inline(never)]
+fn long_uint(field: &[u8]) -> Option<u64> {
     match field.len() {
         0 => None,
         1..=19 => short_u64(field),
@@ -326,27 +351,44 @@ const IP_BYTES: [bool; 256] = {
 
 /// `10.0.0.1:80` or `2001:db8::1:443` (or `[2001:db8::1]:443`), split on the last colon.
 pub fn endpoint(field: &[u8]) -> Option<Endpoint<'_>> {
-    // The port is at most five digits, so the colon is in the last eight bytes.
-    let colon = super::swar::last_byte(field, b':')?;
-    let (ip, port) = (&field[..colon], &field[colon + 1..]);
-    if ip.is_empty() || port.is_empty() || port.len() > 5 {
+    // The port is one to five digits, so the last colon is the highest non-digit of the last
+    // eight bytes, and the port can be read from that same word. A shorter field is moved to
+    // the top of the word; the zero bytes below it are not digits and not a colon.
+    let tail = match field.last_chunk::<8>() {
+        Some(tail) => u64::from_le_bytes(*tail),
+        None => swar::zero_padded(field)? & !splat_below(8 - field.len()),
+    };
+    let non_digits = swar::non_digit_bytes(tail);
+    // Bits above the highest non-digit byte's marker: eight per port digit (none when the
+    // word is all digits, so the port is too long or the colon missing).
+    let above = non_digits.leading_zeros();
+    let port_len = above as usize / 8;
+    if !(1..=5).contains(&port_len) || (tail >> (56 - above)) as u8 != b':' {
         return None;
     }
-    let port = u16::try_from(short_u64(port)?).ok()?;
+    let ip = &field[..field.len() - port_len - 1];
+    // The bytes below the port become leading zeros.
+    let port = swar::eight_digits(swar::digit_values(tail) & (u64::MAX << (64 - above)));
+    let port = u16::try_from(port).ok()?;
     // Most addresses are IPv4, which two overlapping eight-byte checks settle.
     let ipv4 = match (ip.first_chunk::<8>(), ip.last_chunk::<8>()) {
         (Some(first), Some(last)) if ip.len() <= 16 => {
-            super::swar::word_digits_or(first, b'.') && super::swar::word_digits_or(last, b'.')
+            swar::word_digits_or(first, b'.') & swar::word_digits_or(last, b'.')
         }
         _ => false,
     };
-    if !ipv4 && !ip.iter().all(|&b| IP_BYTES[usize::from(b)]) {
+    if ip.is_empty() || (!ipv4 && !ip.iter().all(|&b| IP_BYTES[usize::from(b)])) {
         return None;
     }
     Some(Endpoint {
         ip: Text::new(ip),
         port,
     })
+}
+
+/// A word whose lowest `n` bytes (at most seven) are all ones.
+fn splat_below(n: usize) -> u64 {
+    (1u64 << (8 * n)) - 1
 }
 
 /// Formats microseconds as seconds with at least millisecond precision (`86000` → `0.086`),
@@ -519,6 +561,175 @@ mod tests {
             b"host:80",
         ] {
             assert_eq!(endpoint(bad), None);
+        }
+    }
+
+    /// Bytes a digit or separator check could mistake: the neighbours of `'0'..='9'`, the
+    /// same with the high bit set, zero, and the separators the parsers split on.
+    const LOOK_ALIKES: [u8; 13] = [
+        b'/', b':', 0xb0, 0xb9, 0xaf, 0xba, 0x00, 0xff, b'.', b'-', b' ', b'a', b'+',
+    ];
+
+    /// Each field of `bases`, every prefix of it, and every position of it replaced by each
+    /// look-alike byte.
+    fn variants(bases: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for base in bases {
+            for len in 0..=base.len() {
+                out.push(base[..len].to_vec());
+            }
+            for at in 0..base.len() {
+                for odd in LOOK_ALIKES {
+                    let mut field = base.to_vec();
+                    field[at] = odd;
+                    out.push(field);
+                }
+            }
+        }
+        out
+    }
+
+    fn all_digits(bytes: &[u8]) -> bool {
+        bytes.iter().all(u8::is_ascii_digit)
+    }
+
+    /// The obvious reading of a processing time, byte by byte.
+    fn processing_time_by_bytes(field: &[u8]) -> Option<Option<u64>> {
+        if field == b"-1" || field == b"-" {
+            return Some(None);
+        }
+        let (whole, frac) = match field.iter().position(|&b| b == b'.') {
+            Some(dot) => (&field[..dot], &field[dot + 1..]),
+            None => (field, &b"0"[..]),
+        };
+        if !(1..=12).contains(&whole.len()) || !(1..=9).contains(&frac.len()) {
+            return None;
+        }
+        if !all_digits(whole) || !all_digits(frac) {
+            return None;
+        }
+        let digits = whole
+            .iter()
+            .chain(frac.iter().chain([b'0'; 6].iter()).take(6));
+        Some(Some(
+            digits.fold(0, |acc, &c| acc * 10 + u64::from(c - b'0')),
+        ))
+    }
+
+    #[test]
+    fn processing_times_agree_with_byte_loops() {
+        let bases: [&[u8]; 20] = [
+            b"0.000",
+            b"0.039",
+            b"12.345",
+            b"9999.999",
+            b"99999.999",
+            b"1.2345",
+            b"0.000073",
+            b"3",
+            b"12345678",
+            b"123456789",
+            b"-1",
+            b"-",
+            b"1.",
+            b".5",
+            b"10.001",
+            b"999999999999.999",
+            b"1234567.8",
+            b"0.123456",
+            b"1.1234567",
+            b"1.1234567890",
+        ];
+        for field in variants(&bases) {
+            assert_eq!(
+                processing_time_us(&field),
+                processing_time_by_bytes(&field),
+                "{}",
+                field.escape_ascii()
+            );
+        }
+    }
+
+    #[test]
+    fn byte_counts_agree_with_byte_loops() {
+        let digits = b"98765432109876543210123";
+        let mut bases: Vec<&[u8]> = (1..=digits.len()).map(|n| &digits[..n]).collect();
+        bases.extend([
+            &b"18446744073709551615"[..],
+            b"18446744073709551616",
+            b"0",
+            b"00000000",
+        ]);
+        for field in variants(&bases) {
+            let expected = (!field.is_empty() && all_digits(&field))
+                .then(|| {
+                    field.iter().try_fold(0u64, |acc, &c| {
+                        acc.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+                    })
+                })
+                .flatten();
+            assert_eq!(uint(&field), expected, "{}", field.escape_ascii());
+        }
+    }
+
+    /// The obvious reading of an `ip:port`, byte by byte.
+    fn endpoint_by_bytes(field: &[u8]) -> Option<(&[u8], u16)> {
+        let colon = field.iter().rposition(|&b| b == b':')?;
+        let (ip, port) = (&field[..colon], &field[colon + 1..]);
+        if ip.is_empty() || !(1..=5).contains(&port.len()) || !all_digits(port) {
+            return None;
+        }
+        let ip_byte = |b: &u8| b.is_ascii_hexdigit() || b".:[]%".contains(b);
+        let port = port
+            .iter()
+            .fold(0, |acc, &c| acc * 10 + u32::from(c - b'0'));
+        ip.iter()
+            .all(ip_byte)
+            .then_some((ip, u16::try_from(port).ok()?))
+    }
+
+    #[test]
+    fn endpoints_agree_with_byte_loops() {
+        let ips = [
+            &b""[..],
+            b"1",
+            b"1.2.3.4",
+            b"10.0.1.14",
+            b"157.93.164.232",
+            b"2001:db8::1",
+            b"[::1]",
+            b"host",
+            b"255.255.255.255.1",
+        ];
+        let ports = [
+            &b""[..],
+            b"0",
+            b"9",
+            b"80",
+            b"443",
+            b"8080",
+            b"65535",
+            b"65536",
+            b"99999",
+            b"00080",
+            b"123456",
+            b"1234567",
+        ];
+        let mut bases = Vec::new();
+        for ip in ips {
+            for port in ports {
+                bases.push([ip, b":", port].concat());
+            }
+            bases.push(ip.to_vec());
+        }
+        let bases: Vec<&[u8]> = bases.iter().map(Vec::as_slice).collect();
+        for field in variants(&bases) {
+            assert_eq!(
+                endpoint(&field).map(|e| (e.ip.as_bytes(), e.port)),
+                endpoint_by_bytes(&field),
+                "{}",
+                field.escape_ascii()
+            );
         }
     }
 
