@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use crate::classify::Cause;
-use crate::parse::{LogEntry, ParseError, Text, write_seconds};
+use crate::parse::{LogEntry, ParseError, REQUIRED_FIELDS, Text, write_seconds};
 
 /// Athena's names for fields 13–36, in order; field 13 (`request_line`) expands to three
 /// columns and is written separately.
@@ -80,11 +80,12 @@ pub fn write_json(out: &mut Vec<u8>, e: &LogEntry<'_>, cause: Cause) {
         ",\"received_bytes\":{},\"sent_bytes\":{}",
         e.received_bytes, e.sent_bytes
     );
-    if e.field_count() > 12 {
+    if e.field_count() > REQUIRED_FIELDS {
+        let request = e.request();
         for (key, part) in [
-            ("request_verb", e.request().verb),
-            ("request_url", e.request().url),
-            ("request_proto", e.request().proto),
+            ("request_verb", request.verb),
+            ("request_url", request.url),
+            ("request_proto", request.proto),
         ] {
             let _ = write!(out, ",\"{key}\":");
             opt_string(out, part);
@@ -115,7 +116,8 @@ pub fn write_json(out: &mut Vec<u8>, e: &LogEntry<'_>, cause: Cause) {
         e.target_error_code(),
         e.elb_error_code(),
     ];
-    let present = e.field_count().saturating_sub(13);
+    // The optional keys start at field 14, after the request line.
+    let present = e.field_count().saturating_sub(REQUIRED_FIELDS + 1);
     for (key, value) in OPTIONAL_KEYS.iter().zip(optional).take(present) {
         let _ = write!(out, ",\"{key}\":");
         match (*key, value) {
@@ -167,7 +169,8 @@ pub fn write_text(out: &mut Vec<u8>, line_no: u64, e: &LogEntry<'_>, cause: Caus
     if let Some(tg) = e.target_group_name() {
         let _ = write!(out, " (tg {tg})");
     }
-    if let (Some(verb), Some(url)) = (e.request().verb, e.request().url) {
+    let request = e.request();
+    if let (Some(verb), Some(url)) = (request.verb, request.url) {
         let _ = write!(out, " {verb} {url}");
     }
     let _ = writeln!(out, " => {}: {}", cause.as_str(), cause.hint());

@@ -7,8 +7,8 @@
 //! There are two implementations of the same rules. [`split_nom`], built with `nom` and
 //! `memchr`, is the reference, the portable path and the one for irregular lines (stray or
 //! escaped quotes); on x86_64 [`split`] first tries a structural index of the line built with
-//! SSE2, AVX2 or AVX-512BW (`index`), several times as fast on real lines. Both are public so that the
-//! property tests, the fuzz target and the benches can hold them side by side.
+//! SSE2, AVX2 or AVX-512BW (`index`), several times as fast on real lines. Both are public so
+//! that the property tests, the fuzz target and the benches can hold them side by side.
 
 #[cfg(target_arch = "x86_64")]
 mod index;

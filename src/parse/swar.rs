@@ -119,13 +119,14 @@ pub fn contains_either(bytes: &[u8], a: u8, b: u8) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// Bytes that a digit check could mistake for digits: the neighbours of `'0'..='9'`, the
-    /// same with the high bit set, the separators the value parsers look for, and zero.
-    const LOOK_ALIKES: [u8; 12] = [
-        b'/', b':', 0xb0, 0xb9, 0xaf, 0xba, 0x00, 0xff, b'.', b'-', b' ', b'a',
+    /// Bytes that a digit or separator check could mistake: the neighbours of `'0'..='9'`,
+    /// the same with the high bit set, zero, a sign, and the separators the value parsers look
+    /// for. The value parsers' tests use them too.
+    pub(in crate::parse) const LOOK_ALIKES: [u8; 13] = [
+        b'/', b':', 0xb0, 0xb9, 0xaf, 0xba, 0x00, 0xff, b'.', b'-', b' ', b'a', b'+',
     ];
 
     /// Every length and every position of a non-digit, against the obvious byte loops.

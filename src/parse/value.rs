@@ -216,8 +216,9 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The inverse of [`timestamp_us`]: writes `us` (µs since the epoch) as `2018-07-02T22:23:00.186641Z`; with `micros` false the
-/// fraction is milliseconds padded with zeros, as ALB writes `request_creation_time`.
+/// The inverse of [`timestamp_us`]: writes `us` (µs since the epoch) as
+/// `2018-07-02T22:23:00.186641Z`; with `micros` false the fraction is milliseconds padded with
+/// zeros, as ALB writes `request_creation_time`.
 pub fn write_timestamp(out: &mut Vec<u8>, us: i64, micros: bool) {
     let secs = us.div_euclid(1_000_000);
     let frac = us.rem_euclid(1_000_000);
@@ -564,11 +565,7 @@ mod tests {
         }
     }
 
-    /// Bytes a digit or separator check could mistake: the neighbours of `'0'..='9'`, the
-    /// same with the high bit set, zero, and the separators the parsers split on.
-    const LOOK_ALIKES: [u8; 13] = [
-        b'/', b':', 0xb0, 0xb9, 0xaf, 0xba, 0x00, 0xff, b'.', b'-', b' ', b'a', b'+',
-    ];
+    use crate::parse::swar::tests::LOOK_ALIKES;
 
     /// Each field of `bases`, every prefix of it, and every position of it replaced by each
     /// look-alike byte.

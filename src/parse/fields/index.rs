@@ -3,9 +3,9 @@
 //! built with SSE2 (part of the x86_64 baseline), or with AVX2 or AVX-512BW when runtime
 //! detection finds them (with PCLMULQDQ for the prefix XOR, POPCNT and BMI1). AVX-512BW
 //! compares all 64 bytes at once straight into a mask register: a third of the instructions
-//! of AVX2's two halves and six `movemask`s. A prefix XOR of the quote bits marks
-//! the bytes inside quotes; the spaces outside them are the field separators, whose positions
-//! are written out with `trailing_zeros`.
+//! of AVX2's two halves and six `movemask`s. A prefix XOR of the quote bits marks the bytes
+//! inside quotes; the spaces outside them are the field separators, whose positions are
+//! written out with `trailing_zeros`.
 //!
 //! That reading is right only when every quote is structural: it opens a field, or it closes
 //! one, is followed by a separator or the end of the line and is not escaped. Each block is
