@@ -18,7 +18,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Regist
 
 use crate::aggregate::{AggregateConfig, Aggregator, BatchAccumulator};
 use crate::classify::{LoadBalancers, classify};
-use crate::parse::{ErrorKind, parse_line};
+use crate::parse::{ErrorKind, LogEntry, parse_line_into};
 
 /// Called once with the batch's outcome, after its counts are merged.
 pub type Ack = Box<dyn FnOnce(BatchOutcome) + Send>;
@@ -171,6 +171,7 @@ impl Worker {
         self.acc
             .set_attributes(batch.attributes.as_deref().unwrap_or_default());
         let data = &batch.lines[..];
+        let mut entry = LogEntry::blank();
         let mut start = 0;
         while start < data.len() {
             let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
@@ -184,8 +185,8 @@ impl Worker {
                 outcome.too_long += 1;
                 continue;
             }
-            match parse_line(line) {
-                Ok(entry) => {
+            match parse_line_into(line, &mut entry) {
+                Ok(()) => {
                     outcome.parsed += 1;
                     outcome.min_event_time = Some(
                         outcome

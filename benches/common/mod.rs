@@ -4,7 +4,7 @@
 use memchr::{memchr, memchr_iter};
 
 /// Calls `f` on every line of `data` (without its `\n`).
-pub fn each_line(data: &[u8], mut f: impl FnMut(&[u8])) {
+pub fn each_line<'a>(data: &'a [u8], mut f: impl FnMut(&'a [u8])) {
     let mut start = 0;
     while let Some(end) = memchr(b'\n', &data[start..]) {
         f(&data[start..start + end]);

@@ -339,3 +339,21 @@ fn error_kinds_are_a_closed_set_of_distinct_labels() {
     names.dedup();
     assert_eq!(names.len(), ErrorKind::ALL.len());
 }
+
+/// One entry parsed into line after line says exactly what a fresh `parse_line` says, whatever
+/// the line before it left behind: all 36 fields before 12, a request creation time before
+/// none, a failed line before a good one.
+#[test]
+fn an_entry_reused_from_line_to_line_keeps_nothing_from_the_last() {
+    let full = example(0);
+    let first12 = full.split(' ').take(12).collect::<Vec<_>>().join(" ");
+    let mut lines: Vec<&str> = AWS_EXAMPLES.lines().chain(EDGE_CASES.lines()).collect();
+    lines.extend([first12.as_str(), "hello world", full, "", first12.as_str()]);
+    let mut entry = LogEntry::blank();
+    for pass in [lines.clone(), lines.into_iter().rev().collect()] {
+        for line in pass {
+            let got = parse_line_into(line.as_bytes(), &mut entry).map(|()| &entry);
+            assert_eq!(got.cloned(), parse_line(line.as_bytes()), "{line}");
+        }
+    }
+}
