@@ -81,6 +81,21 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// [`Fields::get`] with the word of the eight bytes of the line that end where the field
+    /// does, the last in the highest byte, if the field is not empty and the line has eight
+    /// bytes there; for [`super::swar::zero_padded`].
+    #[inline(always)]
+    pub fn get_with_word(&self, i: usize) -> Option<(&'a [u8], Option<u64>)> {
+        let field = self.get(i)?;
+        let word = field
+            .last()
+            .and_then(|last| self.line.element_offset(last))
+            .and_then(|at| self.line.get((at + 1).checked_sub(8)?..=at))
+            .and_then(|bytes| bytes.first_chunk::<8>())
+            .map(|bytes| u64::from_le_bytes(*bytes));
+        Some((field, word))
+    }
+
     /// Whether field `i` is known to hold neither a space nor a quote without looking at it:
     /// a bare field of a line the structural index split. `false` only means "look".
     #[inline]

@@ -317,9 +317,9 @@ pub fn parse_line(line: &[u8]) -> Result<LogEntry<'_>, ParseError> {
 }
 
 /// [`parse_line`] into `entry`, which the caller keeps from line to line (all the lines of a
-/// batch share its lifetime). Returning the entry by value costs a copy of it per line, about
-/// a twentieth of the time parsing and classifying take together; every field is overwritten on
-/// success, and on an error `entry` holds nothing meaningful.
+/// batch share its lifetime). Returning the entry by value costs a zeroed field table and a
+/// copy of the entry per line, about 3 % of parsing and classifying together as measured;
+/// every field is overwritten on success, and on an error `entry` holds nothing meaningful.
 pub fn parse_line_into<'a>(line: &'a [u8], entry: &mut LogEntry<'a>) -> Result<(), ParseError> {
     let line = trim_eol(line);
     if line.is_empty() {
@@ -356,8 +356,12 @@ pub fn parse_line_into<'a>(line: &'a [u8], entry: &mut LogEntry<'a>) -> Result<(
         b"-" => None,
         t => Some(endpoint(t).ok_or(fail(ErrorKind::BadAddress, 5))?),
     };
-    let time_field =
-        |i: usize| processing_time_us(f(i)).ok_or(fail(ErrorKind::BadProcessingTime, i as u8 + 1));
+    // Numbers are read with the word that ends where they do (see `swar::zero_padded`).
+    let number = |i: usize| fields.get_with_word(i).unwrap_or_default();
+    let time_field = |i: usize| {
+        let (field, word) = number(i);
+        processing_time_us(field, word).ok_or(fail(ErrorKind::BadProcessingTime, i as u8 + 1))
+    };
     let request_processing_time = time_field(5)?;
     let target_processing_time = time_field(6)?;
     let response_processing_time = time_field(7)?;
@@ -366,8 +370,12 @@ pub fn parse_line_into<'a>(line: &'a [u8], entry: &mut LogEntry<'a>) -> Result<(
         b"-" => None,
         s => Some(status(s).ok_or(fail(ErrorKind::BadStatus, 10))?),
     };
-    let received_bytes = uint(f(10)).ok_or(fail(ErrorKind::BadBytes, 11))?;
-    let sent_bytes = uint(f(11)).ok_or(fail(ErrorKind::BadBytes, 12))?;
+    let byte_count = |i: usize| {
+        let (field, word) = number(i);
+        uint(field, word).ok_or(fail(ErrorKind::BadBytes, i as u8 + 1))
+    };
+    let received_bytes = byte_count(10)?;
+    let sent_bytes = byte_count(11)?;
     let request_creation_time = match fields.get(21) {
         None | Some(b"-") => None,
         Some(t) => {

@@ -34,12 +34,18 @@ pub fn non_digit_bytes(x: u64) -> u64 {
 
 /// `bytes` (one to eight of them) right-aligned in a word, the last byte in the highest, with
 /// `'0'` bytes in front: for digits, the eight-digit decimal string of the same number, ready
-/// for [`eight_digits`]. Two overlapping loads (their common bytes are equal, so OR-ing them
-/// is harmless) instead of a byte loop or a variable-length copy. `None` for an empty or
-/// longer `bytes`.
+/// for [`eight_digits`]. `ending`, when given, is the word of the eight bytes that end where
+/// `bytes` ends (see [`super::Fields::get_with_word`]): the bytes before `bytes` are masked
+/// off it, with no branch on the length, which varies from field to field and line to line.
+/// Without it, two overlapping loads (their common bytes are equal, so OR-ing them is
+/// harmless). `None` for an empty or longer `bytes`.
 #[inline(always)]
-pub fn zero_padded(bytes: &[u8]) -> Option<u64> {
+pub fn zero_padded(bytes: &[u8], ending: Option<u64>) -> Option<u64> {
     let n = bytes.len();
+    if let (Some(word), 1..=8) = (ending, n) {
+        let own = u64::MAX << (8 * (8 - n));
+        return Some(word & own | splat(b'0') & !own);
+    }
     // The `'0'` bytes below the `n` bytes of `bytes`, for `n` below 8.
     let pad = || splat(b'0') >> (8 * n);
     Some(match n {
@@ -141,8 +147,13 @@ pub(super) mod tests {
                         word[8 - bytes.len()..].copy_from_slice(bytes);
                         word
                     });
-                    let word = zero_padded(bytes);
+                    let word = zero_padded(bytes, None);
                     assert_eq!(word, padded.map(u64::from_le_bytes), "{bytes:?}");
+                    // The same from the word that ends with `bytes`, whatever precedes them.
+                    let mut line = b"x 12345678".to_vec();
+                    line.extend_from_slice(bytes);
+                    let ending = line.last_chunk::<8>().map(|w| u64::from_le_bytes(*w));
+                    assert_eq!(zero_padded(bytes, ending), word, "{bytes:?}");
                     let Some(padded) = padded else { return };
                     let marks = padded.map(|c| if c.is_ascii_digit() { 0 } else { 0x80 });
                     let word = u64::from_le_bytes(padded);

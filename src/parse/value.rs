@@ -294,10 +294,11 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 
 /// A processing time: `Some(Some(µs))` for `0.086`, `Some(None)` for `-1` or `-` (not
 /// dispatched / no response, never a duration), `None` for anything else.
-pub fn processing_time_us(field: &[u8]) -> Option<Option<u64>> {
+/// `ending` as for [`swar::zero_padded`].
+pub fn processing_time_us(field: &[u8], ending: Option<u64>) -> Option<Option<u64>> {
     // What ALB writes fits in eight bytes (`0.000` to `9999.999`): read it as one word. Any
     // field this takes, the general path below would read the same way.
-    if let Some(word) = swar::zero_padded(field) {
+    if let Some(word) = swar::zero_padded(field, ending) {
         let non_digits = swar::non_digit_bytes(word);
         if non_digits == 0 {
             return Some(Some(
@@ -351,10 +352,10 @@ pub fn status(field: &[u8]) -> Option<u16> {
 
 /// An unsigned decimal integer such as a byte count.
 #[inline(always)]
-pub fn uint(field: &[u8]) -> Option<u64> {
+pub fn uint(field: &[u8], ending: Option<u64>) -> Option<u64> {
     // Byte counts are mostly a few digits: one word, one check, three multiplies, inlined;
     // longer fields take the byte loops out of line.
-    match swar::zero_padded(field) {
+    match swar::zero_padded(field, ending) {
         Some(word) => {
             (swar::non_digit_bytes(word) == 0).then(|| swar::eight_digits(swar::digit_values(word)))
         }
@@ -402,7 +403,7 @@ pub fn endpoint(field: &[u8]) -> Option<Endpoint<'_>> {
     // the top of the word; the zero bytes below it are not digits and not a colon.
     let tail = match field.last_chunk::<8>() {
         Some(tail) => u64::from_le_bytes(*tail),
-        None => swar::zero_padded(field)? & !splat_below(8 - field.len()),
+        None => swar::zero_padded(field, None)? & !splat_below(8 - field.len()),
     };
     let non_digits = swar::non_digit_bytes(tail);
     // Bits above the highest non-digit byte's marker: eight per port digit (none when the
@@ -611,6 +612,31 @@ mod tests {
     }
 
     use crate::parse::swar::tests::LOOK_ALIKES;
+
+    /// [`super::processing_time_us`] as the parser calls it, with the word that ends where the
+    /// field does, checked against the call without it.
+    fn processing_time_us(field: &[u8]) -> Option<Option<u64>> {
+        both_ways(field, super::processing_time_us)
+    }
+
+    /// [`super::uint`], both ways as above.
+    fn uint(field: &[u8]) -> Option<u64> {
+        both_ways(field, super::uint)
+    }
+
+    fn both_ways<T: PartialEq + std::fmt::Debug>(
+        field: &[u8],
+        parse: impl Fn(&[u8], Option<u64>) -> T,
+    ) -> T {
+        let alone = parse(field, None);
+        // Bytes before the field that look like a number too.
+        let mut line = b"9.99 -1 ".to_vec();
+        line.extend_from_slice(field);
+        let ending = line.last_chunk::<8>().map(|w| u64::from_le_bytes(*w));
+        let ending = ending.filter(|_| !field.is_empty());
+        assert_eq!(parse(field, ending), alone, "{}", field.escape_ascii());
+        alone
+    }
 
     /// Each field of `bases`, every prefix of it, and every position of it replaced by each
     /// look-alike byte.
