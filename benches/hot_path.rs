@@ -13,7 +13,7 @@ use memchr::memchr_iter;
 use std::sync::{Arc, Mutex};
 
 use albwatch::aggregate::{AggregateConfig, Aggregator};
-use albwatch::classify::{LbSettings, LoadBalancers, classify};
+use albwatch::classify::{LbSettings, LoadBalancers};
 use albwatch::corpus::Corpus;
 use albwatch::parse::fields::{Fields, split_into, split_nom};
 use albwatch::parse::{LogEntry, parse_line, parse_line_into};
@@ -21,7 +21,7 @@ use albwatch::pipeline::{RawBatch, Worker};
 
 mod common;
 
-use common::{each_line, fields_5_and_9};
+use common::{each_line, fields_5_and_9, parse_classify};
 
 const LINES: usize = 20_000;
 
@@ -91,16 +91,7 @@ fn hot_path(c: &mut Criterion) {
     });
 
     group.bench_function("parse_classify", |b| {
-        b.iter(|| {
-            let mut sum = 0usize;
-            let mut entry = LogEntry::blank();
-            each_line(black_box(&data), |line| {
-                if parse_line_into(line, &mut entry).is_ok() {
-                    sum += classify(&entry, &lb) as usize;
-                }
-            });
-            sum
-        })
+        b.iter(|| parse_classify(black_box(&data), &lb))
     });
     // The whole hot path as the daemon runs it: batches of about 1 MiB through a worker
     // (parse, classify, tally) and one merge into the shared aggregator per batch.

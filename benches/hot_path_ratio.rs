@@ -9,13 +9,12 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use albwatch::classify::{LbSettings, classify};
+use albwatch::classify::LbSettings;
 use albwatch::corpus::Corpus;
-use albwatch::parse::{LogEntry, parse_line_into};
 
 mod common;
 
-use common::{each_line, fields_5_and_9};
+use common::{fields_5_and_9, parse_classify};
 
 const LINES: usize = 20_000;
 const ROUNDS: usize = 21;
@@ -34,22 +33,13 @@ fn main() {
     let data = Corpus::generate(42, LINES);
     let lb = LbSettings::default();
     let baseline = || fields_5_and_9(black_box(&data));
-    let parse_classify = || {
-        let mut sum = 0usize;
-        let mut entry = LogEntry::blank();
-        each_line(black_box(&data), |line| {
-            if parse_line_into(line, &mut entry).is_ok() {
-                sum += classify(&entry, &lb) as usize;
-            }
-        });
-        sum
-    };
+    let parsed = || parse_classify(black_box(&data), &lb);
     // One untimed pass each, so that neither side pays for faulting the corpus in.
     black_box(baseline());
-    black_box(parse_classify());
+    black_box(parsed());
     let lines = LINES as f64;
     let mut rounds: Vec<(f64, f64)> = (0..ROUNDS)
-        .map(|_| (seconds(&baseline), seconds(&parse_classify)))
+        .map(|_| (seconds(&baseline), seconds(&parsed)))
         .collect();
     rounds.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
     let (b, p) = rounds[ROUNDS / 2];

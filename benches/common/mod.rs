@@ -1,6 +1,8 @@
-//! What the hot-path benches share: walking a corpus line by line, and the memchr baseline
-//! every parser is compared with.
+//! What the hot-path benches share: walking a corpus line by line, the memchr baseline every
+//! parser is compared with, and parse + classify as the pipeline runs them.
 
+use albwatch::classify::{LbSettings, classify};
+use albwatch::parse::{LogEntry, parse_line_into};
 use memchr::{memchr, memchr_iter};
 
 /// Calls `f` on every line of `data` (without its `\n`).
@@ -22,6 +24,19 @@ pub fn fields_5_and_9(data: &[u8]) -> usize {
         let f5 = spaces.nth(3).map_or(0, |at| at + 1);
         let f9 = spaces.nth(3).map_or(0, |at| at + 1);
         sum += usize::from(line[f5]) + usize::from(line[f9]);
+    });
+    sum
+}
+
+/// Parses every line of `data` into one entry kept for the whole corpus, as the pipeline does
+/// for a batch, and classifies it.
+pub fn parse_classify(data: &[u8], lb: &LbSettings) -> usize {
+    let mut sum = 0usize;
+    let mut entry = LogEntry::blank();
+    each_line(data, |line| {
+        if parse_line_into(line, &mut entry).is_ok() {
+            sum += classify(&entry, lb) as usize;
+        }
     });
     sum
 }

@@ -382,6 +382,7 @@ pub fn parse_line_into<'a>(line: &'a [u8], entry: &mut LogEntry<'a>) -> Result<(
             Some(timestamp_us_after(t, time_text, day_us).ok_or(fail(ErrorKind::BadTime, 22))?)
         }
     };
+    // Field by field: a whole new entry would copy the field table just written in place.
     entry.conn_type = conn_type;
     entry.time = time;
     entry.time_text = Text::new(time_text);

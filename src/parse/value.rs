@@ -82,6 +82,9 @@ fn day_us(date: &[u8; 11]) -> Option<i64> {
     Some(days_from_civil(i64::from(year), month, day) * 86_400_000_000)
 }
 
+/// The `HH:MM:SS` that every time of day opens with.
+const HMS: Layout = Layout::new(b"00:00:00");
+
 /// `HH:MM:SS[.fraction]Z` → microseconds since midnight (past 24 h during a leap second).
 fn time_of_day_us(time: &[u8]) -> Option<i64> {
     match <&[u8; 16]>::try_from(time) {
@@ -95,7 +98,6 @@ fn time_of_day_us(time: &[u8]) -> Option<i64> {
 /// seconds against their limits with one addition, and `h × 3600 + m × 60 + s` is one multiply.
 #[inline]
 fn time_of_day_in_micros_us(time: &[u8; 16]) -> Option<i64> {
-    const HMS: Layout = Layout::new(b"00:00:00");
     const MICROS: Layout = Layout::new(b".000000Z");
     // Each of the hour, minute and second (at most 99) plus this reaches bit 7 of its byte
     // exactly when it is past 23, 59 or 60 (a leap second).
@@ -116,26 +118,18 @@ fn time_of_day_in_micros_us(time: &[u8; 16]) -> Option<i64> {
     Some((seconds * 1_000_000 + micros) as i64)
 }
 
-/// [`time_of_day_us`] of any length of fraction, or none.
+/// [`time_of_day_us`] of any other length of fraction, or none.
 fn any_time_of_day_us(time: &[u8]) -> Option<i64> {
-    const HMS: Layout = Layout::new(b"00:00:00");
     let (head, rest) = time.split_first_chunk::<8>()?;
     let hms = pairs(HMS.word(head)?);
     let (hour, minute, second) = (hms & 0xff, (hms >> 24) & 0xff, (hms >> 48) & 0xff);
-    let frac_us = if let Ok(eight) = <&[u8; 8]>::try_from(rest) {
-        // Eight bytes can only be six digits of microseconds, which is what ALB writes.
-        const MICROS: Layout = Layout::new(b".000000Z");
-        let us = pairs(MICROS.word(eight)?);
-        ((us >> 8) & 0xff) * 10_000 + ((us >> 24) & 0xff) * 100 + ((us >> 40) & 0xff)
-    } else {
-        let [frac @ .., b'Z'] = rest else {
-            return None;
-        };
-        match frac {
-            [] => 0,
-            [b'.', digits @ ..] => fraction_us(digits)?,
-            _ => return None,
-        }
+    let [frac @ .., b'Z'] = rest else {
+        return None;
+    };
+    let frac_us = match frac {
+        [] => 0,
+        [b'.', digits @ ..] => fraction_us(digits)?,
+        _ => return None,
     };
     if hour > 23 || minute > 59 || second > 60 {
         return None;
