@@ -69,15 +69,21 @@ impl<'a> Fields<'a> {
     /// Field `i` (0-based) without its quotes, if the line has it.
     #[inline(always)]
     pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        self.get_and_end(i).map(|(field, _)| field)
+    }
+
+    /// [`Fields::get`], and where in the line the field (without its quotes) ends.
+    #[inline(always)]
+    fn get_and_end(&self, i: usize) -> Option<(&'a [u8], usize)> {
         if i >= self.count {
             return None;
         }
-        let start = self.start(i);
+        let end = self.ends[i] as usize;
         // Both tokenizers end a field that opens with a quote at its closing quote, so a
         // field's first byte alone says whether it is quoted.
-        match self.line.get(start..self.ends[i] as usize)? {
-            [b'"', inner @ .., b'"'] => Some(inner),
-            raw => Some(raw),
+        match self.line.get(self.start(i)..end)? {
+            [b'"', inner @ .., b'"'] => Some((inner, end - 1)),
+            raw => Some((raw, end)),
         }
     }
 
@@ -86,11 +92,11 @@ impl<'a> Fields<'a> {
     /// bytes there; for [`super::swar::zero_padded`].
     #[inline(always)]
     pub fn get_with_word(&self, i: usize) -> Option<(&'a [u8], Option<u64>)> {
-        let field = self.get(i)?;
-        let word = field
-            .last()
-            .and_then(|last| self.line.element_offset(last))
-            .and_then(|at| self.line.get((at + 1).checked_sub(8)?..=at))
+        let (field, end) = self.get_and_end(i)?;
+        let word = end
+            .checked_sub(8)
+            .filter(|_| !field.is_empty())
+            .and_then(|at| self.line.get(at..end))
             .and_then(|bytes| bytes.first_chunk::<8>())
             .map(|bytes| u64::from_le_bytes(*bytes));
         Some((field, word))

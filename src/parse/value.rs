@@ -288,9 +288,28 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 
 /// A processing time: `Some(Some(µs))` for `0.086`, `Some(None)` for `-1` or `-` (not
 /// dispatched / no response, never a duration), `None` for anything else.
-/// `ending` as for [`swar::zero_padded`].
+/// `ending` as for [`swar::zero_padded`]. The shape ALB writes is read inline, anything else
+/// out of line (as for [`uint`]).
+#[inline(always)]
 pub fn processing_time_us(field: &[u8], ending: Option<u64>) -> Option<Option<u64>> {
-    // What ALB writes fits in eight bytes (`0.000` to `9999.999`): read it as one word. Any
+    // ALB writes milliseconds, `W.fff` with one to four whole digits: the dot is always the
+    // fourth byte from the top of the word, so neither its place nor the scale is looked up.
+    if let (Some(word), 5..=8) = (swar::zero_padded(field, ending), field.len()) {
+        // The dot's byte turned into a `0`: the word is all digits when the rest is.
+        let zeroed = word ^ u64::from(b'.' ^ b'0') << 32;
+        if (word >> 32) as u8 == b'.' && swar::non_digit_bytes(zeroed) == 0 {
+            // Without the dot: the whole digits move up one byte into its place.
+            let joined = zeroed & (u64::MAX << 40) | (zeroed & 0xffff_ffff) << 8;
+            return Some(Some(swar::eight_digits(swar::digit_values(joined)) * 1000));
+        }
+    }
+    other_processing_time_us(field, ending)
+}
+
+/// [`processing_time_us`] of any other field.
+#[inline(never)]
+fn other_processing_time_us(field: &[u8], ending: Option<u64>) -> Option<Option<u64>> {
+    // Other fractions of up to eight bytes (`3`, `1.2345`, `0.000073`) are one word too. Any
     // field this takes, the general path below would read the same way.
     if let Some(word) = swar::zero_padded(field, ending) {
         let non_digits = swar::non_digit_bytes(word);
@@ -391,6 +410,9 @@ const IP_BYTES: [bool; 256] = {
 };
 
 /// `10.0.0.1:80` or `2001:db8::1:443` (or `[2001:db8::1]:443`), split on the last colon.
+/// Inlined into the parser's two calls: the call and the entry returned through memory cost
+/// about 2 % of parsing a line, as measured.
+#[inline(always)]
 pub fn endpoint(field: &[u8]) -> Option<Endpoint<'_>> {
     // The port is one to five digits, so the last colon is the highest non-digit of the last
     // eight bytes, and the port can be read from that same word. A shorter field is moved to
@@ -730,8 +752,11 @@ mod tests {
 
     #[test]
     fn processing_times_agree_with_byte_loops() {
-        let bases: [&[u8]; 20] = [
+        let bases: [&[u8]; 23] = [
             b"0.000",
+            b"1234.567",
+            b".1234",
+            b"-0.001",
             b"0.039",
             b"12.345",
             b"9999.999",
