@@ -19,6 +19,8 @@ use albwatch::aggregate::{AggregateConfig, Aggregator};
 use albwatch::classify::LoadBalancers;
 use albwatch::corpus::Corpus;
 use albwatch::decode::DecodeLimits;
+use albwatch::event_time::InputKind;
+use albwatch::input::PartitionSource;
 use albwatch::kinesis::KinesisMetrics;
 use albwatch::kinesis::checkpoint::{CheckpointStore, FileCheckpointStore};
 use albwatch::kinesis::config::{KinesisConfig, StartAt};
@@ -203,7 +205,7 @@ async fn albwatch_pass(c: &aws_sdk_kinesis::Client, lines: u64, round: usize) ->
         &AggregateConfig::default(),
         Arc::new(LoadBalancers::default()),
         Arc::clone(&agg),
-        Arc::new(|| None),
+        Arc::new(|| i64::MAX),
         None,
     )
     .expect("worker threads");
@@ -238,7 +240,7 @@ async fn albwatch_pass(c: &aws_sdk_kinesis::Client, lines: u64, round: usize) ->
         SdkApi::new(c.clone(), STREAM),
         cfg,
         Arc::new(store) as Arc<dyn CheckpointStore>,
-        pool.submitter(),
+        PartitionSource::standalone(InputKind::Kinesis, pool.submitter()),
         metrics,
         DecodeLimits::default(),
         rx,

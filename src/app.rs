@@ -1,19 +1,19 @@
 //! The daemon's wiring and shutdown order — the only place that knows every stage. It binds
-//! the Firehose endpoint (when configured) and the admin port, starts the worker pool, the
-//! Kinesis consumer (when configured), the inputs (files, or the demo traffic generator), the
-//! alert evaluator on the wall clock and the admin server. On SIGTERM/SIGINT (or the end of
-//! `--duration`) it stops the inputs first — Firehose answers 503 to new requests while those
-//! in flight finish; Kinesis stops polling, waits for its batches' acknowledgements and writes
-//! its final checkpoints — then drains the queue through the workers, runs a final alert
-//! evaluation and stops the admin server, each step within the grace period.
+//! the admin port and the Firehose endpoint (when configured), starts the worker pool, the
+//! inputs (files, the demo generator, Firehose, Kinesis — each feeding the pool through its
+//! event-time partitions) and the evaluator, which runs the alert rules at every evaluation
+//! tick the event-time watermark passes, exactly as `replay` does. On SIGTERM/SIGINT (or the
+//! end of `--duration`) it stops the inputs first — Firehose answers 503 to new requests
+//! while those in flight finish; Kinesis stops polling, waits for its batches'
+//! acknowledgements and writes its final checkpoints — then drains the queue through the
+//! workers, evaluates once more and stops the admin server, each step within the grace period.
 
 use std::future::Future;
-use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::Url;
@@ -22,18 +22,26 @@ use tokio::sync::watch;
 
 use crate::aggregate::Aggregator;
 use crate::alert::notify::{AlertmanagerMetrics, Notifier, Timestamps, ValidAlertmanagerConfig};
-use crate::alert::{AlertEngine, Transition};
+use crate::alert::{AlertEngine, Status, Transition};
+use crate::clock::{daemon_clock, wall_clock_us};
 use crate::config::Config;
 use crate::demo::DemoTraffic;
+use crate::event_time::metrics::EventTimeMetrics;
+use crate::event_time::{Evaluator, InputKind, Timeline};
+use crate::export::WallClock;
 use crate::export::admin::{self, Health};
 use crate::export::{new_registry, register_snapshot_metrics};
 use crate::firehose::{self, FirehoseMetrics};
+use crate::input::{PartitionInput, PartitionSource, PartitionTiming, demo, files};
 use crate::kinesis::{KinesisMetrics, SdkApi};
-use crate::lines;
-use crate::pipeline::{Pool, RawBatch, Submitter};
+use crate::pipeline::Pool;
 
 /// How long shutdown may take before the process gives up on draining.
 pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
+
+/// How often the evaluator looks at the watermark (wall clock). Evaluation itself happens at
+/// event-time ticks; this only bounds how soon after the data a tick is evaluated.
+const EVALUATE_EVERY: Duration = Duration::from_secs(1);
 
 /// Where the daemon's log lines come from.
 #[derive(Debug, Clone)]
@@ -49,13 +57,6 @@ pub enum Input {
     },
 }
 
-/// Microseconds since the Unix epoch, now.
-pub fn wall_clock_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
 /// Runs the daemon until `stop` resolves (a signal, or the demo's `--duration`), calling
 /// `on_alert` for every alert transition.
 pub async fn run(
@@ -69,6 +70,7 @@ pub async fn run(
         .with_context(|| format!("binding the admin port {}", cfg.admin_addr))?;
     let admin_addr: SocketAddr = listener.local_addr()?;
     eprintln!("albwatch: metrics on http://{admin_addr}/metrics");
+    let wall = daemon_clock();
 
     // The Firehose attribute labels (in `cfg.aggregate`) key the series; the exporter's
     // descriptors and the alert gauge need the same names.
@@ -79,28 +81,52 @@ pub async fn run(
     let source_agg = Arc::clone(&agg);
     register_snapshot_metrics(
         &registry,
+        // The windows the watermark has closed: what the alerts were evaluated on.
         Arc::new(move || {
-            let now = wall_clock_us();
-            let mut agg = source_agg.lock().unwrap_or_else(PoisonError::into_inner);
-            agg.advance(now);
-            agg.snapshot(now)
+            let agg = source_agg.lock().unwrap_or_else(PoisonError::into_inner);
+            agg.snapshot(agg.clock().unwrap_or(i64::MIN))
         }),
-        Arc::new(wall_clock_us),
+        Arc::clone(&wall),
         attribute_labels,
     )?;
+    let timeline = Timeline::new();
+    let event_metrics = EventTimeMetrics::register(&registry, timeline.clone(), Arc::clone(&wall))?;
+    let max_future = cfg.event_time.max_future_us();
+    let future_clock = Arc::clone(&wall);
     let pool = Pool::start(
         &cfg.pool,
         &cfg.aggregate,
         Arc::new(cfg.load_balancers.clone()),
         Arc::clone(&agg),
-        Arc::new(|| Some(wall_clock_us())),
+        Arc::new(move || future_clock().saturating_add(max_future)),
         Some(pipeline_metrics),
     )?;
+    let timing = PartitionTiming {
+        out_of_order_us: cfg.event_time.out_of_order_us(),
+        idle_us: cfg.event_time.idle_timeout_us(),
+    };
+    let partitions = |input| {
+        PartitionSource::new(
+            input,
+            timing,
+            timeline.clone(),
+            pool.submitter(),
+            Arc::clone(&wall),
+        )
+    };
+
+    // One signal stops every input; the admin server and the evaluator stop after the drain.
+    let (inputs_stop_tx, inputs_stop) = watch::channel(false);
+    let stopped = |rx: &watch::Receiver<bool>| {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
 
     // The Firehose endpoint is bound before the admin server takes the registry, so its
     // metrics are registered; it stops first on shutdown (draining: new requests get 503).
     let draining = Arc::new(AtomicBool::new(false));
-    let (firehose_stop_tx, firehose_stop_rx) = watch::channel(false);
     let firehose_task = match cfg.firehose.addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -116,25 +142,21 @@ pub async fn run(
                 listener.local_addr()?
             );
             let metrics = FirehoseMetrics::register(&registry, &cfg.firehose)?;
-            let mut rx = firehose_stop_rx;
             Some(tokio::spawn(firehose::serve(
                 listener,
                 cfg.firehose.clone(),
-                pool.submitter(),
+                partitions(InputKind::Firehose),
                 metrics,
                 Arc::clone(&draining),
-                async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                },
+                stopped(&inputs_stop),
             )))
         }
         None => None,
     };
 
-    // The Kinesis consumer holds a Submitter clone until it returns, so it is stopped and
+    // The Kinesis consumer holds the pool's submitter until it returns, so it is stopped and
     // awaited (final checkpoints written after its batches are acknowledged) before the pool
     // finishes. Checkpoints are opened now so a bad directory fails before anything runs.
-    let (kinesis_stop_tx, kinesis_stop_rx) = watch::channel(false);
     let kinesis_task = match cfg.kinesis.stream.clone() {
         Some(stream) => {
             let store = crate::kinesis::checkpoint::FileCheckpointStore::open(
@@ -147,13 +169,13 @@ pub async fn run(
                 SdkApi::new(client, stream),
                 cfg.kinesis.clone(),
                 Arc::new(store),
-                pool.submitter(),
+                partitions(InputKind::Kinesis),
                 metrics,
                 crate::decode::DecodeLimits {
                     max_line_bytes: cfg.pool.max_line_bytes,
                     ..Default::default()
                 },
-                kinesis_stop_rx,
+                inputs_stop.clone(),
             );
             Some(tokio::spawn(async move {
                 // Said at once, not at shutdown: the rest of the daemon keeps running.
@@ -167,10 +189,13 @@ pub async fn run(
         None => None,
     };
 
-    // The alert engine and the notifier exist before the admin server, which shows the
-    // engine's active alerts; the notifier's senders start now so a slow Alertmanager is
-    // already being retried in the background when the first alert fires.
-    let engine = Arc::new(Mutex::new(AlertEngine::new(cfg.alerts.clone())));
+    // The evaluator and the notifier exist before the admin server, which shows the active
+    // alerts; the notifier's senders start now so a slow Alertmanager is already being
+    // retried in the background when the first alert fires.
+    let evaluator = Arc::new(Mutex::new(Evaluator::new(
+        Arc::clone(&agg),
+        AlertEngine::new(cfg.alerts.clone()),
+    )));
     let notifier = Notifier::start(
         &cfg.alertmanager,
         Timestamps::Wall,
@@ -182,48 +207,60 @@ pub async fn run(
         eprintln!("albwatch: sending alerts to {url}");
     }
     let alert_view: admin::AlertView = {
-        let engine = Arc::clone(&engine);
+        let evaluator = Arc::clone(&evaluator);
         Arc::new(move || {
-            engine
+            evaluator
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
+                .engine()
                 .active()
                 .cloned()
                 .collect()
         })
     };
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (outputs_stop_tx, outputs_stop) = watch::channel(false);
     let health = Health::new();
-    let admin_stop = {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
     let admin_task = tokio::spawn(admin::serve(
         listener,
         registry,
         health.clone(),
         alert_view,
-        admin_stop,
+        stopped(&outputs_stop),
     ));
 
     let stopping = Arc::new(AtomicBool::new(false));
     let mut input_threads = Vec::new();
+    let (batch_bytes, max_line) = (cfg.batch_bytes, cfg.pool.max_line_bytes);
+    let open = |spec| PartitionInput::open(&timeline, spec, pool.submitter(), Arc::clone(&wall));
     for input in inputs {
-        let submitter = pool.submitter();
         let stopping = Arc::clone(&stopping);
-        let batch_bytes = cfg.batch_bytes;
-        let max_line = cfg.pool.max_line_bytes;
-        input_threads.push(std::thread::spawn(move || match input {
-            Input::Files { paths, follow } => {
+        match input {
+            Input::Files {
+                paths,
+                follow: false,
+            } if !paths.is_empty() => {
+                let input = open(files::run_partition(timing.out_of_order_us));
+                input_threads.push(std::thread::spawn(move || {
+                    files::read_run(&paths, &input, batch_bytes, max_line, &stopping);
+                }));
+            }
+            Input::Files { paths, .. } => {
+                // Followed files advance independently: a thread and a partition each.
                 for path in paths {
-                    if let Err(e) =
-                        read_file(&path, follow, batch_bytes, max_line, &submitter, &stopping)
-                    {
-                        eprintln!("albwatch: {}: {e:#}", path.display());
-                    }
+                    let input = open(files::follow_partition(
+                        &path,
+                        timing.out_of_order_us,
+                        timing.idle_us,
+                    ));
+                    let stopping = Arc::clone(&stopping);
+                    input_threads.push(std::thread::spawn(move || {
+                        if let Err(e) =
+                            files::follow(&path, &input, batch_bytes, max_line, &stopping)
+                        {
+                            eprintln!("albwatch: {}: {e}", path.display());
+                        }
+                    }));
                 }
             }
             Input::Demo {
@@ -231,37 +268,34 @@ pub async fn run(
                 requests_per_sec,
                 script_offset_secs,
             } => {
-                let traffic = DemoTraffic::new(seed, wall_clock_us(), requests_per_sec)
-                    .skip_script(script_offset_secs);
-                demo_input(traffic, &submitter, &stopping)
+                let input = open(demo::partition(timing.idle_us));
+                let wall = Arc::clone(&wall);
+                input_threads.push(std::thread::spawn(move || {
+                    let traffic = DemoTraffic::new(seed, wall(), requests_per_sec)
+                        .skip_script(script_offset_secs);
+                    demo::run(traffic, &input, &wall, &stopping);
+                }));
             }
-        }));
+        }
     }
 
-    let eval_every = Duration::from_secs(u64::from(cfg.aggregate.bucket_secs.clamp(1, 10)));
-    let alert_task = {
-        let agg = Arc::clone(&agg);
-        let engine = Arc::clone(&engine);
-        let notifier = Arc::clone(&notifier);
-        let on_alert = Arc::clone(&on_alert);
-        let mut rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(eval_every);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => evaluate(&agg, &engine, &notifier, on_alert.as_ref()),
-                    _ = rx.wait_for(|s| *s) => return,
-                }
-            }
-        })
+    let evaluation = Evaluation {
+        timeline: timeline.clone(),
+        evaluator: Arc::clone(&evaluator),
+        notifier: Arc::clone(&notifier),
+        metrics: event_metrics,
+        on_alert,
+        wall: Arc::clone(&wall),
     };
+    let alert_task = tokio::spawn(evaluate_every(evaluation.clone(), outputs_stop.clone()));
     health.set_ready(true);
 
     stop.await;
     eprintln!("albwatch: shutting down");
     health.set_ready(false);
     draining.store(true, Ordering::Relaxed);
-    let _ = firehose_stop_tx.send(true);
+    let _ = inputs_stop_tx.send(true);
+    stopping.store(true, Ordering::Relaxed);
     if let Some(task) = firehose_task {
         // Requests in flight finish (their batches are already queued) before the queue closes.
         match tokio::time::timeout(GRACE_PERIOD, task).await {
@@ -272,14 +306,11 @@ pub async fn run(
             }
         }
     }
-    let _ = kinesis_stop_tx.send(true);
-    if let Some(task) = kinesis_task {
-        match tokio::time::timeout(GRACE_PERIOD, task).await {
-            Ok(_) => {}
-            Err(_) => eprintln!("albwatch: Kinesis shards did not stop within {GRACE_PERIOD:?}"),
-        }
+    if let Some(task) = kinesis_task
+        && tokio::time::timeout(GRACE_PERIOD, task).await.is_err()
+    {
+        eprintln!("albwatch: Kinesis shards did not stop within {GRACE_PERIOD:?}");
     }
-    stopping.store(true, Ordering::Relaxed);
     let drained = tokio::task::spawn_blocking(move || {
         for t in input_threads {
             let _ = t.join();
@@ -289,8 +320,8 @@ pub async fn run(
     if tokio::time::timeout(GRACE_PERIOD, drained).await.is_err() {
         eprintln!("albwatch: inputs did not drain within {GRACE_PERIOD:?}; exiting anyway");
     }
-    evaluate(&agg, &engine, &notifier, on_alert.as_ref());
-    let _ = stop_tx.send(true);
+    evaluation.step();
+    let _ = outputs_stop_tx.send(true);
     let _ = alert_task.await;
     // The last state reaches Alertmanager before the process goes, if it can within the grace
     // period; firing alerts then expire by their `endsAt` lease unless a successor resends.
@@ -306,29 +337,53 @@ pub async fn run(
     Ok(())
 }
 
-fn evaluate(
-    agg: &Mutex<Aggregator>,
-    engine: &Mutex<AlertEngine>,
-    notifier: &Notifier,
-    on_alert: &(dyn Fn(&Transition) + Send + Sync),
-) {
-    let now = wall_clock_us();
-    let snapshot = {
-        let mut agg = agg.lock().unwrap_or_else(PoisonError::into_inner);
-        agg.advance(now);
-        let window = engine
+/// The daemon's side of the event-time engine: at each step, the watermark at the wall clock
+/// now, every tick it has passed evaluated, the transitions sent and reported.
+#[derive(Clone)]
+pub struct Evaluation {
+    pub timeline: Timeline,
+    pub evaluator: Arc<Mutex<Evaluator>>,
+    pub notifier: Arc<Notifier>,
+    pub metrics: EventTimeMetrics,
+    pub on_alert: Arc<dyn Fn(&Transition) + Send + Sync>,
+    pub wall: WallClock,
+}
+
+impl Evaluation {
+    /// Evaluates up to the watermark and hands on what changed.
+    pub fn step(&self) {
+        let now = (self.wall)();
+        let progress = self.timeline.with(|w| w.progress(now));
+        let mut transitions = Vec::new();
+        let mut evaluator = self
+            .evaluator
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .config()
-            .window_secs;
-        agg.snapshot_of(now, &[window])
-    };
-    let mut engine = engine.lock().unwrap_or_else(PoisonError::into_inner);
-    let transitions = engine.evaluate(&snapshot, now);
-    notifier.update(&transitions, engine.active(), now);
-    drop(engine);
-    for t in &transitions {
-        on_alert(t);
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(progress) = progress {
+            evaluator.advance_to(progress, &mut |t| transitions.push(t));
+        }
+        for t in &transitions {
+            if t.status == Status::Firing {
+                self.metrics.fired(now, t.alert.starts_at_us);
+            }
+        }
+        self.notifier
+            .update(&transitions, evaluator.engine().active(), now);
+        drop(evaluator);
+        for t in &transitions {
+            (self.on_alert)(t);
+        }
+    }
+}
+
+/// Steps `evaluation` every [`EVALUATE_EVERY`] until `stop` turns true.
+pub async fn evaluate_every(evaluation: Evaluation, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(EVALUATE_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => evaluation.step(),
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 
@@ -341,65 +396,5 @@ fn alert_page_url(cfg: &ValidAlertmanagerConfig, admin: SocketAddr) -> anyhow::R
     crate::alert::notify::alert_page(&base).map_err(anyhow::Error::msg)
 }
 
-/// Generates demo traffic in wall-clock time, a batch every 250 ms, until told to stop.
-fn demo_input(mut traffic: DemoTraffic, submitter: &Submitter, stopping: &AtomicBool) {
-    while !stopping.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(250));
-        let mut lines = Vec::new();
-        if traffic.generate_until(wall_clock_us(), &mut lines) > 0
-            && submitter.submit(RawBatch::new(lines)).is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// Reads one file in batches of whole lines; with `follow`, keeps reading as it grows (a
-/// shrinking file is taken as truncated and re-read from its start), until told to stop. Gzip
-/// files are read once: they are finished objects, not growing logs.
-fn read_file(
-    path: &std::path::Path,
-    follow: bool,
-    batch_bytes: usize,
-    max_line: usize,
-    submitter: &Submitter,
-    stopping: &AtomicBool,
-) -> anyhow::Result<()> {
-    let submit = |lines: Vec<u8>, too_long: u64| {
-        let mut batch = RawBatch::new(lines);
-        batch.too_long = too_long;
-        submitter.submit(batch).map_err(|e| anyhow::anyhow!("{e}"))
-    };
-    let mut file = std::fs::File::open(path)?;
-    let mut magic = [0u8; 2];
-    let is_gzip = file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
-    file.seek(SeekFrom::Start(0))?;
-    if !follow || is_gzip {
-        let mut chunker = lines::Chunker::new(lines::open(path)?, max_line);
-        while let Some(chunk) = chunker.next_chunk(batch_bytes)? {
-            if stopping.load(Ordering::Relaxed) {
-                break;
-            }
-            submit(chunk.lines, chunk.too_long)?;
-        }
-        return Ok(());
-    }
-    let mut chunker = lines::Chunker::new(BufReader::new(file), max_line);
-    let mut last_len = 0;
-    while !stopping.load(Ordering::Relaxed) {
-        let (chunk, at_end) = chunker.available(batch_bytes)?;
-        if !chunk.lines.is_empty() || chunk.too_long > 0 {
-            submit(chunk.lines, chunk.too_long)?;
-        }
-        if at_end {
-            std::thread::sleep(Duration::from_millis(250));
-            // A file that shrank was truncated (or replaced): read it again from the start.
-            let len = std::fs::metadata(path).map_or(last_len, |m| m.len());
-            if len < last_len {
-                chunker = lines::Chunker::new(BufReader::new(std::fs::File::open(path)?), max_line);
-            }
-            last_len = len;
-        }
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests;

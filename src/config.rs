@@ -13,6 +13,7 @@ use crate::aggregate::AggregateConfig;
 use crate::alert::AlertConfig;
 use crate::alert::notify::{AlertmanagerConfig, ValidAlertmanagerConfig};
 use crate::classify::{LbSettings, LoadBalancers};
+use crate::event_time::EventTimeConfig;
 use crate::firehose::{FirehoseConfig, ValidFirehoseConfig};
 use crate::kinesis::{KinesisConfig, ValidKinesisConfig};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
@@ -60,6 +61,7 @@ pub struct RawConfig {
     pub aggregate: RawAggregate,
     pub load_balancers: RawLoadBalancers,
     pub alerts: AlertConfig,
+    pub event_time: EventTimeConfig,
     pub inputs: RawInputs,
     pub firehose: FirehoseConfig,
     pub kinesis: KinesisConfig,
@@ -170,6 +172,8 @@ pub struct Config {
     pub aggregate: AggregateConfig,
     pub load_balancers: LoadBalancers,
     pub alerts: AlertConfig,
+    /// Watermarks: the out-of-order bound, idleness, the future limit.
+    pub event_time: EventTimeConfig,
     pub files: RawFiles,
     /// The Firehose endpoint (`addr: None` = off).
     pub firehose: ValidFirehoseConfig,
@@ -307,6 +311,9 @@ impl RawConfig {
                 .collect::<Result<_, ConfigError>>()?,
         };
         self.alerts.validate()?;
+        self.event_time
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         if !a.windows_secs.contains(&self.alerts.window_secs) {
             return Err(invalid(
                 "alerts.window_secs",
@@ -349,6 +356,7 @@ impl RawConfig {
             },
             load_balancers,
             alerts: self.alerts,
+            event_time: self.event_time,
             files: self.inputs.files,
         })
     }

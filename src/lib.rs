@@ -3,13 +3,16 @@
 //!
 //! # Layout
 //! The pipeline runs `input → parse → classify → aggregate → export/alert`:
-//! - inputs: [`lines`] (plain or gzip'd files as bounded lines), [`replay`] (files in event
-//!   time), [`demo`] (generated traffic with scripted incidents), the file reader of [`app`],
-//!   and [`firehose`] (the Amazon Data Firehose HTTP endpoint, whose records go through
-//!   [`decode`]: gzip, CloudWatch Logs envelopes, JSON records, KPL aggregates); each hands
-//!   owned [`pipeline::RawBatch`]es to the bounded queue. [`kinesis`] is the Kinesis Data
-//!   Streams input (shard DAG, polling, checkpoints), whose records also go through
-//!   [`decode`]; [`firehose_send`] is the Firehose load driver;
+//! - inputs: [`input`] is their home and their one seam — each input queues owned
+//!   [`pipeline::RawBatch`]es through the [`input::PartitionInput`] of one event-time
+//!   partition: [`input::files`] (a run of files, or followed files, read through [`lines`]),
+//!   [`input::demo`] (the generated traffic of [`demo`]), [`firehose`] (the Amazon Data
+//!   Firehose HTTP endpoint) and [`kinesis`] (Kinesis Data Streams: shard DAG, polling,
+//!   checkpoints), whose records go through [`decode`] (gzip, CloudWatch Logs envelopes, JSON
+//!   records, KPL aggregates); [`firehose_send`] is the Firehose load driver;
+//! - [`event_time`]: per-partition progress, the watermark, and the [`event_time::Evaluator`]
+//!   that runs the alert rules at every tick the watermark passes — the one engine of the
+//!   daemon ([`app`]) and of [`replay`]; [`clock`] is the only reader of the wall clock;
 //! - [`pipeline`]: worker threads that run the synchronous hot path on each batch and
 //!   acknowledge it only after its counts are merged;
 //! - [`parse`] turns one line into a borrowed [`parse::LogEntry`] (zero-copy; a SIMD
@@ -29,14 +32,17 @@ pub mod aggregate;
 pub mod alert;
 pub mod app;
 pub mod classify;
+pub mod clock;
 pub mod config;
 pub mod corpus;
 pub mod decode;
 pub mod demo;
+pub mod event_time;
 pub mod export;
 pub mod firehose;
 pub mod firehose_send;
 pub mod http_client;
+pub mod input;
 pub mod kinesis;
 pub mod lines;
 pub mod parse;

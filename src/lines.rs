@@ -29,6 +29,13 @@ pub fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
     ))
 }
 
+/// Whether the file at `path` starts with the gzip magic.
+pub fn is_gzip(path: &Path) -> io::Result<bool> {
+    let mut head = [0u8; 2];
+    let got = File::open(path)?.read(&mut head)?;
+    Ok(got == 2 && head == GZIP_MAGIC)
+}
+
 /// Wraps `reader` in a gzip decoder when its first two bytes are the gzip magic. The bytes are
 /// read (not peeked) because a pipe may deliver them one at a time.
 pub fn maybe_gzip<R: BufRead + 'static>(mut reader: R) -> io::Result<Box<dyn BufRead>> {

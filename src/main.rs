@@ -110,8 +110,9 @@ struct DemoArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Start the incident script this many seconds into its cycle: the first incident begins
-    /// at 120, so 110 shows it after ten seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    /// at 120, so the default 100 shows it twenty seconds after starting (0: two quiet
+    /// minutes first).
+    #[arg(long, value_name = "SECS", default_value_t = 100)]
     start_offset: u32,
     /// Configuration file (TOML) for thresholds and windows.
     #[arg(long, value_name = "FILE")]
@@ -169,6 +170,10 @@ struct RunArgs {
     /// every replica of an HA cluster. Adds to alertmanager.urls.
     #[arg(long = "alertmanager-url", value_name = "URL")]
     alertmanager_urls: Vec<String>,
+    /// Append every alert transition as a JSON line (Alertmanager v2 alert + "status"), the
+    /// same lines `replay --alerts-out` writes: an audit trail of what fired when.
+    #[arg(long, value_name = "FILE")]
+    alerts_out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -396,8 +401,11 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let pusher = ReplayPusher::start(&cfg)?;
     let report = albwatch::replay::replay(&cfg, &args.files, !args.no_progress, &mut |t| {
         if let Some(p) = &pusher {
-            p.notifier
-                .update(std::slice::from_ref(t), [], app::wall_clock_us());
+            p.notifier.update(
+                std::slice::from_ref(t),
+                [],
+                albwatch::clock::wall_clock_us(),
+            );
         }
         if let Some(out) = alerts_out.as_mut() {
             let line = t.alert.to_alertmanager(t.status).to_string();
@@ -470,7 +478,7 @@ impl ReplayPusher {
                 am,
                 Timestamps::Event,
                 generator,
-                app::wall_clock_us,
+                albwatch::clock::wall_clock_us,
                 AlertmanagerMetrics::register(
                     &prometheus::Registry::new(),
                     &cfg.aggregate.attribute_labels,
@@ -680,11 +688,36 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         paths: cfg.files.paths.clone(),
         follow: cfg.files.follow,
     }];
+    let audit = match &args.alerts_out {
+        Some(path) => Some(std::sync::Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let alerts_out = args.alerts_out.clone();
     runtime()?.block_on(app::run(
         cfg,
         inputs,
         shutdown_signal(),
-        Arc::new(print_alert),
+        Arc::new(move |t| {
+            print_alert(t);
+            if let Some(file) = &audit {
+                // One write per line, so a reader never sees half a transition.
+                let line = format!("{}\n", t.alert.to_alertmanager(t.status));
+                let mut file = file
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Err(e) = file.write_all(line.as_bytes())
+                    && let Some(path) = &alerts_out
+                {
+                    eprintln!("albwatch: writing {}: {e}", path.display());
+                }
+            }
+        }),
     ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,8 +5,9 @@
 //! batch's [`BatchOutcome`] through the batch's acknowledgement, so inputs acknowledge only
 //! after the work (Firehose replies, Kinesis checkpoints).
 //!
-//! `process_batch` reads no clock: the caller passes the wall-clock time (the daemon) or
-//! nothing (`replay`, where time is the data's own).
+//! `process_batch` reads no clock: the caller passes the batch's future limit (the wall clock
+//! plus the allowed skew), past which a line counts in the totals only and never moves event
+//! time. Windows and alerts move with the event-time watermark, not here.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -64,7 +65,7 @@ pub struct BatchOutcome {
     pub errors: [u64; ErrorKind::ALL.len()],
     /// Lines over the line-length limit, skipped.
     pub too_long: u64,
-    /// The oldest and newest event times of the batch, µs.
+    /// The oldest and newest event times of the batch within its future limit, µs.
     pub min_event_time: Option<i64>,
     pub max_event_time: Option<i64>,
 }
@@ -72,6 +73,11 @@ pub struct BatchOutcome {
 impl BatchOutcome {
     pub fn failed(&self) -> u64 {
         self.errors.iter().sum::<u64>() + self.too_long
+    }
+
+    /// The oldest and newest event times, when the batch held any.
+    pub fn events(&self) -> Option<(i64, i64)> {
+        self.min_event_time.zip(self.max_event_time)
     }
 }
 
@@ -161,8 +167,9 @@ impl Worker {
     }
 
     /// Parses, classifies and counts every line of `batch`, then merges the counts into the
-    /// shared aggregator once; `now` (µs) advances its clock when given.
-    pub fn process_batch(&mut self, batch: &RawBatch, now: Option<i64>) -> BatchOutcome {
+    /// shared aggregator once. Lines stamped after `future_limit` (µs) count in the totals
+    /// only and are left out of the batch's event times.
+    pub fn process_batch(&mut self, batch: &RawBatch, future_limit: i64) -> BatchOutcome {
         let mut outcome = BatchOutcome {
             lines: batch.too_long,
             too_long: batch.too_long,
@@ -170,6 +177,7 @@ impl Worker {
         };
         self.acc
             .set_attributes(batch.attributes.as_deref().unwrap_or_default());
+        self.acc.set_future_limit(future_limit);
         let data = &batch.lines[..];
         let mut entry = LogEntry::blank();
         let mut start = 0;
@@ -188,16 +196,18 @@ impl Worker {
             match parse_line_into(line, &mut entry) {
                 Ok(()) => {
                     outcome.parsed += 1;
-                    outcome.min_event_time = Some(
-                        outcome
-                            .min_event_time
-                            .map_or(entry.time, |t| t.min(entry.time)),
-                    );
-                    outcome.max_event_time = Some(
-                        outcome
-                            .max_event_time
-                            .map_or(entry.time, |t| t.max(entry.time)),
-                    );
+                    if entry.time <= future_limit {
+                        outcome.min_event_time = Some(
+                            outcome
+                                .min_event_time
+                                .map_or(entry.time, |t| t.min(entry.time)),
+                        );
+                        outcome.max_event_time = Some(
+                            outcome
+                                .max_event_time
+                                .map_or(entry.time, |t| t.max(entry.time)),
+                        );
+                    }
                     let cause = classify(&entry, self.lbs.get(entry.elb.as_bytes()));
                     self.acc.add(&entry, cause);
                 }
@@ -214,16 +224,13 @@ impl Worker {
         // way, and stopping every other worker would lose more.
         let mut agg = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         self.acc.merge_into(&mut agg);
-        if let Some(now) = now {
-            agg.advance(now);
-        }
         outcome
     }
 }
 
-/// How workers learn the time: `None` in `replay` (event time only), the wall clock in the
-/// daemon.
-pub type Clock = Arc<dyn Fn() -> Option<i64> + Send + Sync>;
+/// Gives a worker the future limit of the batch it takes (µs): the wall clock plus the
+/// allowed skew, read once per batch.
+pub type FutureLimit = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// Why a batch was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -308,7 +315,7 @@ impl Pool {
         agg_cfg: &AggregateConfig,
         lbs: Arc<LoadBalancers>,
         shared: Arc<Mutex<Aggregator>>,
-        clock: Clock,
+        clock: FutureLimit,
         metrics: Option<PipelineMetrics>,
     ) -> std::io::Result<Pool> {
         let (tx, rx) = sync_channel::<RawBatch>(cfg.queue_batches.max(1));
@@ -359,7 +366,7 @@ impl Pool {
 fn run_worker(
     mut worker: Worker,
     rx: &Mutex<Receiver<RawBatch>>,
-    clock: &Clock,
+    clock: &FutureLimit,
     depth: &AtomicUsize,
     metrics: Option<&PipelineMetrics>,
 ) {
@@ -407,7 +414,7 @@ mod tests {
         lines.extend_from_slice(b"garbage line\n\n");
         lines.extend_from_slice(&[b'x'; 5000]);
         lines.push(b'\n');
-        let outcome = w.process_batch(&RawBatch::new(lines), None);
+        let outcome = w.process_batch(&RawBatch::new(lines), i64::MAX);
         assert_eq!(outcome.lines, 102);
         assert_eq!(outcome.parsed, 100);
         assert_eq!(outcome.too_long, 1);
@@ -440,9 +447,9 @@ mod tests {
         );
         let mut prod = RawBatch::new(Corpus::generate(1, 50));
         prod.attributes = Some(Arc::from([Arc::<str>::from("prod")]));
-        w.process_batch(&prod, None);
+        w.process_batch(&prod, i64::MAX);
         // The next batch, from an input without attributes, does not inherit them.
-        w.process_batch(&RawBatch::new(Corpus::generate(2, 30)), None);
+        w.process_batch(&RawBatch::new(Corpus::generate(2, 30)), i64::MAX);
         let snap = agg.lock().expect("lock").snapshot(i64::MAX);
         let count = |env: &str| -> u64 {
             snap.series
@@ -467,7 +474,7 @@ mod tests {
             &AggregateConfig::default(),
             Arc::new(LoadBalancers::default()),
             Arc::clone(agg),
-            Arc::new(|| None),
+            Arc::new(|| i64::MAX),
             None,
         )
         .expect("threads")

@@ -1,10 +1,9 @@
-//! `albwatch replay`: runs the whole pipeline over log files in event time. Files are cut into
-//! batches for the worker pool; a coordinator tracks which batches are done *in order*, so the
-//! watermark (newest event of the completed prefix, minus the allowed lateness) only moves over
-//! data that has really been counted. Each time it passes an evaluation tick, the aggregator's
-//! clock moves to the tick and the alert rules run on the windows ending there — the same
-//! alerts, at the same event times, whatever the thread timing. It hands alert transitions to
-//! the caller as they happen and a [`ReplayReport`] at the end.
+//! `albwatch replay`: runs the whole pipeline over log files in event time — the daemon's
+//! engine with the files as its one input. The files are one partition of the
+//! [`crate::event_time::Timeline`] (read in order, finished at their end); the
+//! [`Evaluator`] runs the alert rules at every tick the watermark passes, so the alerts and
+//! their times are the ones `albwatch run` gives on the same files, whatever the thread timing.
+//! It hands alert transitions to the caller as they happen and a [`ReplayReport`] at the end.
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
@@ -17,9 +16,11 @@ use anyhow::Context;
 
 use crate::aggregate::{Aggregator, Snapshot};
 use crate::alert::{AlertEngine, Transition};
+use crate::clock::wall_clock_us;
 use crate::config::Config;
-use crate::lines::{self, Chunker};
-use crate::pipeline::{BatchOutcome, Pool, RawBatch};
+use crate::event_time::{Evaluator, Timeline};
+use crate::input::{PartitionInput, files};
+use crate::pipeline::{BatchOutcome, Pool};
 
 /// What a replay saw.
 #[derive(Debug)]
@@ -37,91 +38,66 @@ pub struct ReplayReport {
     pub seconds: f64,
 }
 
-/// Follows batch completions in submission order.
-#[derive(Default)]
-struct Prefix {
-    next: u64,
-    done: BTreeMap<u64, Option<i64>>,
-    max_event: Option<i64>,
-    /// The oldest event of any completed batch: where evaluation ticks start.
-    min_event: Option<i64>,
-}
-
-impl Prefix {
-    fn complete(&mut self, seq: u64, max_event: Option<i64>) {
-        self.done.insert(seq, max_event);
-        while let Some(t) = self.done.remove(&self.next) {
-            self.max_event = self.max_event.max(t);
-            self.next += 1;
-        }
-    }
-}
-
-struct Coordinator {
-    agg: Arc<Mutex<Aggregator>>,
-    engine: AlertEngine,
-    prefix: Prefix,
-    done_rx: Receiver<(u64, BatchOutcome)>,
-    next_tick: Option<i64>,
-    tick_us: i64,
-    lateness_us: i64,
-    report: ReplayReport,
-}
-
-impl Coordinator {
-    fn record(&mut self, seq: u64, outcome: &BatchOutcome) {
-        self.report.lines += outcome.lines;
-        self.report.parsed += outcome.parsed;
-        self.report.failed += outcome.failed();
+impl ReplayReport {
+    fn record(&mut self, outcome: &BatchOutcome) {
+        self.lines += outcome.lines;
+        self.parsed += outcome.parsed;
+        self.failed += outcome.failed();
         for (kind, n) in crate::parse::ErrorKind::ALL.iter().zip(outcome.errors) {
             if n > 0 {
-                *self.report.errors.entry(kind.as_str()).or_default() += n;
+                *self.errors.entry(kind.as_str()).or_default() += n;
             }
         }
         if outcome.too_long > 0 {
-            *self.report.errors.entry("line_too_long").or_default() += outcome.too_long;
-        }
-        if let Some(t) = outcome.min_event_time {
-            self.prefix.min_event = Some(self.prefix.min_event.map_or(t, |m| m.min(t)));
-        }
-        self.prefix.complete(seq, outcome.max_event_time);
-    }
-
-    /// Takes completions without waiting (or waiting for one when `block`), then runs every
-    /// evaluation tick the watermark has passed.
-    fn poll(&mut self, block: bool, sink: &mut dyn FnMut(&Transition)) {
-        if block && let Ok((seq, outcome)) = self.done_rx.recv() {
-            self.record(seq, &outcome);
-        }
-        while let Ok((seq, outcome)) = self.done_rx.try_recv() {
-            self.record(seq, &outcome);
-        }
-        if let Some(max) = self.prefix.max_event {
-            self.evaluate_until(max - self.lateness_us, sink);
+            *self.errors.entry("line_too_long").or_default() += outcome.too_long;
         }
     }
+}
 
-    /// Evaluates every tick up to and including `watermark`.
-    fn evaluate_until(&mut self, watermark: i64, sink: &mut dyn FnMut(&Transition)) {
-        let Some(first_event) = self.prefix.min_event else {
-            return;
-        };
-        let mut tick = self
-            .next_tick
-            .unwrap_or_else(|| (first_event.div_euclid(self.tick_us) + 1) * self.tick_us);
-        while tick <= watermark {
-            let snapshot = {
-                let mut agg = self.agg.lock().unwrap_or_else(PoisonError::into_inner);
-                agg.advance(tick);
-                agg.snapshot_of(tick, &[self.engine.config().window_secs])
-            };
-            for t in self.engine.evaluate(&snapshot, tick) {
-                sink(&t);
-                self.report.transitions.push(t);
+/// The replay's side of the engine: counted batches come back on `done`, and every tick the
+/// watermark passes is evaluated.
+struct Coordinator<'s> {
+    timeline: Timeline,
+    evaluator: Evaluator,
+    done: Receiver<BatchOutcome>,
+    in_flight: u64,
+    report: ReplayReport,
+    sink: &'s mut dyn FnMut(&Transition),
+}
+
+impl Coordinator<'_> {
+    /// Takes counted batches without waiting (or waiting for one when `block`), then
+    /// evaluates up to the watermark.
+    fn poll(&mut self, block: bool) {
+        if block {
+            match self.done.recv() {
+                Ok(outcome) => {
+                    self.in_flight -= 1;
+                    self.report.record(&outcome);
+                }
+                // Every acknowledgement is gone (a worker died holding one): nothing more
+                // will come back.
+                Err(_) => self.in_flight = 0,
             }
-            tick += self.tick_us;
         }
-        self.next_tick = Some(tick);
+        while let Ok(outcome) = self.done.try_recv() {
+            self.in_flight -= 1;
+            self.report.record(&outcome);
+        }
+        let now = wall_clock_us();
+        let progress = self.timeline.with(|w| w.progress(now));
+        if let Some(progress) = progress {
+            let Coordinator {
+                evaluator,
+                report,
+                sink,
+                ..
+            } = self;
+            evaluator.advance_to(progress, &mut |t| {
+                sink(&t);
+                report.transitions.push(t);
+            });
+        }
     }
 }
 
@@ -135,108 +111,91 @@ pub fn replay(
 ) -> anyhow::Result<ReplayReport> {
     let started = Instant::now();
     let agg = Arc::new(Mutex::new(Aggregator::new(cfg.aggregate.clone())));
+    let max_future = cfg.event_time.max_future_us();
     let pool = Pool::start(
         &cfg.pool,
         &cfg.aggregate,
         Arc::new(cfg.load_balancers.clone()),
         Arc::clone(&agg),
-        Arc::new(|| None),
+        Arc::new(move || wall_clock_us().saturating_add(max_future)),
         None,
     )
     .context("starting worker threads")?;
+    let timeline = Timeline::new();
+    let input = PartitionInput::open(
+        &timeline,
+        files::run_partition(cfg.event_time.out_of_order_us()),
+        pool.submitter(),
+        Arc::new(wall_clock_us),
+    );
     let (done_tx, done_rx) = channel();
+    let empty = agg
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .snapshot(0);
     let mut co = Coordinator {
-        agg: Arc::clone(&agg),
-        engine: AlertEngine::new(cfg.alerts.clone()),
-        prefix: Prefix::default(),
-        done_rx,
-        next_tick: None,
-        tick_us: i64::from(cfg.aggregate.bucket_secs) * 1_000_000,
-        lateness_us: i64::from(cfg.aggregate.allowed_lateness_secs) * 1_000_000,
+        timeline: timeline.clone(),
+        evaluator: Evaluator::new(Arc::clone(&agg), AlertEngine::new(cfg.alerts.clone())),
+        done: done_rx,
+        in_flight: 0,
         report: ReplayReport {
             lines: 0,
             parsed: 0,
             failed: 0,
             errors: BTreeMap::new(),
-            snapshot: agg
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .snapshot(0),
+            snapshot: empty,
             transitions: Vec::new(),
             unreadable: Vec::new(),
             seconds: 0.0,
         },
+        sink,
     };
     // Batches in flight are bounded so the watermark never trails the newest merged data by
     // more than a few batches.
     let max_in_flight = (cfg.pool.workers * 2).max(2) as u64;
-    let submitter = pool.submitter();
-    let mut seq = 0u64;
     let mut bytes_read = 0u64;
     let mut bar = Progress::new(progress && io::stderr().is_terminal());
-    let default_input = [PathBuf::from("-")];
-    let inputs = if files.is_empty() {
-        &default_input[..]
-    } else {
-        files
-    };
-    for path in inputs {
-        let reader = match lines::open(path) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("albwatch replay: {}: {e}", path.display());
-                co.report.unreadable.push(path.display().to_string());
+    let stdin = [PathBuf::from("-")];
+    let paths = if files.is_empty() { &stdin[..] } else { files };
+    for item in files::run_batches(paths, cfg.batch_bytes, cfg.pool.max_line_bytes) {
+        let chunk = match item {
+            Ok(chunk) => chunk,
+            Err(u) => {
+                eprintln!("albwatch replay: {}: {}", u.path.display(), u.error);
+                co.report.unreadable.push(u.path.display().to_string());
                 continue;
             }
         };
-        let mut chunker = Chunker::new(reader, cfg.pool.max_line_bytes);
-        loop {
-            let chunk = match chunker.next_chunk(cfg.batch_bytes) {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("albwatch replay: {}: {e}", path.display());
-                    co.report.unreadable.push(path.display().to_string());
-                    break;
-                }
-            };
-            bytes_read += chunk.lines.len() as u64;
-            while seq - co.prefix.next >= max_in_flight {
-                co.poll(true, sink);
-            }
-            let done = done_tx.clone();
-            let this = seq;
-            let mut batch = RawBatch::with_ack(
-                chunk.lines,
-                Box::new(move |o| {
-                    let _ = done.send((this, o));
-                }),
-            );
-            batch.too_long = chunk.too_long;
-            submitter
-                .submit(batch)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            seq += 1;
-            co.poll(false, sink);
-            bar.show(bytes_read, co.report.lines, started);
+        bytes_read += chunk.lines.len() as u64;
+        while co.in_flight >= max_in_flight {
+            co.poll(true);
         }
+        let done = done_tx.clone();
+        let mut batch = files::batch_of(chunk);
+        batch.ack = Some(Box::new(move |o| {
+            let _ = done.send(o);
+        }));
+        input.submit(batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+        co.in_flight += 1;
+        co.poll(false);
+        bar.show(bytes_read, co.report.lines, started);
     }
-    drop(submitter);
+    // End of data: the partition finishes, so the watermark moves to the newest event and
+    // incidents at the very end are evaluated too.
+    input.finish();
+    drop(input);
     pool.finish();
     drop(done_tx);
-    while co.prefix.next < seq {
-        co.poll(true, sink);
+    while co.in_flight > 0 {
+        co.poll(true);
     }
-    // End of data: evaluate up to the newest event, so incidents at the very end still count.
-    if let Some(max) = co.prefix.max_event {
-        co.evaluate_until(max, sink);
-    }
+    co.poll(false);
     bar.finish();
-    let end = co.prefix.max_event.map_or(0, |t| t + 1);
+    let end = co.timeline.with(|w| w.watermark(wall_clock_us()));
     co.report.snapshot = agg
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .snapshot(end);
+        .snapshot(end.map_or(0, |t| t + 1));
     co.report.seconds = started.elapsed().as_secs_f64();
     Ok(co.report)
 }

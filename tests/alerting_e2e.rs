@@ -834,7 +834,7 @@ fn replay_pushes_alerts_with_event_times() {
     // Sent without an end, the alert stays active until a resolve: Alertmanager gives it its
     // own resolve_timeout from now, long after the event times.
     assert!(
-        time_us(&pushed["endsAt"]) > albwatch::app::wall_clock_us(),
+        time_us(&pushed["endsAt"]) > albwatch::clock::wall_clock_us(),
         "{pushed}"
     );
 

@@ -103,8 +103,13 @@ impl Drop for Daemon {
 fn run_follows_a_file_serves_metrics_alerts_and_stops_on_sigterm() {
     let log = temp("alb.log");
     std::fs::write(&log, "").expect("creates the log");
+    // A followed file is one event-time partition: once it stops growing for the idle
+    // timeout, what it holds is complete and its windows are evaluated.
+    let cfg = temp("follow.toml");
+    std::fs::write(&cfg, "[event_time]\nidle_timeout_secs = 2\n").expect("config");
     let child = Command::new(BIN)
-        .args(["run", "--admin-addr", "127.0.0.1:0", "--follow"])
+        .args(["run", "--admin-addr", "127.0.0.1:0", "--follow", "--config"])
+        .arg(&cfg)
         .arg(&log)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -187,6 +192,7 @@ fn run_follows_a_file_serves_metrics_alerts_and_stops_on_sigterm() {
     assert!(status.success(), "{status}");
     wait_for(&stderr, "shutting down", Duration::from_secs(1));
     let _ = std::fs::remove_file(log);
+    let _ = std::fs::remove_file(cfg);
 }
 
 #[test]

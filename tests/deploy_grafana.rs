@@ -1,12 +1,15 @@
 //! The Grafana dashboard `deploy/grafana/albwatch.json` judged against the real thing. First its
 //! shape: an importable dashboard whose every panel and query reads the `${datasource}`
-//! variable, with unique panel ids, the load-balancer and target-group variables applied as
-//! regex matchers (so multi-value and "All" selections work), and rates over
-//! `$__rate_interval`. Then its queries: every panel query, with Grafana's variables filled in as
-//! an "All" selection, must parse and return data from a real Prometheus 2.42 scraping a running
-//! `albwatch demo`. The demo starts just before its first scripted incident (a target refusing
-//! connections), so the 5xx, cause and active-alert panels have something to show. A query
-//! Prometheus rejects fails the test at once; one that stays empty fails it at the deadline.
+//! variable, with unique panel ids, panels that do not overlap, the load-balancer and
+//! target-group variables applied as regex matchers (so multi-value and "All" selections work),
+//! rates over `$__rate_interval`, and the event-time health panels present (partition lag,
+//! evaluation lag against the watermark, alert detection delay). Then its queries: every panel
+//! query, with Grafana's variables filled in as an "All" selection, must parse and return data
+//! (some sample that is a number, not NaN, since Grafana draws nothing for NaN) from a real
+//! Prometheus 2.42 scraping a running `albwatch demo`. The demo starts just before its first
+//! scripted incident (a target refusing connections), so the 5xx, cause, active-alert and
+//! detection-delay panels have something to show. A query Prometheus rejects fails the test at
+//! once; one that stays empty fails it at the deadline.
 //! Prometheus comes from `scripts/install-test-deps.sh`; without it the test fails, it never
 //! skips.
 
@@ -213,6 +216,27 @@ fn metric_selectors(expr: &str) -> Vec<(String, String)> {
     found
 }
 
+/// No two of `panels` (one grid: the top level, or one collapsed row's) cover the same cell.
+fn assert_apart(panels: &Value) {
+    let cells = |p: &Value| {
+        let g = &p["gridPos"];
+        let n = |k: &str| g[k].as_u64().unwrap_or(0);
+        (n("x")..n("x") + n("w"), n("y")..n("y") + n("h"))
+    };
+    let panels = panels.as_array().map_or(&[][..], Vec::as_slice);
+    for (i, a) in panels.iter().enumerate() {
+        let (ax, ay) = cells(a);
+        for b in &panels[i + 1..] {
+            let (bx, by) = cells(b);
+            let apart = ax.end <= bx.start
+                || bx.end <= ax.start
+                || ay.end <= by.start
+                || by.end <= ay.start;
+            assert!(apart, "panels {} and {} overlap", a["title"], b["title"]);
+        }
+    }
+}
+
 #[test]
 fn dashboard_is_an_importable_grafana_dashboard_on_a_datasource_variable() {
     let dash = dashboard();
@@ -263,6 +287,11 @@ fn dashboard_is_an_importable_grafana_dashboard_on_a_datasource_variable() {
 
     let panels = all_panels(&dash);
     assert!(panels.len() > 20, "only {} panels", panels.len());
+    // Grafana lays out the top level and each collapsed row's panels each on their own grid.
+    assert_apart(&dash["panels"]);
+    for row in &panels {
+        assert_apart(&row["panels"]);
+    }
     let mut ids = HashSet::new();
     let mut types = BTreeSet::new();
     for panel in &panels {
@@ -318,6 +347,23 @@ fn dashboard_is_an_importable_grafana_dashboard_on_a_datasource_variable() {
     }
     for kind in ["heatmap", "state-timeline", "table", "gauge", "timeseries"] {
         assert!(types.contains(kind), "no {kind} panel in {types:?}");
+    }
+
+    // Event-time health: how far each partition lags, how far behind the wall clock alerts are
+    // evaluated (the watermark), and how late they fire. None may silently disappear.
+    let read: BTreeSet<String> = panel_queries(&dash)
+        .iter()
+        .flat_map(|(_, _, expr)| metric_selectors(expr))
+        .map(|(metric, _)| metric)
+        .collect();
+    for metric in [
+        "albwatch_watermark_lag_seconds",
+        "albwatch_late_entries_total",
+        "albwatch_partition_lag_seconds",
+        "albwatch_event_time_watermark_seconds",
+        "albwatch_alert_detection_delay_seconds_bucket",
+    ] {
+        assert!(read.contains(metric), "no panel queries {metric}");
     }
 
     for (title, ref_id, expr) in panel_queries(&dash) {
@@ -445,10 +491,14 @@ impl Check {
             };
         }
         let data = match self {
-            Check::Query(_) => &v["data"]["result"],
-            Check::LabelValues { .. } => &v["data"],
+            // An instant vector's samples are `[time, "value"]`. NaN (a quantile of no
+            // observations, 0/0) is accepted by Prometheus but draws nothing: it is no data.
+            Check::Query(_) => v["data"]["result"]
+                .as_array()
+                .is_some_and(|series| series.iter().any(|s| s["value"][1] != "NaN")),
+            Check::LabelValues { .. } => v["data"].as_array().is_some_and(|a| !a.is_empty()),
         };
-        if data.as_array().is_some_and(|a| !a.is_empty()) {
+        if data {
             Answer::Data
         } else {
             Answer::Empty(format!("HTTP {status}: {body}"))

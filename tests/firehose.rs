@@ -17,7 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use albwatch::aggregate::{AggregateConfig, Aggregator};
 use albwatch::classify::LoadBalancers;
 use albwatch::corpus::Corpus;
+use albwatch::event_time::InputKind;
 use albwatch::firehose::{self, FirehoseConfig, FirehoseMetrics};
+use albwatch::input::PartitionSource;
 use albwatch::pipeline::{Pool, PoolConfig, RawBatch, SubmitError, Submitter};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -75,7 +77,7 @@ impl Harness {
             &AggregateConfig::default(),
             Arc::new(LoadBalancers::default()),
             Arc::clone(&agg),
-            Arc::new(|| None),
+            Arc::new(|| i64::MAX),
             None,
         )
         .expect("worker threads");
@@ -88,7 +90,7 @@ impl Harness {
         let server = tokio::spawn(firehose::serve(
             listener,
             cfg,
-            pool.submitter(),
+            PartitionSource::standalone(InputKind::Firehose, pool.submitter()),
             metrics,
             Arc::clone(&draining),
             async move {
@@ -1371,7 +1373,9 @@ async fn common_attributes_label_the_daemons_alb_series_and_alerts() {
         "attributes",
         &format!(
             "[aggregate]\n\
-             bucket_secs = 1  # alerts are evaluated every bucket (at most 10 s)\n\
+             bucket_secs = 1  # alerts are evaluated every bucket\n\
+             [event_time]\n\
+             idle_timeout_secs = 2  # the source's requests are all there is: evaluate them\n\
              [firehose]\n\
              addr = \"127.0.0.1:0\"\n\
              access_key = \"{SPEC_KEY}\"\n\

@@ -4,7 +4,8 @@
 //! a real worker pool into a real aggregator, so "counted exactly once" is checked where it
 //! matters; a thin wrapper around the consumer's [`KinesisApi`] seam records the call order
 //! (children only after the parent's `SHARD_END`) and injects the throttling kinesalite never
-//! produces.
+//! produces. The daemon evaluates in event time per shard: records whose lines are six minutes
+//! old still raise their alert, stamped with the incident's event time, once the shard idles.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -13,11 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use albwatch::aggregate::{AggregateConfig, Aggregator};
 use albwatch::classify::LoadBalancers;
 use albwatch::decode::DecodeLimits;
+use albwatch::event_time::InputKind;
+use albwatch::input::PartitionSource;
 use albwatch::kinesis::KinesisMetrics;
 use albwatch::kinesis::checkpoint::{
     CheckpointError, CheckpointStore, FileCheckpointStore, Position, SaveOutcome, SequenceNumber,
@@ -353,7 +356,7 @@ impl Harness {
             &AggregateConfig::default(),
             Arc::new(LoadBalancers::default()),
             Arc::clone(&agg),
-            Arc::new(|| None),
+            Arc::new(|| i64::MAX),
             None,
         )
         .expect("worker threads");
@@ -420,7 +423,7 @@ impl Harness {
             api,
             cfg,
             Arc::new(store) as Arc<dyn CheckpointStore>,
-            pool.submitter(),
+            PartitionSource::standalone(InputKind::Kinesis, pool.submitter()),
             self.metrics.clone(),
             DecodeLimits::default(),
             rx,
@@ -1525,5 +1528,167 @@ async fn the_s3_forwarder_delivers_every_line_of_an_object_once() {
             "albwatch_kinesis_payload_formats_total{format=\"gzip_lines\"}"
         ),
         records as f64
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event time: late records alert at their own time.
+
+/// Real ALB lines on one target (`10.0.1.17:8080`): line 0 a healthy 200, line 28 a refused
+/// connection (502, processing times -1).
+const FIXTURE: &str = include_str!("fixtures/causes.log");
+const HEALTHY: usize = 0;
+const REFUSED: usize = 28;
+const SECOND_US: i64 = 1_000_000;
+/// The aggregator's bucket (`[aggregate] bucket_secs` default): evaluation ticks at its ends.
+const BUCKET_US: i64 = 10 * SECOND_US;
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Fixture line `n` re-timed to `at` (µs) — its `time` and, 3 ms earlier, its
+/// `request_creation_time` — with its newline.
+fn fixture_line_at(n: usize, at: i64) -> String {
+    let time = albwatch::alert::text::rfc3339_ms;
+    let mut tokens: Vec<String> = FIXTURE
+        .lines()
+        .nth(n)
+        .expect("fixture line")
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    tokens[1] = time(at);
+    let created = tokens
+        .iter()
+        .rposition(|t| t.starts_with("2026-") && t.ends_with('Z'))
+        .expect("request_creation_time");
+    tokens[created] = time(at - 3_000);
+    tokens.join(" ") + "\n"
+}
+
+/// The complete JSON lines `--alerts-out` holds so far (none while the file is missing).
+fn alert_transitions(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: alert line {l:?}")))
+        .collect()
+}
+
+/// Event time for a real shard: lines six minutes old — older than "now", so a wall-clock
+/// window would never see them, and exactly at the edge of the default 360 s out-of-order
+/// bound — are counted, and once the shard has been quiet for `idle_timeout_secs` its data
+/// is evaluated up to its newest event. The refused-connection burst fires with `startsAt`
+/// at the end of the burst's bucket (six minutes ago, not now), the shard's lag shows on
+/// `/metrics`, and the detection delay is observed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_six_minutes_old_raise_their_alert_at_their_event_time() {
+    const STREAM: &str = "sixminutes";
+    const TARGET: &str = "10.0.1.17:8080";
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream(&c, STREAM).await;
+
+    // The burst starts 1 s into a bucket six minutes ago and lasts 2 s, so every refused
+    // connection is in that one bucket; 90 healthy requests fill the 30 s before it.
+    let bucket = (now_us() - 360 * SECOND_US).div_euclid(BUCKET_US) * BUCKET_US;
+    let burst_start = bucket + SECOND_US;
+    let healthy: Vec<String> = (0..90)
+        .map(|i| fixture_line_at(HEALTHY, bucket - 30 * SECOND_US + i * 333_000))
+        .collect();
+    let refused: String = (0..20)
+        .map(|i| fixture_line_at(REFUSED, burst_start + i * 100_000))
+        .collect();
+    for chunk in healthy.chunks(30) {
+        put(&c, STREAM, chunk.concat().into_bytes(), None).await;
+    }
+    put(&c, STREAM, gzip(refused.as_bytes()), None).await;
+
+    let dir = TempDir::new("sixminutes");
+    let config = dir.0.join("albwatch.toml");
+    let alerts = dir.0.join("alerts.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            "[event_time]\nidle_timeout_secs = 2\n\n[kinesis]\nstart = \"trim_horizon\"\n\
+             poll_interval_ms = 200\ncheckpoint_dir = {:?}\n",
+            dir.0.join("checkpoints").display().to_string()
+        ),
+    )
+    .expect("config");
+    let alerts_arg = alerts.display().to_string();
+    let daemon = Daemon::start(
+        &config,
+        &k.endpoint,
+        &["--kinesis-stream", STREAM, "--alerts-out", &alerts_arg],
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let firing = loop {
+        let transitions = alert_transitions(&alerts);
+        let found = transitions.iter().find(|a| {
+            a["status"] == "firing"
+                && a["labels"]["cause"] == "target_refused_connection"
+                && a["labels"]["target"] == TARGET
+        });
+        if let Some(a) = found {
+            break a.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no firing target_refused_connection alert on {TARGET} in --alerts-out within 60 s; \
+             transitions: {transitions:#?}\n/metrics:\n{}",
+            daemon.metrics().unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let checked_at = now_us();
+    let body = daemon.metrics().expect("/metrics");
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+
+    // startsAt is the event time of the incident: the tick ending the burst's bucket.
+    let starts_at = firing["startsAt"].as_str().expect("startsAt");
+    let starts_us = albwatch::parse::timestamp_us(starts_at.as_bytes())
+        .unwrap_or_else(|| panic!("startsAt {starts_at:?} is not RFC 3339"));
+    let time = albwatch::alert::text::rfc3339_ms;
+    assert!(
+        (burst_start..=bucket + BUCKET_US).contains(&starts_us),
+        "startsAt {starts_at} is not in the burst's bucket [{}, {}]: {firing}",
+        time(burst_start),
+        time(bucket + BUCKET_US)
+    );
+    assert!(
+        checked_at - starts_us > 300 * SECOND_US,
+        "startsAt {starts_at} is the wall clock ({}), not the event time: {firing}",
+        time(checked_at)
+    );
+    assert!(firing.get("endsAt").is_none(), "{firing}");
+
+    assert_eq!(sample(&body, PARSED), 110.0, "every line counted:\n{body}");
+    let lag_name =
+        "albwatch_partition_lag_seconds{input=\"kinesis\",partition=\"shardId-000000000000\"}";
+    assert!(
+        body.lines().any(|l| l.starts_with(lag_name)),
+        "no {lag_name} on /metrics:\n{body}"
+    );
+    let lag = sample(&body, lag_name);
+    assert!(
+        lag >= 300.0,
+        "the shard's lines are six minutes old, but its lag is {lag} s:\n{body}"
+    );
+    let delays = sample(&body, "albwatch_alert_detection_delay_seconds_count");
+    assert!(
+        delays >= 1.0,
+        "the firing alert's detection delay was not observed ({delays}):\n{body}"
+    );
+    eprintln!(
+        "six minutes late: burst at {}, alert startsAt {starts_at}, seen at {}; shard lag {lag} s",
+        time(burst_start),
+        time(checked_at)
     );
 }

@@ -8,10 +8,12 @@
 //!
 //! Two halves keep locks off the per-line path: a worker fills its own [`BatchAccumulator`]
 //! line by line (no lock, no allocation once warm), then merges it into the shared
-//! [`Aggregator`] once per batch. Time is always an argument: the aggregator's clock is what
-//! the caller says — the wall clock in the daemon, so a quiet stream decays to zero, and the
-//! event-time watermark in `replay`, so replays are deterministic. Merging never moves the clock: the caller does, with [`Aggregator::advance`],
-//! so what counts as late depends on the caller's watermark, not on which worker merged first.
+//! [`Aggregator`] once per batch. Time is always an argument: the aggregator's clock is the
+//! event-time watermark, moved by the evaluator with [`Aggregator::advance`] at each
+//! evaluation tick, in the daemon as in `replay`. Merging never moves the clock, so what
+//! counts as late (a line whose bucket was already evaluated) depends on the watermark, not on
+//! which worker merged first. Lines stamped beyond the batch's future limit are counted in the
+//! totals only: they never open a bucket nor move the newest event time.
 
 pub mod series;
 
@@ -141,10 +143,14 @@ struct Sample {
     elapsed_us: Option<u64>,
 }
 
+/// The bucket of a cell that holds lines beyond the future limit: totals only.
+const FUTURE_BUCKET: i64 = i64::MAX;
+
 #[derive(Debug, Default)]
 struct LocalSeries {
     cells: Vec<Cell>,
     samples: Vec<Sample>,
+    /// The newest event time within the future limit; `i64::MIN` if none.
     max_time: i64,
 }
 
@@ -164,6 +170,8 @@ pub struct BatchAccumulator {
     /// The attribute part of every key until the next [`BatchAccumulator::set_attributes`]:
     /// built once per batch, so a line only copies it.
     suffix: Vec<u8>,
+    /// Entries stamped after this (µs) are beyond the future limit of the batch.
+    future_limit: i64,
 }
 
 impl BatchAccumulator {
@@ -183,7 +191,14 @@ impl BatchAccumulator {
             max_local_series: cfg.max_series.saturating_mul(2).max(1024),
             attribute_count,
             suffix,
+            future_limit: i64::MAX,
         }
+    }
+
+    /// Entries added from now on with a time after `limit` (µs) count in the totals only —
+    /// called once per batch with the wall clock plus the allowed skew.
+    pub fn set_future_limit(&mut self, limit: i64) {
+        self.future_limit = limit;
     }
 
     /// The attribute values (one per configured label, in order; missing ones `""`) of the
@@ -221,10 +236,15 @@ impl BatchAccumulator {
         let s = &mut self.series[idx];
         if s.cells.is_empty() {
             self.touched.push(idx);
-            s.max_time = e.time;
+            s.max_time = i64::MIN;
         }
-        s.max_time = s.max_time.max(e.time);
-        let bucket = e.time.div_euclid(self.bucket_us) * self.bucket_us;
+        let future = e.time > self.future_limit;
+        let bucket = if future {
+            FUTURE_BUCKET
+        } else {
+            s.max_time = s.max_time.max(e.time);
+            e.time.div_euclid(self.bucket_us) * self.bucket_us
+        };
         let code = e.elb_status_code;
         let cell = match s
             .cells
@@ -253,6 +273,9 @@ impl BatchAccumulator {
         if cause.is_alertable() {
             let trace = e.trace_id().and_then(|t| TraceId::new(t.as_bytes()));
             cell.trace = smallest(cell.trace, trace);
+        }
+        if future {
+            return;
         }
         s.samples.push(Sample {
             time: e.time,
@@ -349,6 +372,7 @@ pub struct Aggregator {
     max_event: Option<i64>,
     clock: i64,
     late_entries: u64,
+    future_entries: u64,
     evicted_series: u64,
 }
 
@@ -362,6 +386,7 @@ impl Aggregator {
             max_event: None,
             clock: i64::MIN,
             late_entries: 0,
+            future_entries: 0,
             evicted_series: 0,
         }
     }
@@ -373,6 +398,25 @@ impl Aggregator {
     /// The newest event time merged so far.
     pub fn max_event_time(&self) -> Option<i64> {
         self.max_event
+    }
+
+    /// The evaluated watermark: every bucket ending at or before it is closed. `None` before
+    /// the first evaluation.
+    pub fn clock(&self) -> Option<i64> {
+        (self.clock != i64::MIN).then_some(self.clock)
+    }
+
+    /// The start of the earliest bucket at or after `from` in any series, if any: where the
+    /// next evaluation with something to look at is.
+    pub fn first_bucket_from(&self, from: i64) -> Option<i64> {
+        self.states
+            .iter()
+            .flatten()
+            .filter_map(|s| {
+                let at = s.buckets.partition_point(|b| b.start < from);
+                s.buckets.get(at).map(|b| b.start)
+            })
+            .min()
     }
 
     /// Entries older than every open bucket start here, after the allowed lateness.
@@ -404,10 +448,12 @@ impl Aggregator {
         // Idle means nothing arrived: a series fed with old entries (a backfill, a late
         // delivery) is alive now, so the clock at merge time counts as well as event time.
         state.last_seen = state.last_seen.max(local.max_time).max(self.clock);
-        self.max_event = Some(
-            self.max_event
-                .map_or(local.max_time, |m| m.max(local.max_time)),
-        );
+        if local.max_time != i64::MIN {
+            self.max_event = Some(
+                self.max_event
+                    .map_or(local.max_time, |m| m.max(local.max_time)),
+            );
+        }
         for cell in &local.cells {
             match state
                 .totals
@@ -419,8 +465,16 @@ impl Aggregator {
             }
             state.bytes_in += cell.bytes_in;
             state.bytes_out += cell.bytes_out;
-            if cell.bucket + bucket_us <= horizon {
+            if cell.bucket == FUTURE_BUCKET {
+                self.future_entries += cell.requests;
+                continue;
+            }
+            // Its bucket was evaluated already: late, though still in the totals and, while
+            // within the widest window, in the windows.
+            if cell.bucket + bucket_us <= self.clock {
                 self.late_entries += cell.requests;
+            }
+            if cell.bucket + bucket_us <= horizon {
                 continue;
             }
             let bucket = bucket_for(&mut state.buckets, cell.bucket);
@@ -518,7 +572,7 @@ impl Aggregator {
                 latency: state.latency.clone(),
                 windows: windows
                     .iter()
-                    .map(|&w| window(state, end - w, end))
+                    .map(|&w| window(state, end.saturating_sub(w), end))
                     .collect(),
             })
             .collect();
@@ -529,6 +583,7 @@ impl Aggregator {
             series,
             max_event_time: self.max_event,
             late_entries: self.late_entries,
+            future_entries: self.future_entries,
             overflowed_entries: self.table.overflowed_entries,
             evicted_series: self.evicted_series,
         }
@@ -692,6 +747,7 @@ pub struct Snapshot {
     pub series: Vec<SeriesSnapshot>,
     pub max_event_time: Option<i64>,
     pub late_entries: u64,
+    pub future_entries: u64,
     pub overflowed_entries: u64,
     pub evicted_series: u64,
 }

@@ -67,7 +67,7 @@ fn windows_sum_the_buckets_they_cover() {
 }
 
 #[test]
-fn late_entries_count_in_totals_and_the_late_counter_only() {
+fn late_entries_are_counted_and_kept_where_the_windows_still_reach() {
     let mut agg = Aggregator::new(cfg());
     let mut acc = BatchAccumulator::new(agg.config());
     feed(
@@ -75,24 +75,63 @@ fn late_entries_count_in_totals_and_the_late_counter_only() {
         &mut agg,
         &[line_at(0, T0 + 60 * MINUTE_US, "10.0.1.17:8080")],
     );
+    // The watermark has passed 60 minutes: every bucket before it is evaluated.
     agg.advance(T0 + 60 * MINUTE_US);
-    // 15 min window + 2 min lateness: an entry from 30 minutes earlier is late.
+    // 15 min window + 2 min lateness behind the watermark: an entry from 30 minutes earlier
+    // is late and out of every window's reach, so it counts in the totals only.
     feed(
         &mut acc,
         &mut agg,
         &[line_at(0, T0 + 30 * MINUTE_US, "10.0.1.17:8080")],
     );
-    // One from 5 minutes earlier is within the lateness and the windows.
+    // One from 5 minutes earlier is late too (its bucket was evaluated), but the 15-minute
+    // window still reaches it.
     feed(
         &mut acc,
         &mut agg,
         &[line_at(0, T0 + 55 * MINUTE_US, "10.0.1.17:8080")],
     );
-    let snap = agg.snapshot(T0 + 60 * MINUTE_US + SECOND_US);
-    assert_eq!(snap.late_entries, 1);
+    // One in the bucket the watermark has not closed is on time.
+    feed(
+        &mut acc,
+        &mut agg,
+        &[line_at(
+            0,
+            T0 + 60 * MINUTE_US + SECOND_US,
+            "10.0.1.17:8080",
+        )],
+    );
+    let snap = agg.snapshot(T0 + 60 * MINUTE_US + 10 * SECOND_US);
+    assert_eq!(snap.late_entries, 2);
     let s = &snap.series[0];
-    assert_eq!(s.totals.iter().map(|t| t.2).sum::<u64>(), 3);
-    assert_eq!(s.windows[2].requests, 2);
+    assert_eq!(s.totals.iter().map(|t| t.2).sum::<u64>(), 4);
+    assert_eq!(s.windows[2].requests, 3);
+}
+
+#[test]
+fn entries_past_the_future_limit_count_in_totals_only() {
+    let mut agg = Aggregator::new(cfg());
+    let mut acc = BatchAccumulator::new(agg.config());
+    acc.set_future_limit(T0 + MINUTE_US);
+    let year_us = 365 * 24 * 60 * MINUTE_US;
+    feed(
+        &mut acc,
+        &mut agg,
+        &[
+            line_at(28, T0, "10.0.1.17:8080"),
+            line_at(28, T0 + 10 * year_us, "10.0.1.17:8080"),
+        ],
+    );
+    let snap = agg.snapshot(T0 + 10 * year_us + SECOND_US);
+    assert_eq!(snap.future_entries, 1);
+    assert_eq!(
+        snap.max_event_time,
+        Some(T0),
+        "the stray line moves no event time"
+    );
+    assert_eq!(snap.series[0].totals.iter().map(|t| t.2).sum::<u64>(), 2);
+    assert_eq!(snap.series[0].windows[2].requests, 0, "and opens no bucket");
+    assert_eq!(agg.first_bucket_from(T0 + SECOND_US), None);
 }
 
 #[test]

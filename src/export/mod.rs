@@ -24,7 +24,7 @@
 //! | `alb_window_requests`, `alb_window_errors` | gauge | series labels, window |
 //! | `alb_window_latency_seconds` | gauge | series labels, window, percentile, kind |
 //! | `albwatch_series`, `albwatch_max_event_timestamp_seconds`, `albwatch_watermark_lag_seconds` | gauge | — |
-//! | `albwatch_{late,overflowed}_entries_total`, `albwatch_evicted_series_total` | counter | — |
+//! | `albwatch_{late,future,overflowed}_entries_total`, `albwatch_evicted_series_total` | counter | — |
 
 pub mod admin;
 
@@ -144,7 +144,14 @@ const SERIES: Family = Family {
 };
 const LATE_ENTRIES: Family = Family {
     name: "albwatch_late_entries_total",
-    help: "Entries that arrived after their window closed (beyond the allowed lateness): counted in totals, not in windows.",
+    help: "Entries that arrived after the event-time watermark had evaluated their bucket: counted in totals, and in the windows that still reach them.",
+    kind: MetricType::COUNTER,
+    per_series: false,
+    labels: &[],
+};
+const FUTURE_ENTRIES: Family = Family {
+    name: "albwatch_future_entries_total",
+    help: "Entries stamped further ahead of the wall clock than event_time.max_future_secs: counted in totals, never in windows or watermarks.",
     kind: MetricType::COUNTER,
     per_series: false,
     labels: &[],
@@ -178,7 +185,7 @@ const WATERMARK_LAG: Family = Family {
     labels: &[],
 };
 
-const FAMILIES: [&Family; 13] = [
+const FAMILIES: [&Family; 14] = [
     &REQUESTS,
     &RECEIVED_BYTES,
     &SENT_BYTES,
@@ -188,6 +195,7 @@ const FAMILIES: [&Family; 13] = [
     &WINDOW_LATENCY,
     &SERIES,
     &LATE_ENTRIES,
+    &FUTURE_ENTRIES,
     &OVERFLOWED_ENTRIES,
     &EVICTED_SERIES,
     &MAX_EVENT_TIME,
@@ -385,6 +393,10 @@ pub fn families(snapshot: &Snapshot, wall_now: i64) -> Vec<MetricFamily> {
         family(
             &LATE_ENTRIES,
             vec![counter(Vec::new(), snapshot.late_entries as f64)],
+        ),
+        family(
+            &FUTURE_ENTRIES,
+            vec![counter(Vec::new(), snapshot.future_entries as f64)],
         ),
         family(
             &OVERFLOWED_ENTRIES,

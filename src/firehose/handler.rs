@@ -41,12 +41,14 @@ use super::models::{
     SOURCE_ARN_HEADER,
 };
 use crate::decode::{DecodeError, DecodeLimits, Decoder};
-use crate::pipeline::{BatchOutcome, RawBatch, SubmitError, Submitter};
+use crate::input::{PartitionInput, PartitionSource};
+use crate::pipeline::{BatchOutcome, RawBatch, SubmitError};
 
 /// Everything a request needs, shared by all of them.
 pub(crate) struct Shared {
     pub(crate) cfg: ValidFirehoseConfig,
-    submitter: Submitter,
+    /// One event-time partition per delivery stream (the source ARN header).
+    partitions: PartitionSource,
     pub(crate) metrics: FirehoseMetrics,
     /// Set by the app when shutdown starts: new requests are answered 503 so Firehose keeps
     /// the batch and retries (against another instance, or this one after a restart).
@@ -61,7 +63,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         cfg: ValidFirehoseConfig,
-        submitter: Submitter,
+        partitions: PartitionSource,
         metrics: FirehoseMetrics,
         draining: Arc<AtomicBool>,
         log: Arc<LimitedLog>,
@@ -70,7 +72,7 @@ impl Shared {
         let permits = Arc::new(Semaphore::new(cfg.max_concurrent_requests));
         Shared {
             cfg,
-            submitter,
+            partitions,
             metrics,
             draining,
             requests,
@@ -221,6 +223,12 @@ async fn accept(
     // hangs up meanwhile: batches handed to the pipeline must be followed through to the
     // commit of the id, or the retry would count them again.
     let batch_attributes = (!attributes.is_empty()).then(|| Arc::clone(attributes));
+    // Each delivery stream is its own partition in event time; a request without the header
+    // (not from Firehose itself) shares one.
+    let source = match header_text(headers, SOURCE_ARN_HEADER, 256) {
+        s if s.is_empty() => "-".to_string(),
+        s => s,
+    };
     let task = tokio::spawn(deliver(
         Arc::clone(shared),
         Delivery {
@@ -228,6 +236,7 @@ async fn accept(
             encoding,
             id: id.to_owned(),
             attributes: batch_attributes,
+            source,
         },
         claim,
         permit,
@@ -243,6 +252,8 @@ struct Delivery {
     id: String,
     /// The request's attribute values for its batches; `None` when no label is configured.
     attributes: Option<Arc<[Arc<str>]>>,
+    /// The delivery stream it came from (`X-Amz-Firehose-Source-Arn`), or `-`.
+    source: String,
 }
 
 async fn deliver(
@@ -329,6 +340,7 @@ fn decode_and_submit(
         encoding,
         id: header_id,
         attributes,
+        source,
     } = delivery;
     let mut json = match encoding {
         Encoding::Gzip => gunzip_capped(&body, cfg.max_decompressed_body_bytes)?,
@@ -350,7 +362,7 @@ fn decode_and_submit(
     });
     let mut stats = DeliveryStats::default();
     let mut batches = Batches {
-        submitter: &shared.submitter,
+        partition: shared.partitions.get(&source),
         attributes,
         acks: Vec::new(),
     };
@@ -387,14 +399,14 @@ fn decode_and_submit(
 }
 
 /// The batches one request has handed to the pipeline.
-struct Batches<'a> {
-    submitter: &'a Submitter,
+struct Batches {
+    partition: PartitionInput,
     /// Carried by every batch of the request.
     attributes: Option<Arc<[Arc<str>]>>,
     acks: Vec<oneshot::Receiver<BatchOutcome>>,
 }
 
-impl Batches<'_> {
+impl Batches {
     fn submit(&mut self, lines: Vec<u8>) -> Result<(), RequestError> {
         let (tx, rx) = oneshot::channel();
         let mut batch = RawBatch::with_ack(
@@ -408,11 +420,11 @@ impl Batches<'_> {
         let sent = if self.acks.is_empty() {
             // Nothing of this request is in the pipeline yet: a full queue is answered 503 at
             // once with nothing half-done, and Firehose backs off.
-            self.submitter.try_submit(batch)
+            self.partition.try_submit(batch)
         } else {
             // Part of the request is already being counted: finish it, waiting for room,
             // rather than fail and have Firehose resend the part already in.
-            self.submitter.submit(batch)
+            self.partition.submit(batch)
         };
         sent.map_err(|e| match e {
             SubmitError::Full(_) => RequestError::QueueFull,

@@ -20,7 +20,8 @@
 //!
 //! The app's side: validate [`FirehoseConfig`] before binding, register [`FirehoseMetrics`],
 //! bind `addr`, spawn [`serve`]; at shutdown set `draining`, resolve `shutdown`, await
-//! [`serve`] (it holds a [`Submitter`] clone until then), and only then finish the pool.
+//! [`serve`] (its [`PartitionSource`] holds the pool's submitter until then), and only then
+//! finish the pool.
 
 pub(crate) mod auth;
 pub mod config;
@@ -43,7 +44,7 @@ use std::sync::atomic::AtomicBool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::pipeline::Submitter;
+use crate::input::PartitionSource;
 use conn::{ConnActivity, TimedListener, Timeouts};
 use log_limit::{LimitedLog, SUMMARY_INTERVAL};
 
@@ -57,7 +58,7 @@ pub use metrics::{DeliveryStats, FirehoseMetrics};
 pub async fn serve(
     listener: TcpListener,
     cfg: ValidFirehoseConfig,
-    submitter: Submitter,
+    partitions: PartitionSource,
     metrics: FirehoseMetrics,
     draining: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -70,7 +71,7 @@ pub async fn serve(
     let log = Arc::new(LimitedLog::new(cfg.max_log_lines_per_sec, metrics.clone()));
     let shared = Arc::new(handler::Shared::new(
         cfg,
-        submitter,
+        partitions,
         metrics.clone(),
         draining,
         Arc::clone(&log),

@@ -26,7 +26,8 @@ use super::metrics::{
     ConsumerFault, FINISHED_SHARD_SERIES_TTL, KinesisMetrics, Operation, Renewal, ShardMetrics,
 };
 use crate::decode::{DecodeLimits, Decoder};
-use crate::pipeline::{RawBatch, Submitter};
+use crate::input::PartitionSource;
+use crate::pipeline::RawBatch;
 
 /// Longest backoff after repeated throttling or transient errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -295,7 +296,8 @@ struct Ctx<A> {
     stream: String,
     cfg: ValidKinesisConfig,
     store: Arc<dyn CheckpointStore>,
-    submitter: Submitter,
+    /// One event-time partition per shard.
+    partitions: PartitionSource,
     metrics: KinesisMetrics,
     limits: DecodeLimits,
 }
@@ -325,7 +327,7 @@ pub async fn run<A: KinesisApi>(
     api: A,
     cfg: ValidKinesisConfig,
     store: Arc<dyn CheckpointStore>,
-    submitter: Submitter,
+    partitions: PartitionSource,
     metrics: KinesisMetrics,
     limits: DecodeLimits,
     mut stop: watch::Receiver<bool>,
@@ -348,7 +350,7 @@ pub async fn run<A: KinesisApi>(
         stream: stream.clone(),
         cfg,
         store,
-        submitter,
+        partitions,
         metrics,
         limits,
     });
@@ -856,6 +858,8 @@ async fn read_shard<A: KinesisApi>(
                 // Every batch is acknowledged and the shard finished, so ShardEnd supersedes
                 // any unsaved position. Retried until durable: the children wait for it.
                 let _ = released.take_unsaved();
+                // Every line of the shard is counted: it stops holding the watermark back.
+                ctx.partitions.finish(shard);
                 loop {
                     if save(ctx, shard, Position::ShardEnd).await {
                         return ShardExit::Ended(page.child_shards);
@@ -879,6 +883,7 @@ async fn read_shard<A: KinesisApi>(
     match halt {
         Halt::Stopped => ShardExit::Stopped(last),
         Halt::Gone => {
+            ctx.partitions.finish(shard);
             if let Some(position) = last {
                 save(ctx, shard, position).await;
             }
@@ -975,10 +980,10 @@ async fn submit_batch<A: KinesisApi>(
     };
     let acked = Arc::clone(released);
     let raw = RawBatch::with_ack(lines, Box::new(move |_| acked.ack(batch)));
-    let submitter = ctx.submitter.clone();
+    let partition = ctx.partitions.get(shard);
     // The queue is bounded and `submit` blocks while it is full: that is the backpressure
     // that slows polling down, kept off the async threads.
-    match tokio::task::spawn_blocking(move || submitter.submit(raw)).await {
+    match tokio::task::spawn_blocking(move || partition.submit(raw)).await {
         Ok(Ok(())) => {
             ctx.metrics.batch_submitted();
             Ok(())

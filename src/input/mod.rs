@@ -1,0 +1,189 @@
+//! The inputs' one home and their one seam into the pipeline. Every input — [`files`] (a run
+//! of files read in order, or files followed as they grow), [`demo`] (generated traffic), the
+//! Firehose endpoint and the Kinesis consumer — opens one [`PartitionInput`] per partition of
+//! its data (a run of files, a followed file, a Firehose source, a Kinesis shard) and queues
+//! owned [`RawBatch`]es through it. The seam stamps each batch with its place in the
+//! partition's order and, once a worker has counted it, reports its event times to the
+//! [`Timeline`] before the input's own acknowledgement runs: a batch's lines move the
+//! watermark only after they are counted, and inputs acknowledge (Firehose replies, Kinesis
+//! checkpoints) only after the work.
+
+pub mod demo;
+pub mod files;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::event_time::{
+    InputKind, MAX_PARTITIONS_PER_INPUT, OVERFLOW_PARTITION, PartitionSpec, Stamp, Timeline,
+};
+use crate::export::WallClock;
+use crate::pipeline::{RawBatch, SubmitError, Submitter};
+
+/// One partition's door into the pipeline; cheap to clone (concurrent Firehose requests of
+/// one source share it).
+#[derive(Clone)]
+pub struct PartitionInput {
+    timeline: Timeline,
+    id: u32,
+    submitter: Submitter,
+    wall_clock: WallClock,
+}
+
+impl PartitionInput {
+    /// Opens (or reopens) the partition `spec` names on `timeline`.
+    pub fn open(
+        timeline: &Timeline,
+        spec: PartitionSpec,
+        submitter: Submitter,
+        wall_clock: WallClock,
+    ) -> Self {
+        let now = wall_clock();
+        let id = timeline.with(|w| w.open(spec, now));
+        PartitionInput {
+            timeline: timeline.clone(),
+            id,
+            submitter,
+            wall_clock,
+        }
+    }
+
+    /// Queues `batch`, waiting while the queue is full (inputs that can slow down).
+    pub fn submit(&self, batch: RawBatch) -> Result<(), SubmitError> {
+        let (batch, stamp) = self.stamped(batch);
+        self.submitter
+            .submit(batch)
+            .inspect_err(|_| self.void(stamp))
+    }
+
+    /// Queues `batch` only if there is room now (inputs that must answer at once). On either
+    /// error the batch comes back with its acknowledgement wrapped; dropping it is the way to
+    /// give up on it.
+    pub fn try_submit(&self, batch: RawBatch) -> Result<(), SubmitError> {
+        let (batch, stamp) = self.stamped(batch);
+        self.submitter
+            .try_submit(batch)
+            .inspect_err(|_| self.void(stamp))
+    }
+
+    /// No more batches will come from this partition (through this handle's user).
+    pub fn finish(&self) {
+        self.timeline.with(|w| w.finish(self.id));
+    }
+
+    fn stamped(&self, mut batch: RawBatch) -> (RawBatch, Stamp) {
+        let now = (self.wall_clock)();
+        let stamp = self.timeline.with(|w| w.stamp(self.id, now));
+        let timeline = self.timeline.clone();
+        let ack = batch.ack.take();
+        batch.ack = Some(Box::new(move |outcome| {
+            timeline.with(|w| w.counted(stamp, outcome.events()));
+            if let Some(ack) = ack {
+                ack(outcome);
+            }
+        }));
+        (batch, stamp)
+    }
+
+    /// A stamp whose batch was never queued holds nothing back.
+    fn void(&self, stamp: Stamp) {
+        self.timeline.with(|w| w.counted(stamp, None));
+    }
+}
+
+/// How an input's partitions behave in time, for [`PartitionSource`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionTiming {
+    pub out_of_order_us: i64,
+    pub idle_us: i64,
+}
+
+/// The partitions of one input whose names arrive with the data (Firehose sources, Kinesis
+/// shards), opened on first use and shared after. Names past the cap share one partition.
+#[derive(Clone)]
+pub struct PartitionSource {
+    input: InputKind,
+    timing: PartitionTiming,
+    timeline: Timeline,
+    submitter: Submitter,
+    wall_clock: WallClock,
+    opened: Arc<Mutex<HashMap<String, PartitionInput>>>,
+}
+
+impl PartitionSource {
+    pub fn new(
+        input: InputKind,
+        timing: PartitionTiming,
+        timeline: Timeline,
+        submitter: Submitter,
+        wall_clock: WallClock,
+    ) -> Self {
+        PartitionSource {
+            input,
+            timing,
+            timeline,
+            submitter,
+            wall_clock,
+            opened: Arc::default(),
+        }
+    }
+
+    /// A source on a timeline of its own, for an input run on its own (tests, benches) where
+    /// event time drives nothing.
+    pub fn standalone(input: InputKind, submitter: Submitter) -> Self {
+        PartitionSource::new(
+            input,
+            PartitionTiming {
+                out_of_order_us: 0,
+                idle_us: i64::MAX,
+            },
+            Timeline::new(),
+            submitter,
+            Arc::new(crate::clock::wall_clock_us),
+        )
+    }
+
+    /// The partition called `name`, opened now if it is new.
+    pub fn get(&self, name: &str) -> PartitionInput {
+        let mut opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = opened.get(name) {
+            return p.clone();
+        }
+        let name = if opened.len() >= MAX_PARTITIONS_PER_INPUT {
+            OVERFLOW_PARTITION
+        } else {
+            name
+        };
+        opened
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                PartitionInput::open(
+                    &self.timeline,
+                    PartitionSpec {
+                        input: self.input,
+                        name: name.to_string(),
+                        out_of_order_us: self.timing.out_of_order_us,
+                        idle_us: Some(self.timing.idle_us),
+                    },
+                    self.submitter.clone(),
+                    Arc::clone(&self.wall_clock),
+                )
+            })
+            .clone()
+    }
+
+    /// Partition `name` has no more data (a closed shard read to its end); a later [`get`]
+    /// of the same name opens it again.
+    ///
+    /// [`get`]: PartitionSource::get
+    pub fn finish(&self, name: &str) {
+        let removed = self
+            .opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        if let Some(p) = removed {
+            p.finish();
+        }
+    }
+}
