@@ -1,6 +1,8 @@
-//! The hot path and the threads that run it. A [`Worker`] turns one [`RawBatch`] of log lines
-//! into counts: split → parse → classify → tally in its own accumulator, then one merge into
-//! the shared [`Aggregator`] under one lock per batch. A [`Pool`] runs a fixed number of
+//! The hot path and the threads that run it. A [`Worker`] turns one [`RawBatch`] into counts:
+//! decode (when the batch holds records as delivered by Firehose or Kinesis) → split → parse →
+//! classify → tally in its own accumulator, then one merge into the shared [`Aggregator`]
+//! under one lock per batch. Decoding here rather than in the inputs puts gunzip, KPL and
+//! JSON under the same `pipeline.workers` bound as parsing. A [`Pool`] runs a fixed number of
 //! workers fed by a bounded channel (backpressure, never an unbounded queue) and reports each
 //! batch's [`BatchOutcome`] through the batch's acknowledgement, so inputs acknowledge only
 //! after the work (Firehose replies, Kinesis checkpoints).
@@ -19,15 +21,21 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Regist
 
 use crate::aggregate::{AggregateConfig, Aggregator, BatchAccumulator};
 use crate::classify::{LoadBalancers, classify};
+use crate::decode::{DecodeLimits, DecodeStats, Decoder, Records};
 use crate::parse::{ErrorKind, LogEntry, parse_line_into};
 
 /// Called once with the batch's outcome, after its counts are merged.
 pub type Ack = Box<dyn FnOnce(BatchOutcome) + Send>;
 
-/// Newline-separated, already decoded ALB log lines, owned, with the acknowledgement to run
-/// once they are counted.
+/// ALB log lines to count — newline-separated, or still inside the records they were
+/// delivered in — owned, with the acknowledgement to run once they are counted.
 pub struct RawBatch {
     pub lines: Vec<u8>,
+    /// Records to decode first (gzip, KPL, CloudWatch Logs, JSON); their lines are counted
+    /// after [`RawBatch::lines`].
+    pub records: Records,
+    /// How far one of [`RawBatch::records`] may expand.
+    pub limits: DecodeLimits,
     /// Lines the input already dropped for being over the length limit, so they are counted
     /// with the rest of the batch.
     pub too_long: u64,
@@ -42,9 +50,20 @@ impl RawBatch {
     pub fn new(lines: Vec<u8>) -> Self {
         RawBatch {
             lines,
+            records: Records::default(),
+            limits: DecodeLimits::default(),
             too_long: 0,
             attributes: None,
             ack: None,
+        }
+    }
+
+    /// A batch of records for the worker to decode under `limits`.
+    pub fn of_records(records: Records, limits: DecodeLimits) -> Self {
+        RawBatch {
+            records,
+            limits,
+            ..RawBatch::new(Vec::new())
         }
     }
 
@@ -68,6 +87,8 @@ pub struct BatchOutcome {
     /// The oldest and newest event times of the batch within its future limit, µs.
     pub min_event_time: Option<i64>,
     pub max_event_time: Option<i64>,
+    /// What the batch's records held (nothing for a batch of lines).
+    pub decoded: DecodeStats,
 }
 
 impl BatchOutcome {
@@ -149,7 +170,14 @@ pub struct Worker {
     shared: Arc<Mutex<Aggregator>>,
     acc: BatchAccumulator,
     max_line_bytes: usize,
+    decoder: Decoder,
+    /// The lines of a batch of records, reused from batch to batch.
+    decoded: Vec<u8>,
 }
+
+/// Decoded lines kept between batches; one outsized batch must not pin more than this per
+/// worker for good.
+const RETAIN_DECODED_BYTES: usize = 32 * 1024 * 1024;
 
 impl Worker {
     pub fn new(
@@ -163,6 +191,8 @@ impl Worker {
             shared,
             acc: BatchAccumulator::new(cfg),
             max_line_bytes,
+            decoder: Decoder::default(),
+            decoded: Vec::new(),
         }
     }
 
@@ -178,7 +208,16 @@ impl Worker {
         self.acc
             .set_attributes(batch.attributes.as_deref().unwrap_or_default());
         self.acc.set_future_limit(future_limit);
-        let data = &batch.lines[..];
+        let data: &[u8] = if batch.records.is_empty() {
+            &batch.lines
+        } else {
+            self.decoded.clear();
+            self.decoded.extend_from_slice(&batch.lines);
+            self.decoder.set_limits(batch.limits);
+            self.decoder
+                .decode_all(&batch.records, &mut self.decoded, &mut outcome.decoded);
+            &self.decoded
+        };
         let mut entry = LogEntry::blank();
         let mut start = 0;
         while start < data.len() {
@@ -222,6 +261,9 @@ impl Worker {
         }
         // A poisoned lock means another worker panicked mid-merge; its counts are lost either
         // way, and stopping every other worker would lose more.
+        if self.decoded.capacity() > RETAIN_DECODED_BYTES {
+            self.decoded = Vec::new();
+        }
         let mut agg = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         self.acc.merge_into(&mut agg);
         outcome
@@ -232,13 +274,13 @@ impl Worker {
 /// allowed skew, read once per batch.
 pub type FutureLimit = Arc<dyn Fn() -> i64 + Send + Sync>;
 
-/// Why a batch was not queued.
+/// Why a batch was not queued; the batch comes back (boxed: errors stay small).
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     #[error("the pipeline queue is full")]
-    Full(RawBatch),
+    Full(Box<RawBatch>),
     #[error("the pipeline is shut down")]
-    Closed(RawBatch),
+    Closed(Box<RawBatch>),
 }
 
 impl std::fmt::Debug for RawBatch {
@@ -266,7 +308,7 @@ impl Submitter {
         self.note_depth(1);
         self.tx.send(batch).map_err(|e| {
             self.note_depth(-1);
-            SubmitError::Closed(e.0)
+            SubmitError::Closed(Box::new(e.0))
         })
     }
 
@@ -277,8 +319,8 @@ impl Submitter {
         self.tx.try_send(batch).map_err(|e| {
             self.note_depth(-1);
             match e {
-                TrySendError::Full(b) => SubmitError::Full(b),
-                TrySendError::Disconnected(b) => SubmitError::Closed(b),
+                TrySendError::Full(b) => SubmitError::Full(Box::new(b)),
+                TrySendError::Disconnected(b) => SubmitError::Closed(Box::new(b)),
             }
         })
     }

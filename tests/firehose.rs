@@ -673,7 +673,7 @@ async fn a_full_pipeline_gets_503_and_the_retry_is_counted_once() {
             match submitter.try_submit(batch) {
                 Ok(()) => break,
                 Err(SubmitError::Full(b)) => {
-                    batch = b;
+                    batch = *b;
                     std::thread::yield_now();
                 }
                 Err(SubmitError::Closed(_)) => panic!("pool closed"),

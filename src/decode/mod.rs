@@ -157,6 +157,108 @@ pub struct Decoded {
     pub lines: usize,
 }
 
+/// Records as delivered (base64 already undone), back to back in one buffer, for a worker to
+/// decode: one allocation per batch however many records it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Records {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Records {
+    /// Appends one record.
+    pub fn push(&mut self, record: &[u8]) {
+        self.bytes.extend_from_slice(record);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Appends one record written by `fill` at the end of the buffer; if `fill` fails, the
+    /// buffer is left as it was (a record that cannot even be unwrapped is never half-kept).
+    pub fn push_with<E>(
+        &mut self,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.bytes.len();
+        match fill(&mut self.bytes) {
+            Ok(()) => {
+                self.ends.push(self.bytes.len());
+                Ok(())
+            }
+            Err(e) => {
+                self.bytes.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Bytes held, as delivered.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Each record, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, &b)| &self.bytes[a..b])
+    }
+}
+
+/// What the records of a batch held, by payload format and error kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Indexed like [`PayloadFormat::ALL`].
+    pub records: [u64; PayloadFormat::ALL.len()],
+    pub lines: [u64; PayloadFormat::ALL.len()],
+    /// Indexed like [`DecodeError::ALL`].
+    pub errors: [u64; DecodeError::ALL.len()],
+}
+
+impl DecodeStats {
+    pub fn decoded(&mut self, format: PayloadFormat, lines: usize) {
+        if let Some(i) = PayloadFormat::ALL.iter().position(|f| *f == format) {
+            self.records[i] += 1;
+            self.lines[i] += lines as u64;
+        }
+    }
+
+    pub fn failed(&mut self, err: DecodeError) {
+        if let Some(i) = DecodeError::ALL.iter().position(|e| *e == err) {
+            self.errors[i] += 1;
+        }
+    }
+
+    /// Adds another batch's counts.
+    pub fn merge(&mut self, other: &DecodeStats) {
+        let pairs = self
+            .records
+            .iter_mut()
+            .chain(&mut self.lines)
+            .chain(&mut self.errors)
+            .zip(
+                other
+                    .records
+                    .iter()
+                    .chain(&other.lines)
+                    .chain(&other.errors),
+            );
+        for (a, b) in pairs {
+            *a += b;
+        }
+    }
+
+    pub fn total_lines(&self) -> u64 {
+        self.lines.iter().sum()
+    }
+}
+
 /// Decodes one record with a throw-away [`Decoder`]; callers decoding many records should keep
 /// a `Decoder` instead, which reuses its buffers.
 pub fn decode_record(
@@ -193,6 +295,22 @@ impl Decoder {
 
     pub fn limits(&self) -> &DecodeLimits {
         &self.limits
+    }
+
+    /// Applies `limits` to the records decoded from now on (each input has its own).
+    pub fn set_limits(&mut self, limits: DecodeLimits) {
+        self.limits = limits;
+    }
+
+    /// Decodes every record of `records` into `out`, counting what each held in `stats`. A
+    /// record that fails is counted and leaves nothing behind; the others go on.
+    pub fn decode_all(&mut self, records: &Records, out: &mut Vec<u8>, stats: &mut DecodeStats) {
+        for record in records.iter() {
+            match self.decode(record, out) {
+                Ok(decoded) => stats.decoded(decoded.format, decoded.lines),
+                Err(e) => stats.failed(e),
+            }
+        }
     }
 
     /// Appends the lines in `data` to `out`. On error `out` is left exactly as it was, so a bad

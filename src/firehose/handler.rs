@@ -40,8 +40,8 @@ use super::models::{
     MAX_REQUEST_ID_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, REQUEST_ID_HEADER,
     SOURCE_ARN_HEADER,
 };
-use crate::decode::{DecodeError, DecodeLimits, Decoder};
-use crate::input::{PartitionInput, PartitionSource};
+use crate::decode::{DecodeError, DecodeLimits};
+use crate::input::{PartitionInput, PartitionSource, RecordBatcher};
 use crate::pipeline::{BatchOutcome, RawBatch, SubmitError};
 
 /// Everything a request needs, shared by all of them.
@@ -263,15 +263,17 @@ async fn deliver(
     _permit: OwnedSemaphorePermit,
 ) -> Result<Accepted, RequestError> {
     let work = Arc::clone(&shared);
-    let (acks, stats) = tokio::task::spawn_blocking(move || decode_and_submit(&work, delivery))
-        .await
-        .map_err(|e| RequestError::Internal(format!("decoding task failed: {e}")))??;
+    let (acks, mut stats) =
+        tokio::task::spawn_blocking(move || collect_and_submit(&work, delivery))
+            .await
+            .map_err(|e| RequestError::Internal(format!("decoding task failed: {e}")))??;
     for ack in acks {
         // An acknowledgement dropped unsent means a worker died holding the batch: its lines
         // may be lost, so Firehose must resend (a duplicate beats a loss).
-        let _outcome: BatchOutcome = ack
+        let outcome: BatchOutcome = ack
             .await
             .map_err(|_| RequestError::Internal("a pipeline worker lost a batch".to_string()))?;
+        stats.decode.merge(&outcome.decoded);
     }
     claim.commit();
     shared.metrics.delivered(&stats);
@@ -328,9 +330,10 @@ async fn read_body(
     Ok(buf)
 }
 
-/// The CPU part, on the blocking pool: body → records → lines → batches in the pipeline.
-/// Returns the batches' acknowledgements and what the records held.
-fn decode_and_submit(
+/// The CPU part, on the blocking pool: body → records → batches in the pipeline, whose
+/// workers decode the records. Returns the batches' acknowledgements and what the endpoint
+/// itself found wrong with records (bad base64, records over the size cap).
+fn collect_and_submit(
     shared: &Shared,
     delivery: Delivery,
 ) -> Result<(Vec<oneshot::Receiver<BatchOutcome>>, DeliveryStats), RequestError> {
@@ -356,19 +359,19 @@ fn decode_and_submit(
         return Err(RequestError::RequestIdMismatch);
     }
 
-    let mut decoder = Decoder::new(DecodeLimits {
-        max_decompressed_bytes: cfg.max_record_bytes,
-        max_line_bytes: cfg.max_line_bytes,
-    });
+    let mut batcher = RecordBatcher::new(
+        cfg.batch_bytes,
+        DecodeLimits {
+            max_decompressed_bytes: cfg.max_record_bytes,
+            max_line_bytes: cfg.max_line_bytes,
+        },
+    );
     let mut stats = DeliveryStats::default();
     let mut batches = Batches {
         partition: shared.partitions.get(&source),
         attributes,
         acks: Vec::new(),
     };
-    // Reused for every record's base64-decoded bytes.
-    let mut raw = Vec::new();
-    let mut lines = Vec::new();
     for record in &request.records {
         let encoded = record.data.as_bytes();
         // Valid base64 of this length decodes to at least `len / 4 * 3 - 2` bytes: over the
@@ -377,23 +380,21 @@ fn decode_and_submit(
             stats.failed(DecodeError::TooLarge);
             continue;
         }
-        raw.clear();
-        if BASE64.decode_vec(encoded, &mut raw).is_err() {
+        if batcher
+            .push_with(|buf| BASE64.decode_vec(encoded, buf))
+            .is_err()
+        {
             stats.bad_base64 += 1;
             continue;
         }
-        // On error the decoder leaves `lines` as it was: the record is counted, not half-kept.
-        match decoder.decode(&raw, &mut lines) {
-            Ok(decoded) => stats.decoded(decoded.format, decoded.lines),
-            Err(e) => stats.failed(e),
-        }
-        // Every record's lines end in `\n`, so a cut between records is a cut between lines.
-        if lines.len() >= cfg.batch_bytes {
-            batches.submit(std::mem::take(&mut lines))?;
+        if batcher.is_full()
+            && let Some(batch) = batcher.take()
+        {
+            batches.submit(batch)?;
         }
     }
-    if !lines.is_empty() {
-        batches.submit(lines)?;
+    if let Some(batch) = batcher.take() {
+        batches.submit(batch)?;
     }
     Ok((batches.acks, stats))
 }
@@ -407,15 +408,12 @@ struct Batches {
 }
 
 impl Batches {
-    fn submit(&mut self, lines: Vec<u8>) -> Result<(), RequestError> {
+    fn submit(&mut self, mut batch: RawBatch) -> Result<(), RequestError> {
         let (tx, rx) = oneshot::channel();
-        let mut batch = RawBatch::with_ack(
-            lines,
-            Box::new(move |outcome| {
-                // The request may have been abandoned; the counts are merged either way.
-                let _ = tx.send(outcome);
-            }),
-        );
+        batch.ack = Some(Box::new(move |outcome| {
+            // The request may have been abandoned; the counts are merged either way.
+            let _ = tx.send(outcome);
+        }));
         batch.attributes = self.attributes.clone();
         let sent = if self.acks.is_empty() {
             // Nothing of this request is in the pipeline yet: a full queue is answered 503 at

@@ -15,7 +15,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Regi
 
 use super::config::{AttributeLabel, ValidFirehoseConfig};
 use super::errors::RequestError;
-use crate::decode::{DecodeError, PayloadFormat};
+use crate::decode::{DecodeError, DecodeStats, PayloadFormat};
 
 /// Distinct values remembered per attribute key before the rest become [`OVERFLOW_VALUE`].
 pub const MAX_ATTRIBUTE_VALUES: usize = 16;
@@ -38,35 +38,28 @@ pub const TIMEOUT_PHASES: [&str; 2] = ["idle", "headers"];
 /// What one committed request delivered, counted once it is acknowledged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryStats {
-    /// Indexed like [`PayloadFormat::ALL`].
-    pub records: [u64; PayloadFormat::ALL.len()],
-    pub lines: [u64; PayloadFormat::ALL.len()],
+    /// What the workers found in the records.
+    pub decode: DecodeStats,
+    /// Records whose `data` was not base64.
     pub bad_base64: u64,
-    /// Indexed like [`DecodeError::ALL`].
-    pub decode_errors: [u64; DecodeError::ALL.len()],
 }
 
 impl DeliveryStats {
     pub fn decoded(&mut self, format: PayloadFormat, lines: usize) {
-        if let Some(i) = PayloadFormat::ALL.iter().position(|f| *f == format) {
-            self.records[i] += 1;
-            self.lines[i] += lines as u64;
-        }
+        self.decode.decoded(format, lines);
     }
 
     pub fn failed(&mut self, err: DecodeError) {
-        if let Some(i) = DecodeError::ALL.iter().position(|e| *e == err) {
-            self.decode_errors[i] += 1;
-        }
+        self.decode.failed(err);
     }
 
     /// Records that produced an error of any kind.
     pub fn errors(&self) -> u64 {
-        self.bad_base64 + self.decode_errors.iter().sum::<u64>()
+        self.bad_base64 + self.decode.errors.iter().sum::<u64>()
     }
 
     pub fn total_lines(&self) -> u64 {
-        self.lines.iter().sum()
+        self.decode.total_lines()
     }
 }
 
@@ -305,15 +298,15 @@ impl FirehoseMetrics {
 
     pub fn delivered(&self, stats: &DeliveryStats) {
         for (i, format) in PayloadFormat::ALL.iter().enumerate() {
-            if stats.records[i] > 0 {
+            if stats.decode.records[i] > 0 {
                 self.records
                     .with_label_values(&[format.as_str()])
-                    .inc_by(stats.records[i]);
+                    .inc_by(stats.decode.records[i]);
             }
-            if stats.lines[i] > 0 {
+            if stats.decode.lines[i] > 0 {
                 self.lines
                     .with_label_values(&[format.as_str()])
-                    .inc_by(stats.lines[i]);
+                    .inc_by(stats.decode.lines[i]);
             }
         }
         if stats.bad_base64 > 0 {
@@ -321,7 +314,7 @@ impl FirehoseMetrics {
                 .with_label_values(&[BAD_BASE64])
                 .inc_by(stats.bad_base64);
         }
-        for (kind, n) in DecodeError::ALL.iter().zip(stats.decode_errors) {
+        for (kind, n) in DecodeError::ALL.iter().zip(stats.decode.errors) {
             if n > 0 {
                 self.decode_errors
                     .with_label_values(&[kind.as_str()])

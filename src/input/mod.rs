@@ -6,7 +6,8 @@
 //! partition's order and, once a worker has counted it, reports its event times to the
 //! [`Timeline`] before the input's own acknowledgement runs: a batch's lines move the
 //! watermark only after they are counted, and inputs acknowledge (Firehose replies, Kinesis
-//! checkpoints) only after the work.
+//! checkpoints) only after the work. Record inputs (Firehose, Kinesis) cut their records into
+//! batches with the one [`RecordBatcher`] and leave decoding to the workers.
 
 pub mod demo;
 pub mod files;
@@ -14,6 +15,7 @@ pub mod files;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::decode::{DecodeLimits, Records};
 use crate::event_time::{
     InputKind, MAX_PARTITIONS_PER_INPUT, OVERFLOW_PARTITION, PartitionSpec, Stamp, Timeline,
 };
@@ -185,5 +187,47 @@ impl PartitionSource {
         if let Some(p) = removed {
             p.finish();
         }
+    }
+}
+
+/// Cuts delivered records into batches of about `batch_bytes` (as delivered), each cut
+/// between records, for the workers to decode: the one batcher of the record inputs.
+pub struct RecordBatcher {
+    records: Records,
+    batch_bytes: usize,
+    limits: DecodeLimits,
+}
+
+impl RecordBatcher {
+    pub fn new(batch_bytes: usize, limits: DecodeLimits) -> Self {
+        RecordBatcher {
+            records: Records::default(),
+            batch_bytes,
+            limits,
+        }
+    }
+
+    /// Adds one record.
+    pub fn push(&mut self, record: &[u8]) {
+        self.records.push(record);
+    }
+
+    /// Adds one record that `fill` writes (e.g. base64-decodes); on error nothing is added.
+    pub fn push_with<E>(
+        &mut self,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.records.push_with(fill)
+    }
+
+    /// Whether the batch has reached its size and should be queued.
+    pub fn is_full(&self) -> bool {
+        self.records.byte_len() >= self.batch_bytes
+    }
+
+    /// The records so far as a batch, if there are any; the batcher starts afresh.
+    pub fn take(&mut self) -> Option<RawBatch> {
+        (!self.records.is_empty())
+            .then(|| RawBatch::of_records(std::mem::take(&mut self.records), self.limits))
     }
 }

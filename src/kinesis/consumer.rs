@@ -2,8 +2,9 @@
 //! shards are readable: a child only once its parents are at `SHARD_END`; children come from
 //! ListShards or, sooner, from the parent's last response's `ChildShards`), one tokio task per
 //! readable shard running the GetShardIterator/GetRecords loop, and the shard's checkpoints.
-//! Each GetRecords response becomes one [`RawBatch`] of decoded ALB lines (several, cut between
-//! records, past `batch_bytes`) whose acknowledgement goes through [`InOrderCommits`]; released
+//! Each GetRecords response becomes one [`RawBatch`] of records for the workers to decode
+//! (several, cut between records, past `batch_bytes`), queued through the shard's event-time
+//! partition, whose acknowledgement goes through [`InOrderCommits`]; released
 //! positions are saved at most every `checkpoint_interval` per shard, always at shard end, and
 //! at shutdown for all shards in one write, so a restart re-reads at most the batches in flight
 //! plus one interval. A shard started at `LATEST` first saves the time it started, so a restart
@@ -25,8 +26,8 @@ use super::config::{InitialPosition, MIN_CALL_GAP, ValidKinesisConfig};
 use super::metrics::{
     ConsumerFault, FINISHED_SHARD_SERIES_TTL, KinesisMetrics, Operation, Renewal, ShardMetrics,
 };
-use crate::decode::{DecodeLimits, Decoder};
-use crate::input::PartitionSource;
+use crate::decode::DecodeLimits;
+use crate::input::{PartitionSource, RecordBatcher};
 use crate::pipeline::RawBatch;
 
 /// Longest backoff after repeated throttling or transient errors.
@@ -695,7 +696,6 @@ async fn read_shard<A: KinesisApi>(
     mut stop: watch::Receiver<bool>,
 ) -> ShardExit {
     let released = Arc::new(Released::default());
-    let mut decoder = Decoder::new(ctx.limits);
     let mut backoff = Backoff::default();
     // The newest record handed to the pipeline: an expired iterator is renewed after it, not
     // after the last checkpoint, because every record up to it is already queued with an ack.
@@ -832,7 +832,7 @@ async fn read_shard<A: KinesisApi>(
         }
         let got_records = !page.records.is_empty();
         if got_records {
-            match submit_page(ctx, shard, series, &released, &mut decoder, page.records).await {
+            match submit_page(ctx, shard, series, &released, page.records).await {
                 Ok(last) => resume = IteratorStart::After(last),
                 Err(halt) => break halt,
             }
@@ -905,33 +905,27 @@ fn unix_millis() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Decodes one page into batches of about `batch_bytes` of lines, cut between records so each
-/// batch's last sequence number covers only records it holds whole, registers each with the
-/// shard's commits and queues it. Returns the last sequence number queued.
+/// Cuts one page into batches of about `batch_bytes` of records (as stored), cut between
+/// records so each batch's last sequence number covers only records it holds whole,
+/// registers each with the shard's commits and queues it; the workers decode the records.
+/// Returns the last sequence number queued.
 async fn submit_page<A: KinesisApi>(
     ctx: &Ctx<A>,
     shard: &str,
     series: &ShardMetrics,
     released: &Arc<Released>,
-    decoder: &mut Decoder,
     records: Vec<ApiRecord>,
 ) -> Result<SequenceNumber, Halt> {
-    let mut lines = Vec::new();
+    let mut batcher = RecordBatcher::new(ctx.cfg.batch_bytes, ctx.limits);
     let mut last: Option<SequenceNumber> = None;
     let mut queued = None;
     series.records.inc_by(records.len() as u64);
     let count = records.len();
     for (i, record) in records.iter().enumerate() {
         series.bytes.inc_by(record.data.len() as u64);
-        match decoder.decode(&record.data, &mut lines) {
-            Ok(decoded) => {
-                ctx.metrics.decoded(decoded.format);
-                series.lines.inc_by(decoded.lines as u64);
-            }
-            // A bad record is counted and skipped; its sequence number still moves the
-            // checkpoint, since re-reading it would fail the same way.
-            Err(kind) => ctx.metrics.decode_failed(kind),
-        }
+        // A record that will not decode is counted by the worker and skipped; its sequence
+        // number still moves the checkpoint, since re-reading it would fail the same way.
+        batcher.push(&record.data);
         match SequenceNumber::parse(&record.sequence_number) {
             Ok(seq) => last = Some(seq),
             Err(e) => {
@@ -940,30 +934,25 @@ async fn submit_page<A: KinesisApi>(
             }
         }
         // Bounds what one batch holds however large the page (up to 10,000 records).
-        let full = lines.len() >= ctx.cfg.batch_bytes;
-        if (full || i + 1 == count)
+        if (batcher.is_full() || i + 1 == count)
             && let Some(seq) = last.take()
+            && let Some(batch) = batcher.take()
         {
-            submit_batch(
-                ctx,
-                shard,
-                released,
-                std::mem::take(&mut lines),
-                seq.clone(),
-            )
-            .await?;
+            submit_batch(ctx, shard, series, released, batch, seq.clone()).await?;
             queued = Some(seq);
         }
     }
     queued.ok_or(Halt::Gone)
 }
 
-/// Registers one batch ending at record `last` and queues it.
+/// Registers one batch ending at record `last` and queues it; once counted, its decode
+/// counts go to the metrics and its position to the shard's commits.
 async fn submit_batch<A: KinesisApi>(
     ctx: &Ctx<A>,
     shard: &str,
+    series: &ShardMetrics,
     released: &Arc<Released>,
-    lines: Vec<u8>,
+    mut raw: RawBatch,
     last: SequenceNumber,
 ) -> Result<(), Halt> {
     let batch = released
@@ -979,7 +968,13 @@ async fn submit_batch<A: KinesisApi>(
         }
     };
     let acked = Arc::clone(released);
-    let raw = RawBatch::with_ack(lines, Box::new(move |_| acked.ack(batch)));
+    let metrics = ctx.metrics.clone();
+    let lines = series.lines.clone();
+    raw.ack = Some(Box::new(move |outcome| {
+        metrics.decoded(&outcome.decoded);
+        lines.inc_by(outcome.decoded.total_lines());
+        acked.ack(batch);
+    }));
     let partition = ctx.partitions.get(shard);
     // The queue is bounded and `submit` blocks while it is full: that is the backpressure
     // that slows polling down, kept off the async threads.

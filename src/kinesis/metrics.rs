@@ -15,7 +15,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::consumer::ApiError;
-use crate::decode::{DecodeError, PayloadFormat};
+use crate::decode::{DecodeError, DecodeStats, PayloadFormat};
 
 /// How long a finished shard's counters stay exposed: several scrape intervals of any sane
 /// Prometheus, so the final values are scraped before the series go.
@@ -277,12 +277,20 @@ impl KinesisMetrics {
             .inc();
     }
 
-    pub fn decoded(&self, format: PayloadFormat) {
-        self.formats.with_label_values(&[format.as_str()]).inc();
-    }
-
-    pub fn decode_failed(&self, kind: DecodeError) {
-        self.decode_errors.with_label_values(&[kind.as_str()]).inc();
+    /// What one batch's records held, once a worker decoded them.
+    pub fn decoded(&self, stats: &DecodeStats) {
+        for (format, n) in PayloadFormat::ALL.iter().zip(stats.records) {
+            if n > 0 {
+                self.formats.with_label_values(&[format.as_str()]).inc_by(n);
+            }
+        }
+        for (kind, n) in DecodeError::ALL.iter().zip(stats.errors) {
+            if n > 0 {
+                self.decode_errors
+                    .with_label_values(&[kind.as_str()])
+                    .inc_by(n);
+            }
+        }
     }
 
     pub fn batch_submitted(&self) {
