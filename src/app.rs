@@ -31,9 +31,9 @@ use crate::event_time::{Evaluator, InputKind, Timeline};
 use crate::export::WallClock;
 use crate::export::admin::{self, Health};
 use crate::export::{new_registry, register_snapshot_metrics};
-use crate::firehose::{self, FirehoseMetrics};
+use crate::input::firehose::{self, FirehoseMetrics};
+use crate::input::kinesis::{KinesisMetrics, SdkApi};
 use crate::input::{PartitionInput, PartitionSource, PartitionTiming, demo, files};
-use crate::kinesis::{KinesisMetrics, SdkApi};
 use crate::pipeline::Pool;
 
 /// How long shutdown may take before the process gives up on draining.
@@ -159,13 +159,14 @@ pub async fn run(
     // finishes. Checkpoints are opened now so a bad directory fails before anything runs.
     let kinesis_task = match cfg.kinesis.stream.clone() {
         Some(stream) => {
-            let store = crate::kinesis::checkpoint::FileCheckpointStore::open(
+            let store = crate::input::kinesis::checkpoint::FileCheckpointStore::open(
                 cfg.kinesis.checkpoint_dir.clone(),
             )?;
             let metrics = KinesisMetrics::register(&registry)?;
-            let client = crate::kinesis::consumer::sdk_client(cfg.kinesis.region.as_deref()).await;
+            let client =
+                crate::input::kinesis::consumer::sdk_client(cfg.kinesis.region.as_deref()).await;
             eprintln!("albwatch: reading Kinesis stream {stream}");
-            let consumer = crate::kinesis::consumer::run(
+            let consumer = crate::input::kinesis::consumer::run(
                 SdkApi::new(client, stream),
                 cfg.kinesis.clone(),
                 Arc::new(store),
@@ -376,7 +377,7 @@ impl Evaluation {
     }
 }
 
-/// Steps `evaluation` every [`EVALUATE_EVERY`] until `stop` turns true.
+/// Steps `evaluation` every second until `stop` turns true.
 pub async fn evaluate_every(evaluation: Evaluation, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(EVALUATE_EVERY);
     loop {

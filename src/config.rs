@@ -14,8 +14,8 @@ use crate::alert::AlertConfig;
 use crate::alert::notify::{AlertmanagerConfig, ValidAlertmanagerConfig};
 use crate::classify::{LbSettings, LoadBalancers};
 use crate::event_time::EventTimeConfig;
-use crate::firehose::{FirehoseConfig, ValidFirehoseConfig};
-use crate::kinesis::{KinesisConfig, ValidKinesisConfig};
+use crate::input::firehose::{FirehoseConfig, ValidFirehoseConfig};
+use crate::input::kinesis::{KinesisConfig, ValidKinesisConfig};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::pipeline::PoolConfig;
 
@@ -35,9 +35,9 @@ pub enum ConfigError {
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },
     #[error("{0}")]
-    Firehose(#[from] crate::firehose::FirehoseConfigError),
+    Firehose(#[from] crate::input::firehose::FirehoseConfigError),
     #[error("{0}")]
-    Kinesis(#[from] crate::kinesis::KinesisConfigError),
+    Kinesis(#[from] crate::input::kinesis::KinesisConfigError),
     #[error("{0}")]
     Alertmanager(#[from] crate::alert::notify::AlertmanagerConfigError),
     /// The alert section's own error, which starts with its key inside `[alerts]`.

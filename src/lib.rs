@@ -6,9 +6,9 @@
 //! - inputs: [`input`] is their home and their one seam — each input queues owned
 //!   [`pipeline::RawBatch`]es through the [`input::PartitionInput`] of one event-time
 //!   partition: [`input::files`] (a run of files, or followed files, read through [`lines`]),
-//!   [`input::demo`] (the generated traffic of [`demo`]), [`firehose`] (the Amazon Data
-//!   Firehose HTTP endpoint) and [`kinesis`] (Kinesis Data Streams: shard DAG, polling,
-//!   checkpoints), whose records go through [`decode`] (gzip, CloudWatch Logs envelopes, JSON
+//!   [`input::demo`] (the generated traffic of [`demo`]), [`input::firehose`] (the Amazon Data
+//!   Firehose HTTP endpoint) and [`input::kinesis`] (Kinesis Data Streams: shard DAG, polling,
+//!   checkpoints), whose records the workers decode with [`decode`] (gzip, CloudWatch Logs envelopes, JSON
 //!   records, KPL aggregates); [`firehose_send`] is the Firehose load driver;
 //! - [`event_time`]: per-partition progress, the watermark, and the [`event_time::Evaluator`]
 //!   that runs the alert rules at every tick the watermark passes — the one engine of the
@@ -39,11 +39,9 @@ pub mod decode;
 pub mod demo;
 pub mod event_time;
 pub mod export;
-pub mod firehose;
 pub mod firehose_send;
 pub mod http_client;
 pub mod input;
-pub mod kinesis;
 pub mod lines;
 pub mod parse;
 pub mod pipeline;

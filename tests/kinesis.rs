@@ -21,12 +21,12 @@ use albwatch::classify::LoadBalancers;
 use albwatch::decode::DecodeLimits;
 use albwatch::event_time::InputKind;
 use albwatch::input::PartitionSource;
-use albwatch::kinesis::KinesisMetrics;
-use albwatch::kinesis::checkpoint::{
+use albwatch::input::kinesis::KinesisMetrics;
+use albwatch::input::kinesis::checkpoint::{
     CheckpointError, CheckpointStore, FileCheckpointStore, Position, SaveOutcome, SequenceNumber,
 };
-use albwatch::kinesis::config::{KinesisConfig, StartAt};
-use albwatch::kinesis::consumer::{
+use albwatch::input::kinesis::config::{KinesisConfig, StartAt};
+use albwatch::input::kinesis::consumer::{
     self, ApiError, IteratorStart, KinesisApi, RecordsPage, SdkApi, ShardInfo,
 };
 use albwatch::pipeline::{Pool, PoolConfig};

@@ -11,6 +11,8 @@
 
 pub mod demo;
 pub mod files;
+pub mod firehose;
+pub mod kinesis;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
