@@ -11,14 +11,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::Url;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::aggregate::Aggregator;
 use crate::alert::notify::{AlertmanagerMetrics, Notifier, Timestamps, ValidAlertmanagerConfig};
@@ -33,7 +31,7 @@ use crate::export::admin::{self, Health};
 use crate::export::{new_registry, register_snapshot_metrics};
 use crate::input::firehose::{self, FirehoseMetrics};
 use crate::input::kinesis::{KinesisMetrics, SdkApi};
-use crate::input::{PartitionInput, PartitionSource, PartitionTiming, demo, files};
+use crate::input::{PartitionInput, PartitionSource, PartitionTiming, Shutdown, demo, files};
 use crate::pipeline::Pool;
 
 /// How long shutdown may take before the process gives up on draining.
@@ -116,17 +114,10 @@ pub async fn run(
     };
 
     // One signal stops every input; the admin server and the evaluator stop after the drain.
-    let (inputs_stop_tx, inputs_stop) = watch::channel(false);
-    let stopped = |rx: &watch::Receiver<bool>| {
-        let mut rx = rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let (stop_inputs, inputs_stop) = Shutdown::channel();
 
     // The Firehose endpoint is bound before the admin server takes the registry, so its
     // metrics are registered; it stops first on shutdown (draining: new requests get 503).
-    let draining = Arc::new(AtomicBool::new(false));
     let firehose_task = match cfg.firehose.addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -147,8 +138,8 @@ pub async fn run(
                 cfg.firehose.clone(),
                 partitions(InputKind::Firehose),
                 metrics,
-                Arc::clone(&draining),
-                stopped(&inputs_stop),
+                inputs_stop.clone(),
+                inputs_stop.clone().wait(),
             )))
         }
         None => None,
@@ -176,7 +167,7 @@ pub async fn run(
                     max_line_bytes: cfg.pool.max_line_bytes,
                     ..Default::default()
                 },
-                inputs_stop.clone(),
+                inputs_stop.receiver(),
             );
             Some(tokio::spawn(async move {
                 // Said at once, not at shutdown: the rest of the daemon keeps running.
@@ -220,22 +211,21 @@ pub async fn run(
         })
     };
 
-    let (outputs_stop_tx, outputs_stop) = watch::channel(false);
+    let (stop_outputs, outputs_stop) = Shutdown::channel();
     let health = Health::new();
     let admin_task = tokio::spawn(admin::serve(
         listener,
         registry,
         health.clone(),
         alert_view,
-        stopped(&outputs_stop),
+        outputs_stop.clone().wait(),
     ));
 
-    let stopping = Arc::new(AtomicBool::new(false));
     let mut input_threads = Vec::new();
     let (batch_bytes, max_line) = (cfg.batch_bytes, cfg.pool.max_line_bytes);
     let open = |spec| PartitionInput::open(&timeline, spec, pool.submitter(), Arc::clone(&wall));
     for input in inputs {
-        let stopping = Arc::clone(&stopping);
+        let stopping = inputs_stop.clone();
         match input {
             Input::Files {
                 paths,
@@ -254,7 +244,7 @@ pub async fn run(
                         timing.out_of_order_us,
                         timing.idle_us,
                     ));
-                    let stopping = Arc::clone(&stopping);
+                    let stopping = stopping.clone();
                     input_threads.push(std::thread::spawn(move || {
                         if let Err(e) =
                             files::follow(&path, &input, batch_bytes, max_line, &stopping)
@@ -294,9 +284,7 @@ pub async fn run(
     stop.await;
     eprintln!("albwatch: shutting down");
     health.set_ready(false);
-    draining.store(true, Ordering::Relaxed);
-    let _ = inputs_stop_tx.send(true);
-    stopping.store(true, Ordering::Relaxed);
+    let _ = stop_inputs.send(true);
     if let Some(task) = firehose_task {
         // Requests in flight finish (their batches are already queued) before the queue closes.
         match tokio::time::timeout(GRACE_PERIOD, task).await {
@@ -322,7 +310,7 @@ pub async fn run(
         eprintln!("albwatch: inputs did not drain within {GRACE_PERIOD:?}; exiting anyway");
     }
     evaluation.step();
-    let _ = outputs_stop_tx.send(true);
+    let _ = stop_outputs.send(true);
     let _ = alert_task.await;
     // The last state reaches Alertmanager before the process goes, if it can within the grace
     // period; firing alerts then expire by their `endsAt` lease unless a successor resends.
@@ -377,13 +365,15 @@ impl Evaluation {
     }
 }
 
-/// Steps `evaluation` every second until `stop` turns true.
-pub async fn evaluate_every(evaluation: Evaluation, mut stop: watch::Receiver<bool>) {
+/// Steps `evaluation` every second until `stop` is set.
+pub async fn evaluate_every(evaluation: Evaluation, stop: Shutdown) {
     let mut tick = tokio::time::interval(EVALUATE_EVERY);
+    let stopped = stop.wait();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             _ = tick.tick() => evaluation.step(),
-            _ = stop.wait_for(|s| *s) => return,
+            () = &mut stopped => return,
         }
     }
 }

@@ -10,7 +10,6 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,8 +17,8 @@ use albwatch::aggregate::{AggregateConfig, Aggregator};
 use albwatch::classify::LoadBalancers;
 use albwatch::corpus::Corpus;
 use albwatch::event_time::InputKind;
-use albwatch::input::PartitionSource;
 use albwatch::input::firehose::{self, FirehoseConfig, FirehoseMetrics};
+use albwatch::input::{PartitionSource, Shutdown};
 use albwatch::pipeline::{Pool, PoolConfig, RawBatch, SubmitError, Submitter};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -44,7 +43,7 @@ struct Harness {
     addr: SocketAddr,
     agg: Arc<Mutex<Aggregator>>,
     registry: Registry,
-    draining: Arc<AtomicBool>,
+    draining: tokio::sync::watch::Sender<bool>,
     submitter: Option<Submitter>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -85,14 +84,14 @@ impl Harness {
         let metrics = FirehoseMetrics::register(&registry, &cfg).expect("metrics");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let draining = Arc::new(AtomicBool::new(false));
+        let (draining, draining_signal) = Shutdown::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(firehose::serve(
             listener,
             cfg,
             PartitionSource::standalone(InputKind::Firehose, pool.submitter()),
             metrics,
-            Arc::clone(&draining),
+            draining_signal,
             async move {
                 let _ = stopped.await;
             },
@@ -720,10 +719,10 @@ async fn a_draining_endpoint_answers_503() {
     let h = Harness::start(config(), pool_config(1, 8)).await;
     let id = "drain-1";
     let request = Request::firehose(id, &body(id, &[corpus(30, 2)]), false);
-    h.draining.store(true, Ordering::Relaxed);
+    h.draining.send_replace(true);
     h.send(&request).await.check(503, id);
     assert_eq!(h.counted(), 0);
-    h.draining.store(false, Ordering::Relaxed);
+    h.draining.send_replace(false);
     h.send(&request).await.check(200, id);
     assert_eq!(h.counted(), 2);
     h.shutdown().await;

@@ -21,7 +21,7 @@ struct Harness {
     timeline: Timeline,
     pool: Pool,
     fired: Arc<Mutex<Vec<Transition>>>,
-    stop: watch::Sender<bool>,
+    stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -71,7 +71,7 @@ impl Harness {
             }),
             wall: Arc::clone(&wall),
         };
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = Shutdown::channel();
         let task = tokio::spawn(evaluate_every(evaluation, stopped));
         Harness {
             wall,
@@ -188,7 +188,7 @@ async fn a_file_run_is_evaluated_to_its_end_when_it_finishes() {
         h.pool.submitter(),
         Arc::clone(&h.wall),
     );
-    let stopping = AtomicBool::new(false);
+    let (_stop_reading, stopping) = Shutdown::channel();
     // Before the end the file is live and never idle, however long it takes.
     let (tx, rx) = mpsc::channel();
     let mut batch = files::batch_of(crate::lines::Chunk {

@@ -3,7 +3,6 @@
 //! partition whose lines are in time order by construction (out-of-order bound zero), which
 //! is why the demo's alerts come within a bucket or two of its incidents.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::demo::DemoTraffic;
@@ -11,7 +10,7 @@ use crate::event_time::{InputKind, PartitionSpec};
 use crate::export::WallClock;
 use crate::pipeline::RawBatch;
 
-use super::PartitionInput;
+use super::{PartitionInput, Shutdown};
 
 /// How often the generator catches up with the wall clock.
 const EVERY: Duration = Duration::from_millis(250);
@@ -31,9 +30,9 @@ pub fn run(
     mut traffic: DemoTraffic,
     input: &PartitionInput,
     wall_clock: &WallClock,
-    stopping: &AtomicBool,
+    stopping: &Shutdown,
 ) {
-    while !stopping.load(Ordering::Relaxed) {
+    while !stopping.is_set() {
         std::thread::sleep(EVERY);
         let mut lines = Vec::new();
         if traffic.generate_until(wall_clock(), &mut lines) > 0

@@ -8,14 +8,13 @@
 
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::event_time::{InputKind, PartitionSpec};
 use crate::lines::{self, Chunk, Chunker};
 use crate::pipeline::RawBatch;
 
-use super::PartitionInput;
+use super::{PartitionInput, Shutdown};
 
 /// How often a followed file is checked for growth once read to its end.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
@@ -92,17 +91,17 @@ pub fn batch_of(chunk: Chunk) -> RawBatch {
     batch
 }
 
-/// Reads a run of files into `input` until its end or `stopping`, then finishes the
+/// Reads a run of files into `input` until its end or `stopping` is set, then finishes the
 /// partition; unreadable files are reported and skipped.
 pub fn read_run(
     paths: &[PathBuf],
     input: &PartitionInput,
     batch_bytes: usize,
     max_line: usize,
-    stopping: &AtomicBool,
+    stopping: &Shutdown,
 ) {
     for item in run_batches(paths, batch_bytes, max_line) {
-        if stopping.load(Ordering::Relaxed) {
+        if stopping.is_set() {
             break;
         }
         match item {
@@ -125,7 +124,7 @@ pub fn follow(
     input: &PartitionInput,
     batch_bytes: usize,
     max_line: usize,
-    stopping: &AtomicBool,
+    stopping: &Shutdown,
 ) -> io::Result<()> {
     if lines::is_gzip(path)? {
         read_run(
@@ -145,7 +144,7 @@ pub fn follow(
     };
     let mut chunker = open()?;
     let mut last_len = 0;
-    while !stopping.load(Ordering::Relaxed) {
+    while !stopping.is_set() {
         let (chunk, at_end) = chunker.available(batch_bytes)?;
         if (!chunk.lines.is_empty() || chunk.too_long > 0) && input.submit(batch_of(chunk)).is_err()
         {

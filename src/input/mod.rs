@@ -17,12 +17,41 @@ pub mod kinesis;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::sync::watch;
+
 use crate::decode::{DecodeLimits, Records};
 use crate::event_time::{
     InputKind, MAX_PARTITIONS_PER_INPUT, OVERFLOW_PARTITION, PartitionSpec, Stamp, Timeline,
 };
 use crate::export::WallClock;
 use crate::pipeline::{RawBatch, SubmitError, Submitter};
+
+/// The one signal that stops the inputs (and, a second one, the outputs after the drain):
+/// set once at shutdown; input threads poll it, tasks await it.
+#[derive(Clone, Debug)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A signal and the sender that sets it (`send(true)`).
+    pub fn channel() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the signal is set (or its sender is gone).
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|set| *set).await;
+    }
+
+    /// The underlying receiver, for loops that select on it.
+    pub fn receiver(&self) -> watch::Receiver<bool> {
+        self.0.clone()
+    }
+}
 
 /// One partition's door into the pipeline; cheap to clone (concurrent Firehose requests of
 /// one source share it).

@@ -16,7 +16,6 @@
 use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -41,7 +40,7 @@ use super::models::{
     SOURCE_ARN_HEADER,
 };
 use crate::decode::{DecodeError, DecodeLimits};
-use crate::input::{PartitionInput, PartitionSource, RecordBatcher};
+use crate::input::{PartitionInput, PartitionSource, RecordBatcher, Shutdown};
 use crate::pipeline::{BatchOutcome, RawBatch, SubmitError};
 
 /// Everything a request needs, shared by all of them.
@@ -52,7 +51,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: FirehoseMetrics,
     /// Set by the app when shutdown starts: new requests are answered 503 so Firehose keeps
     /// the batch and retries (against another instance, or this one after a restart).
-    draining: Arc<AtomicBool>,
+    draining: Shutdown,
     requests: SharedLog,
     /// `max_concurrent_requests` permits; a request holds one until its delivery ends, even
     /// when its client has hung up.
@@ -65,7 +64,7 @@ impl Shared {
         cfg: ValidFirehoseConfig,
         partitions: PartitionSource,
         metrics: FirehoseMetrics,
-        draining: Arc<AtomicBool>,
+        draining: Shutdown,
         log: Arc<LimitedLog>,
     ) -> Self {
         let requests = SharedLog::new(cfg.dedupe_capacity);
@@ -166,7 +165,7 @@ async fn accept(
     if parts.method != Method::POST {
         return Err(RequestError::MethodNotAllowed);
     }
-    if shared.draining.load(Ordering::Relaxed) {
+    if shared.draining.is_set() {
         return Err(RequestError::Draining);
     }
     let headers = &parts.headers;

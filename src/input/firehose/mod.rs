@@ -19,7 +19,8 @@
 //! - [`log_limit`]: the per-request log lines' rate limit.
 //!
 //! The app's side: validate [`FirehoseConfig`] before binding, register [`FirehoseMetrics`],
-//! bind `addr`, spawn [`serve`]; at shutdown set `draining`, resolve `shutdown`, await
+//! bind `addr`, spawn [`serve`] with the inputs' [`Shutdown`] signal as `draining` and its
+//! `wait()` as `shutdown`; at shutdown set the signal, await
 //! [`serve`] (its [`PartitionSource`] holds the pool's submitter until then), and only then
 //! finish the pool.
 
@@ -39,12 +40,11 @@ mod tests;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::input::PartitionSource;
+use crate::input::{PartitionSource, Shutdown};
 use conn::{ConnActivity, TimedListener, Timeouts};
 use log_limit::{LimitedLog, SUMMARY_INTERVAL};
 
@@ -54,13 +54,13 @@ pub use metrics::{DeliveryStats, FirehoseMetrics};
 
 /// Serves the endpoint on `listener` — HTTPS when `cfg` has a certificate, HTTP otherwise —
 /// until `shutdown` completes; requests in progress then finish (each within the pipeline's
-/// own pace) before this returns. Set `draining` first so that new requests are answered 503.
+/// own pace) before this returns. Once `draining` is set, new requests are answered 503.
 pub async fn serve(
     listener: TcpListener,
     cfg: ValidFirehoseConfig,
     partitions: PartitionSource,
     metrics: FirehoseMetrics,
-    draining: Arc<AtomicBool>,
+    draining: Shutdown,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = cfg.tls.clone();
