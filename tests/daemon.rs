@@ -10,8 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+use fixtures::cause_line_at;
+
 const BIN: &str = env!("CARGO_BIN_EXE_albwatch");
-const FIXTURE: &str = include_str!("fixtures/causes.log");
 
 fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("albwatch-daemon-{}-{name}", std::process::id()))
@@ -21,26 +24,6 @@ fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
-}
-
-/// Fixture line `n` re-timed to `at` (µs), created 3 ms earlier.
-fn line_at(n: usize, at: i64) -> String {
-    let time = |us| albwatch::alert::text::rfc3339_ms(us);
-    let mut tokens: Vec<String> = FIXTURE
-        .lines()
-        .nth(n)
-        .expect("fixture")
-        .split(' ')
-        .map(str::to_string)
-        .collect();
-    tokens[1] = time(at);
-    if let Some(i) = tokens
-        .iter()
-        .rposition(|t| t.starts_with("2026-") && t.ends_with('Z'))
-    {
-        tokens[i] = time(at - 3_000);
-    }
-    tokens.join(" ")
 }
 
 fn http_get(addr: &str, path: &str) -> (u16, String) {
@@ -130,11 +113,11 @@ fn run_follows_a_file_serves_metrics_alerts_and_stops_on_sigterm() {
     let now = now_us();
     let mut text = String::new();
     for i in 0..100 {
-        text.push_str(&line_at(0, now - 20_000_000 + i * 100_000));
+        text.push_str(&cause_line_at(0, now - 20_000_000 + i * 100_000));
         text.push('\n');
     }
     for i in 0..20 {
-        text.push_str(&line_at(28, now - 10_000_000 + i * 100_000));
+        text.push_str(&cause_line_at(28, now - 10_000_000 + i * 100_000));
         text.push('\n');
     }
     std::fs::OpenOptions::new()

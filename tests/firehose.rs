@@ -13,6 +13,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+use fixtures::cause_line_at;
+
 use albwatch::aggregate::{AggregateConfig, Aggregator};
 use albwatch::classify::LoadBalancers;
 use albwatch::corpus::Corpus;
@@ -1323,32 +1327,11 @@ async fn admin_get(admin: SocketAddr, path: &str) -> String {
     String::from_utf8(reply.body).expect("UTF-8 body")
 }
 
-/// Line `n` of `tests/fixtures/causes.log`, re-timed to `at_us` (created 3 ms earlier).
-fn cause_line_at(n: usize, at_us: i64) -> String {
-    let time = albwatch::alert::text::rfc3339_ms;
-    let mut tokens: Vec<String> = include_str!("fixtures/causes.log")
-        .lines()
-        .nth(n)
-        .expect("fixture line")
-        .split(' ')
-        .map(str::to_string)
-        .collect();
-    tokens[1] = time(at_us);
-    // request_creation_time is the last timestamp-shaped token of the fixture lines.
-    if let Some(i) = tokens
-        .iter()
-        .rposition(|t| t.starts_with("2026-") && t.ends_with('Z'))
-    {
-        tokens[i] = time(at_us - 3_000);
-    }
-    tokens.join(" ") + "\n"
-}
-
 /// `count` copies of fixture line `n`, one per 100 ms up to a few seconds ago, in one record.
 fn record_of(n: usize, count: i64) -> Vec<u8> {
     let now = now_ms() as i64 * 1000;
     (0..count)
-        .map(|i| cause_line_at(n, now - 5_000_000 - i * 100_000))
+        .map(|i| cause_line_at(n, now - 5_000_000 - i * 100_000) + "\n")
         .collect::<String>()
         .into_bytes()
 }

@@ -16,6 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+use fixtures::cause_line_at;
+
 use albwatch::aggregate::{AggregateConfig, Aggregator};
 use albwatch::classify::LoadBalancers;
 use albwatch::decode::DecodeLimits;
@@ -1536,7 +1540,6 @@ async fn the_s3_forwarder_delivers_every_line_of_an_object_once() {
 
 /// Real ALB lines on one target (`10.0.1.17:8080`): line 0 a healthy 200, line 28 a refused
 /// connection (502, processing times -1).
-const FIXTURE: &str = include_str!("fixtures/causes.log");
 const HEALTHY: usize = 0;
 const REFUSED: usize = 28;
 const SECOND_US: i64 = 1_000_000;
@@ -1547,26 +1550,6 @@ fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
-}
-
-/// Fixture line `n` re-timed to `at` (µs) — its `time` and, 3 ms earlier, its
-/// `request_creation_time` — with its newline.
-fn fixture_line_at(n: usize, at: i64) -> String {
-    let time = albwatch::alert::text::rfc3339_ms;
-    let mut tokens: Vec<String> = FIXTURE
-        .lines()
-        .nth(n)
-        .expect("fixture line")
-        .split(' ')
-        .map(str::to_string)
-        .collect();
-    tokens[1] = time(at);
-    let created = tokens
-        .iter()
-        .rposition(|t| t.starts_with("2026-") && t.ends_with('Z'))
-        .expect("request_creation_time");
-    tokens[created] = time(at - 3_000);
-    tokens.join(" ") + "\n"
 }
 
 /// The complete JSON lines `--alerts-out` holds so far (none while the file is missing).
@@ -1598,10 +1581,10 @@ async fn lines_six_minutes_old_raise_their_alert_at_their_event_time() {
     let bucket = (now_us() - 360 * SECOND_US).div_euclid(BUCKET_US) * BUCKET_US;
     let burst_start = bucket + SECOND_US;
     let healthy: Vec<String> = (0..90)
-        .map(|i| fixture_line_at(HEALTHY, bucket - 30 * SECOND_US + i * 333_000))
+        .map(|i| cause_line_at(HEALTHY, bucket - 30 * SECOND_US + i * 333_000) + "\n")
         .collect();
     let refused: String = (0..20)
-        .map(|i| fixture_line_at(REFUSED, burst_start + i * 100_000))
+        .map(|i| cause_line_at(REFUSED, burst_start + i * 100_000) + "\n")
         .collect();
     for chunk in healthy.chunks(30) {
         put(&c, STREAM, chunk.concat().into_bytes(), None).await;
