@@ -10,28 +10,29 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::Url;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::aggregate::Aggregator;
 use crate::alert::notify::{AlertmanagerMetrics, Notifier, Timestamps, ValidAlertmanagerConfig};
 use crate::alert::{AlertEngine, Status, Transition};
 use crate::clock::{daemon_clock, wall_clock_us};
 use crate::config::Config;
-use crate::demo::DemoTraffic;
 use crate::event_time::metrics::EventTimeMetrics;
 use crate::event_time::{Evaluator, InputKind, Timeline};
 use crate::export::WallClock;
 use crate::export::admin::{self, Health};
 use crate::export::{new_registry, register_snapshot_metrics};
 use crate::input::firehose::{self, FirehoseMetrics};
+use crate::input::kinesis::checkpoint::FileCheckpointStore;
+use crate::input::kinesis::consumer::{self, ConsumerError};
 use crate::input::kinesis::{KinesisMetrics, SdkApi};
-use crate::input::{PartitionInput, PartitionSource, PartitionTiming, Shutdown, demo, files};
+use crate::input::{Input, InputContext, PartitionTiming, Shutdown};
 use crate::pipeline::Pool;
 
 /// How long shutdown may take before the process gives up on draining.
@@ -40,20 +41,6 @@ pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
 /// How often the evaluator looks at the watermark (wall clock). Evaluation itself happens at
 /// event-time ticks; this only bounds how soon after the data a tick is evaluated.
 const EVALUATE_EVERY: Duration = Duration::from_secs(1);
-
-/// Where the daemon's log lines come from.
-#[derive(Debug, Clone)]
-pub enum Input {
-    /// Files read to their end, or followed as they grow.
-    Files { paths: Vec<PathBuf>, follow: bool },
-    /// The built-in traffic generator with scripted incidents, in wall-clock time.
-    Demo {
-        seed: u64,
-        requests_per_sec: u32,
-        /// Where in its cycle the incident script starts, in seconds.
-        script_offset_secs: u32,
-    },
-}
 
 /// Runs the daemon until `stop` resolves (a signal, or the demo's `--duration`), calling
 /// `on_alert` for every alert transition.
@@ -99,87 +86,28 @@ pub async fn run(
         Arc::new(move || future_clock().saturating_add(max_future)),
         Some(pipeline_metrics),
     )?;
-    let timing = PartitionTiming {
-        out_of_order_us: cfg.event_time.out_of_order_us(),
-        idle_us: cfg.event_time.idle_timeout_us(),
-    };
-    let partitions = |input| {
-        PartitionSource::new(
-            input,
-            timing,
-            timeline.clone(),
-            pool.submitter(),
-            Arc::clone(&wall),
-        )
-    };
-
     // One signal stops every input; the admin server and the evaluator stop after the drain.
     let (stop_inputs, inputs_stop) = Shutdown::channel();
+    let ctx = InputContext {
+        timeline: timeline.clone(),
+        submitter: pool.submitter(),
+        wall_clock: Arc::clone(&wall),
+        timing: PartitionTiming {
+            out_of_order_us: cfg.event_time.out_of_order_us(),
+            idle_us: cfg.event_time.idle_timeout_us(),
+        },
+        batch_bytes: cfg.batch_bytes,
+        max_line_bytes: cfg.pool.max_line_bytes,
+        stop: inputs_stop.clone(),
+    };
 
     // The Firehose endpoint is bound before the admin server takes the registry, so its
     // metrics are registered; it stops first on shutdown (draining: new requests get 503).
-    let firehose_task = match cfg.firehose.addr {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the Firehose endpoint {addr}"))?;
-            let scheme = if cfg.firehose.is_tls() {
-                "https"
-            } else {
-                "http"
-            };
-            eprintln!(
-                "albwatch: Firehose endpoint on {scheme}://{}",
-                listener.local_addr()?
-            );
-            let metrics = FirehoseMetrics::register(&registry, &cfg.firehose)?;
-            Some(tokio::spawn(firehose::serve(
-                listener,
-                cfg.firehose.clone(),
-                partitions(InputKind::Firehose),
-                metrics,
-                inputs_stop.clone(),
-                inputs_stop.clone().wait(),
-            )))
-        }
-        None => None,
-    };
-
+    let firehose_task = start_firehose(&cfg, &registry, &ctx).await?;
     // The Kinesis consumer holds the pool's submitter until it returns, so it is stopped and
     // awaited (final checkpoints written after its batches are acknowledged) before the pool
-    // finishes. Checkpoints are opened now so a bad directory fails before anything runs.
-    let kinesis_task = match cfg.kinesis.stream.clone() {
-        Some(stream) => {
-            let store = crate::input::kinesis::checkpoint::FileCheckpointStore::open(
-                cfg.kinesis.checkpoint_dir.clone(),
-            )?;
-            let metrics = KinesisMetrics::register(&registry)?;
-            let client =
-                crate::input::kinesis::consumer::sdk_client(cfg.kinesis.region.as_deref()).await;
-            eprintln!("albwatch: reading Kinesis stream {stream}");
-            let consumer = crate::input::kinesis::consumer::run(
-                SdkApi::new(client, stream),
-                cfg.kinesis.clone(),
-                Arc::new(store),
-                partitions(InputKind::Kinesis),
-                metrics,
-                crate::decode::DecodeLimits {
-                    max_line_bytes: cfg.pool.max_line_bytes,
-                    ..Default::default()
-                },
-                inputs_stop.receiver(),
-            );
-            Some(tokio::spawn(async move {
-                // Said at once, not at shutdown: the rest of the daemon keeps running.
-                let result = consumer.await;
-                if let Err(e) = &result {
-                    eprintln!("albwatch: Kinesis input stopped: {e}");
-                }
-                result
-            }))
-        }
-        None => None,
-    };
+    // finishes.
+    let kinesis_task = start_kinesis(&cfg, &registry, &ctx).await?;
 
     // The evaluator and the notifier exist before the admin server, which shows the active
     // alerts; the notifier's senders start now so a slow Alertmanager is already being
@@ -221,54 +149,7 @@ pub async fn run(
         outputs_stop.clone().wait(),
     ));
 
-    let mut input_threads = Vec::new();
-    let (batch_bytes, max_line) = (cfg.batch_bytes, cfg.pool.max_line_bytes);
-    let open = |spec| PartitionInput::open(&timeline, spec, pool.submitter(), Arc::clone(&wall));
-    for input in inputs {
-        let stopping = inputs_stop.clone();
-        match input {
-            Input::Files {
-                paths,
-                follow: false,
-            } if !paths.is_empty() => {
-                let input = open(files::run_partition(timing.out_of_order_us));
-                input_threads.push(std::thread::spawn(move || {
-                    files::read_run(&paths, &input, batch_bytes, max_line, &stopping);
-                }));
-            }
-            Input::Files { paths, .. } => {
-                // Followed files advance independently: a thread and a partition each.
-                for path in paths {
-                    let input = open(files::follow_partition(
-                        &path,
-                        timing.out_of_order_us,
-                        timing.idle_us,
-                    ));
-                    let stopping = stopping.clone();
-                    input_threads.push(std::thread::spawn(move || {
-                        if let Err(e) =
-                            files::follow(&path, &input, batch_bytes, max_line, &stopping)
-                        {
-                            eprintln!("albwatch: {}: {e}", path.display());
-                        }
-                    }));
-                }
-            }
-            Input::Demo {
-                seed,
-                requests_per_sec,
-                script_offset_secs,
-            } => {
-                let input = open(demo::partition(timing.idle_us));
-                let wall = Arc::clone(&wall);
-                input_threads.push(std::thread::spawn(move || {
-                    let traffic = DemoTraffic::new(seed, wall(), requests_per_sec)
-                        .skip_script(script_offset_secs);
-                    demo::run(traffic, &input, &wall, &stopping);
-                }));
-            }
-        }
-    }
+    let input_threads = ctx.spawn(inputs);
 
     let evaluation = Evaluation {
         timeline: timeline.clone(),
@@ -276,7 +157,7 @@ pub async fn run(
         notifier: Arc::clone(&notifier),
         metrics: event_metrics,
         on_alert,
-        wall: Arc::clone(&wall),
+        wall,
     };
     let alert_task = tokio::spawn(evaluate_every(evaluation.clone(), outputs_stop.clone()));
     health.set_ready(true);
@@ -363,6 +244,74 @@ impl Evaluation {
             (self.on_alert)(t);
         }
     }
+}
+
+/// Binds and serves the Firehose endpoint when `firehose.addr` is set.
+async fn start_firehose(
+    cfg: &Config,
+    registry: &prometheus::Registry,
+    ctx: &InputContext,
+) -> anyhow::Result<Option<JoinHandle<std::io::Result<()>>>> {
+    let Some(addr) = cfg.firehose.addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the Firehose endpoint {addr}"))?;
+    let scheme = if cfg.firehose.is_tls() {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!(
+        "albwatch: Firehose endpoint on {scheme}://{}",
+        listener.local_addr()?
+    );
+    let metrics = FirehoseMetrics::register(registry, &cfg.firehose)?;
+    Ok(Some(tokio::spawn(firehose::serve(
+        listener,
+        cfg.firehose.clone(),
+        ctx.source(InputKind::Firehose),
+        metrics,
+        ctx.stop.clone(),
+        ctx.stop.clone().wait(),
+    ))))
+}
+
+/// Starts the Kinesis consumer when `kinesis.stream` is set. Checkpoints are opened now, so a
+/// bad directory fails before anything runs.
+async fn start_kinesis(
+    cfg: &Config,
+    registry: &prometheus::Registry,
+    ctx: &InputContext,
+) -> anyhow::Result<Option<JoinHandle<Result<(), ConsumerError>>>> {
+    let Some(stream) = cfg.kinesis.stream.clone() else {
+        return Ok(None);
+    };
+    let store = FileCheckpointStore::open(cfg.kinesis.checkpoint_dir.clone())?;
+    let metrics = KinesisMetrics::register(registry)?;
+    let client = consumer::sdk_client(cfg.kinesis.region.as_deref()).await;
+    eprintln!("albwatch: reading Kinesis stream {stream}");
+    let consumer = consumer::run(
+        SdkApi::new(client, stream),
+        cfg.kinesis.clone(),
+        Arc::new(store),
+        ctx.source(InputKind::Kinesis),
+        metrics,
+        crate::decode::DecodeLimits {
+            max_line_bytes: cfg.pool.max_line_bytes,
+            ..Default::default()
+        },
+        ctx.stop.receiver(),
+    );
+    Ok(Some(tokio::spawn(async move {
+        // Said at once, not at shutdown: the rest of the daemon keeps running.
+        let result = consumer.await;
+        if let Err(e) = &result {
+            eprintln!("albwatch: Kinesis input stopped: {e}");
+        }
+        result
+    })))
 }
 
 /// Steps `evaluation` every second until `stop` is set.

@@ -412,6 +412,14 @@ mod tests {
         );
         assert!(err("[alerts]\nwindow_secs = 120").starts_with("alerts.window_secs"));
         assert!(
+            err("[event_time]\nidle_timeout_secs = 0").starts_with("event_time.idle_timeout_secs")
+        );
+        assert!(
+            err("[event_time]\nout_of_order_secs = 90000")
+                .starts_with("event_time.out_of_order_secs")
+        );
+        assert!(err("[event_time]\nwatermark = 1").contains("watermark"));
+        assert!(
             err("[alerts.rules.target_5xx]\nmin_share = 1.5")
                 .starts_with("alerts.rules.target_5xx.min_share")
         );

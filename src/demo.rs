@@ -146,6 +146,10 @@ pub const INCIDENTS: &[Incident] = &[
     },
 ];
 
+/// Where `albwatch demo` starts its script by default: 20 s before the first incident, so a
+/// new user sees an alert within a minute.
+pub const DEFAULT_SCRIPT_OFFSET_SECS: u32 = 100;
+
 /// Quiet time after the last incident, so the next cycle starts as calmly as the first.
 const QUIET_AFTER_LAST_SECS: u32 = 120;
 

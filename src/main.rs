@@ -15,9 +15,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use albwatch::alert::notify::{AlertmanagerMetrics, Notifier, Timestamps};
 use albwatch::alert::{Status, Transition};
-use albwatch::app::{self, Input};
+use albwatch::app;
 use albwatch::classify::{Cause, LbSettings, LoadBalancers, classify};
 use albwatch::config::{Config, ConfigError, RawConfig};
+use albwatch::input::Input;
 use albwatch::lines::{self, DEFAULT_MAX_LINE_BYTES, Line, LineReader};
 use albwatch::parse::parse_line;
 use albwatch::render;
@@ -112,7 +113,7 @@ struct DemoArgs {
     /// Start the incident script this many seconds into its cycle: the first incident begins
     /// at 120, so the default 100 shows it twenty seconds after starting (0: two quiet
     /// minutes first).
-    #[arg(long, value_name = "SECS", default_value_t = 100)]
+    #[arg(long, value_name = "SECS", default_value_t = albwatch::demo::DEFAULT_SCRIPT_OFFSET_SECS)]
     start_offset: u32,
     /// Configuration file (TOML) for thresholds and windows.
     #[arg(long, value_name = "FILE")]

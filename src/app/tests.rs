@@ -11,6 +11,7 @@ use crate::alert::AlertConfig;
 use crate::alert::notify::AlertmanagerConfig;
 use crate::classify::LoadBalancers;
 use crate::event_time::PartitionSpec;
+use crate::input::{PartitionInput, files};
 use crate::pipeline::{PoolConfig, RawBatch};
 use crate::test_support::{cause_line, retimed_tokens};
 

@@ -15,16 +15,120 @@ pub mod firehose;
 pub mod kinesis;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
 use crate::decode::{DecodeLimits, Records};
+use crate::demo::DemoTraffic;
 use crate::event_time::{
     InputKind, MAX_PARTITIONS_PER_INPUT, OVERFLOW_PARTITION, PartitionSpec, Stamp, Timeline,
 };
 use crate::export::WallClock;
 use crate::pipeline::{RawBatch, SubmitError, Submitter};
+
+/// The inputs that run on threads of their own.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Files read to their end, or followed as they grow.
+    Files { paths: Vec<PathBuf>, follow: bool },
+    /// The built-in traffic generator with scripted incidents, in wall-clock time.
+    Demo {
+        seed: u64,
+        requests_per_sec: u32,
+        /// Where in its cycle the incident script starts, in seconds.
+        script_offset_secs: u32,
+    },
+}
+
+/// What every input gets from the daemon: the timeline its partitions join, the pool's
+/// queue, the wall clock (idleness), the batch and line bounds and the stop signal.
+pub struct InputContext {
+    pub timeline: Timeline,
+    pub submitter: Submitter,
+    pub wall_clock: WallClock,
+    pub timing: PartitionTiming,
+    pub batch_bytes: usize,
+    pub max_line_bytes: usize,
+    pub stop: Shutdown,
+}
+
+impl InputContext {
+    /// The partition `spec` names.
+    pub fn open(&self, spec: PartitionSpec) -> PartitionInput {
+        PartitionInput::open(
+            &self.timeline,
+            spec,
+            self.submitter.clone(),
+            Arc::clone(&self.wall_clock),
+        )
+    }
+
+    /// The partitions of an input whose names arrive with the data.
+    pub fn source(&self, input: InputKind) -> PartitionSource {
+        PartitionSource::new(
+            input,
+            self.timing,
+            self.timeline.clone(),
+            self.submitter.clone(),
+            Arc::clone(&self.wall_clock),
+        )
+    }
+
+    /// Starts each of `inputs` on a thread of its own (a followed file each); they run until
+    /// their data ends or the stop signal, and hold the pool's queue until they return.
+    pub fn spawn(self, inputs: Vec<Input>) -> Vec<JoinHandle<()>> {
+        let (batch_bytes, max_line) = (self.batch_bytes, self.max_line_bytes);
+        let mut threads = Vec::new();
+        for input in inputs {
+            let stop = self.stop.clone();
+            match input {
+                Input::Files {
+                    paths,
+                    follow: false,
+                } if !paths.is_empty() => {
+                    let input = self.open(files::run_partition(self.timing.out_of_order_us));
+                    threads.push(std::thread::spawn(move || {
+                        files::read_run(&paths, &input, batch_bytes, max_line, &stop);
+                    }));
+                }
+                Input::Files { paths, .. } => {
+                    for path in paths {
+                        let input = self.open(files::follow_partition(
+                            &path,
+                            self.timing.out_of_order_us,
+                            self.timing.idle_us,
+                        ));
+                        let stop = stop.clone();
+                        threads.push(std::thread::spawn(move || {
+                            if let Err(e) =
+                                files::follow(&path, &input, batch_bytes, max_line, &stop)
+                            {
+                                eprintln!("albwatch: {}: {e}", path.display());
+                            }
+                        }));
+                    }
+                }
+                Input::Demo {
+                    seed,
+                    requests_per_sec,
+                    script_offset_secs,
+                } => {
+                    let input = self.open(demo::partition(self.timing.idle_us));
+                    let wall = Arc::clone(&self.wall_clock);
+                    threads.push(std::thread::spawn(move || {
+                        let traffic = DemoTraffic::new(seed, wall(), requests_per_sec)
+                            .skip_script(script_offset_secs);
+                        demo::run(traffic, &input, &wall, &stop);
+                    }));
+                }
+            }
+        }
+        threads
+    }
+}
 
 /// The one signal that stops the inputs (and, a second one, the outputs after the drain):
 /// set once at shutdown; input threads poll it, tasks await it.
