@@ -122,9 +122,9 @@ pub fn write_json(out: &mut Vec<u8>, e: &LogEntry<'_>, cause: Cause) {
         let _ = write!(out, ",\"{key}\":");
         match (*key, value) {
             (_, None) => out.extend_from_slice(b"null"),
-            ("actions_executed", Some(list)) => {
+            ("actions_executed", Some(_)) => {
                 out.push(b'[');
-                for (i, action) in list.split(b',').enumerate() {
+                for (i, action) in e.actions().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
@@ -264,6 +264,20 @@ mod tests {
         assert_eq!(v["elb_error_code"], serde_json::Value::Null);
         assert_eq!(v["cause"], "malformed_request");
         assert_eq!(v.as_object().map(|o| o.len()), Some(41));
+    }
+
+    /// Regression (issue: parse gaps): the fixture lines as Athena-named JSON.
+    #[test]
+    fn trailing_space_request_and_empty_actions_render_as_such() {
+        let v = json(
+            include_str!("../tests/fixtures/regressions/request-trailing-space.log").trim_end(),
+        );
+        assert_eq!(v["request_url"], "http://www.example.com:80/");
+        assert_eq!(v["request_proto"], "HTTP/1.0");
+        let v = json(
+            include_str!("../tests/fixtures/regressions/actions-executed-empty.log").trim_end(),
+        );
+        assert_eq!(v["actions_executed"], serde_json::json!([]));
     }
 
     #[test]

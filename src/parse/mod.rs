@@ -201,11 +201,13 @@ impl<'a> LogEntry<'a> {
         self.request_creation_time.map(|c| self.time - c)
     }
 
-    /// The comma-separated entries of `actions_executed`, in execution order.
+    /// The comma-separated entries of `actions_executed`, in execution order. A field
+    /// written as `""` holds no action (not one empty one), and neither does an empty entry.
     pub fn actions(&self) -> impl Iterator<Item = Text<'a>> + 'a {
         self.actions_executed()
             .into_iter()
             .flat_map(|a| a.split(b','))
+            .filter(|a| !a.is_empty())
     }
 
     pub fn has_action(&self, action: &str) -> bool {
@@ -456,7 +458,12 @@ fn part(bytes: &[u8]) -> Option<Text<'_>> {
 }
 
 fn request_line(field: Text<'_>) -> RequestLine<'_> {
-    let bytes = field.as_bytes();
+    // Some clients send a space after the protocol (`"GET http://host:80/ HTTP/1.0 "`); it
+    // separates nothing, so the protocol is still the last word.
+    let mut bytes = field.as_bytes();
+    while let [rest @ .., b' '] = bytes {
+        bytes = rest;
+    }
     // The method and the protocol are a few bytes from either end: short searches from each
     // end beat `memchr` calls.
     let Some(first) = swar::first_byte(bytes, b' ') else {

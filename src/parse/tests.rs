@@ -324,6 +324,27 @@ fn fuzz_quoted_elb_with_a_space() {
     assert_eq!(kind(input), ErrorKind::BadElb);
 }
 
+/// Regression (issue: parse gaps): a space after the protocol is not part of the URL.
+#[test]
+fn a_request_line_with_a_trailing_space_keeps_its_protocol() {
+    let line = include_str!("../../tests/fixtures/regressions/request-trailing-space.log");
+    let e = parse(line.trim_end_matches('\n'));
+    let r = e.request();
+    assert_eq!(r.verb.expect("verb"), "GET");
+    assert_eq!(r.url.expect("url"), "http://www.example.com:80/");
+    assert_eq!(r.proto.expect("protocol"), "HTTP/1.0");
+}
+
+/// Regression (issue: parse gaps): `actions_executed` written as `""` lists no action.
+#[test]
+fn an_empty_actions_executed_holds_no_action() {
+    let line = include_str!("../../tests/fixtures/regressions/actions-executed-empty.log");
+    let e = parse(line.trim_end_matches('\n'));
+    assert_eq!(e.actions_executed().map(|a| a.len()), Some(0));
+    assert_eq!(e.actions().count(), 0);
+    assert!(e.last_action().is_none());
+}
+
 #[test]
 fn parse_error_reports_the_field() {
     let line = example(0).replacen(" 200 200 ", " 200 OK ", 1);
