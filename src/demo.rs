@@ -236,7 +236,7 @@ struct Group {
     lb: usize,
     /// Share of its load balancer's forwarded requests, percent.
     weight: u64,
-    /// Empty for a Lambda group: Lambda entries log target `-` (spec §1.4 example).
+    /// Empty for a Lambda group: AWS logs `target:port` as `-` when the target is a Lambda.
     targets: &'static [&'static str],
     /// `matched_rule_priority` of the listener rule routing to the group (`0` = default).
     rule: &'static str,
@@ -919,7 +919,7 @@ struct Line<'a> {
     target_status_list: &'a str,
 }
 
-/// Writes one full 36-field line, with its `\n`, in the field order of spec §1.2.
+/// Writes one full 36-field line, with its `\n`, in the field order AWS documents for ALB logs.
 fn write_line(out: &mut Vec<u8>, r: &mut SplitMix64, l: &Line<'_>) {
     let _ = write!(out, "{} ", l.conn);
     write_timestamp(out, l.time_us, true);

@@ -1,5 +1,7 @@
 //! `albwatch firehose-send`: a load driver that plays Amazon Data Firehose against an HTTP
-//! endpoint (ours in `firehose/`, or anyone's). It owns the client side of the reference's §4:
+//! endpoint (ours in `firehose/`, or anyone's). It owns the client side of the Firehose HTTP
+//! endpoint delivery protocol
+//! (<https://docs.aws.amazon.com/firehose/latest/dev/httpdeliveryrequestresponse.html>):
 //! it reads ALB log files (plain or gzip, through [`crate::lines`]), packs their lines into
 //! base64 records and requests within Firehose's limits (10 000 records, 1 024 000 raw bytes a
 //! record, a byte budget a request), sends them with the spec's headers and optional gzip body
@@ -532,8 +534,9 @@ enum Verdict {
     Retry { why: String, bad_200: bool },
 }
 
-/// Judges one answer the way Firehose does (reference §4.1 and §4.3). `truncated` says the body
-/// went past 1 MiB and only its start is in `body`.
+/// Judges one answer the way Firehose does: only a 200 that meets the response spec succeeds,
+/// 413 drops the batch, and anything else is retried. `truncated` says the body went past 1 MiB
+/// and only its start is in `body`.
 fn judge(status: u16, headers: &HeaderMap, body: &[u8], truncated: bool, id: &str) -> Verdict {
     match status {
         200 => match conforms(headers, body, truncated, id) {

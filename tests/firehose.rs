@@ -1,11 +1,11 @@
 //! The Firehose HTTP endpoint over real sockets, driven the way Amazon Data Firehose drives it
-//! (spec §4): requests built byte for byte like the §4.6 example — headers, base64 records,
-//! optional gzip body, the same request id on retries — sent by a raw HTTP/1.1 client over a
-//! loopback TCP (or TLS) connection, and every response checked against the response spec
-//! (status, `Content-Type: application/json`, `Content-Length`, no `Content-Encoding`, the
-//! request id echoed, an integer timestamp). Behind the endpoint runs the real pipeline: a
-//! `Pool` of workers merging into an `Aggregator`, whose totals prove each line is counted
-//! exactly once.
+//! (HTTP endpoint delivery): requests built byte for byte as Firehose builds them — headers,
+//! base64 records, optional gzip body, the same request id on retries — sent by a raw HTTP/1.1
+//! client over a loopback TCP (or TLS) connection, and every response checked against the
+//! response spec (status, `Content-Type: application/json`, `Content-Length`, no
+//! `Content-Encoding`, the request id echoed, an integer timestamp). Behind the endpoint runs
+//! the real pipeline: a `Pool` of workers merging into an `Aggregator`, whose totals prove each
+//! line is counted exactly once.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -32,8 +32,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The §4.6 example: its request id, access key, and body (698 bytes, one record holding the
-/// AWS example log line with a trailing newline).
+/// The sample delivery request: its request id, access key, and body (698 bytes, one record
+/// holding the AWS example log line with a trailing newline).
 const SPEC_ID: &str = "ed4acda5-034f-9f42-bba1-f29aea6d7d8f";
 const SPEC_KEY: &str = "my-secret-api-key";
 const SPEC_BODY: &str = r#"{"requestId":"ed4acda5-034f-9f42-bba1-f29aea6d7d8f","timestamp":1578090901599,"records":[{"data":"aHR0cCAyMDE4LTA3LTAyVDIyOjIzOjAwLjE4NjY0MVogYXBwL215LWxvYWRiYWxhbmNlci81MGRjNmM0OTVjMGM5MTg4IDE5Mi4xNjguMTMxLjM5OjI4MTcgMTAuMC4wLjE6ODAgMC4wMDAgMC4wMDEgMC4wMDAgMjAwIDIwMCAzNCAzNjYgIkdFVCBodHRwOi8vd3d3LmV4YW1wbGUuY29tOjgwLyBIVFRQLzEuMSIgImN1cmwvNy40Ni4wIiAtIC0gYXJuOmF3czplbGFzdGljbG9hZGJhbGFuY2luZzp1cy1lYXN0LTI6MTIzNDU2Nzg5MDEyOnRhcmdldGdyb3VwL215LXRhcmdldHMvNzNlMmQ2YmMyNGQ4YTA2NyAiUm9vdD0xLTU4MzM3MjYyLTM2ZDIyOGFkNWQ5OTkyMzEyMmJiZTM1NCIgIi0iICItIiAwIDIwMTgtMDctMDJUMjI6MjI6NDguMzY0MDAwWiAiZm9yd2FyZCIgIi0iICItIiAiMTAuMC4wLjE6ODAiICIyMDAiICItIiAiLSIgVElEXzEyMzRhYmNkNTY3OGVmOTAgIi0iICItIiAiLSIK"}]}"#;
@@ -196,7 +196,7 @@ struct Request {
 }
 
 impl Request {
-    /// The §4.6 request for `body` with `id` in the header, plain or gzip'd.
+    /// The sample delivery request for `body` with `id` in the header, plain or gzip'd.
     fn firehose(id: &str, body: &[u8], gzip: bool) -> Request {
         let mut headers: Vec<(String, String)> = [
             ("Host", "ingest.example.com"),
@@ -321,7 +321,7 @@ impl Reply {
         serde_json::from_slice(&self.body).expect("JSON body")
     }
 
-    /// Asserts the response spec (§4.3) and the expected status; returns the body.
+    /// Asserts Firehose's response requirements and the expected status; returns the body.
     fn check(&self, status: u16, request_id: &str) -> serde_json::Value {
         assert_eq!(
             self.status,
@@ -429,7 +429,7 @@ fn cloudwatch(message_type: &str, messages: &[&str]) -> Vec<u8> {
     gzip_bytes(&serde_json::to_vec(&envelope).expect("json"))
 }
 
-/// The §4.6 log line as a JSON record with AWS field names (vended-log `json` format).
+/// The sample log line as a JSON record with AWS field names (vended-log `json` format).
 fn json_record() -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "type": "http",
@@ -481,7 +481,7 @@ async fn the_spec_example_is_accepted_plain_and_gzipped() {
     assert!(String::from_utf8_lossy(&plain.head(698)).contains("Content-Length: 698\r\n"));
     let reply = h.send(&plain).await;
     let v = reply.check(200, SPEC_ID);
-    // `{"requestId":"<36>","timestamp":<13 digits>}` is the 78 bytes of §4.6.
+    // `{"requestId":"<36>","timestamp":<13 digits>}` is 78 bytes.
     assert_eq!(reply.body.len(), 78, "{v}");
     assert_eq!(h.counted(), 1);
 

@@ -1,8 +1,9 @@
 //! `firehose_send::run` against real loopback servers: an axum endpoint that records every
 //! request and answers from a per-test script (spec-conforming or not), and a raw-TCP endpoint
 //! for answers no well-behaved server framework would produce (chunked 200s, gzip'd replies,
-//! dropped connections, silence). Checks the wire format of §4.2/§4.6, the retry rules of §4.1
-//! and the report's counts.
+//! dropped connections, silence). Checks the wire format (Firehose's headers, base64 records,
+//! optional gzip body), the retry rules (only a conforming 200 succeeds, 413 is final, the rest
+//! is retried) and the report's counts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -212,7 +213,7 @@ fn scratch(name: &str) -> Scratch {
     Scratch(dir)
 }
 
-/// `n` distinct ALB-shaped lines (the §4.6 example with a varying client port).
+/// `n` distinct ALB-shaped lines (the AWS example HTTP line with a varying client port).
 fn alb_lines(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {

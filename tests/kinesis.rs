@@ -149,7 +149,7 @@ fn cwl_envelope(message_type: &str, n: usize) -> Vec<u8> {
     gzip(body.to_string().as_bytes())
 }
 
-/// A KPL aggregate (spec §5.7) of `user_records`, as the KPL writes it: magic, the
+/// A KPL aggregate of `user_records`, as the KPL writes it: magic, the
 /// `AggregatedRecord` protobuf (one partition key, every user record pointing at it), its MD5.
 fn kpl_aggregate(user_records: &[Vec<u8>]) -> Vec<u8> {
     use md5::{Digest, Md5};
@@ -1076,7 +1076,7 @@ fn promtool_check(exposition: &str) {
     );
 }
 
-/// KPL aggregates through the emulator (spec §5.7): user records of every kind (plain lines,
+/// KPL aggregates through the emulator: user records of every kind (plain lines,
 /// gzip'd lines, a gzip'd CloudWatch Logs envelope) come out as their lines, each aggregate
 /// is one Kinesis record; an aggregate whose MD5 does not match is passed through as a plain
 /// record, as the KCL does, so none of its lines is counted as an ALB entry. A plain gzip'd
@@ -1322,7 +1322,7 @@ async fn a_hard_killed_daemon_resumes_from_its_checkpoint_and_loses_nothing() {
     );
 }
 
-/// ChildShards (spec §5.5): with a ListShards that never shows a split's children, the
+/// ChildShards: with a ListShards that never shows a split's children, the
 /// consumer still reads them, learned from the parent's last GetRecords, and only after the
 /// parent's ShardEnd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

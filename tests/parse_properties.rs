@@ -1,13 +1,13 @@
 //! Property tests for `albwatch::parse::parse_line`. They prove four things over randomly
-//! generated access-log records (every field of spec §1.2, with `-` anywhere a field is
+//! generated access-log records (every field AWS documents, with `-` anywhere a field is
 //! optional, raw spaces and `\x22`/`\"` escapes inside quoted fields, IPv6 endpoints, 12 to 36
 //! fields, ignored future fields and an optional `\r`): every rendered line parses, and parses
 //! back to exactly the record it came from; a deliberately naive byte-by-byte tokenizer written
-//! from spec §1.3 (the oracle) sees the same fields as the parser; and on arbitrary bytes and
-//! on valid lines with a byte flipped, inserted, deleted or appended, the parser never panics
-//! and never accepts a line whose columns the oracle would read differently. Finally, the fast
-//! tokenizer (`fields::split`) and the `nom` one (`fields::split_nom`) both split every line,
-//! valid, damaged or random, exactly as the oracle does.
+//! from the tokenizing rules (the oracle) sees the same fields as the parser; and on arbitrary
+//! bytes and on valid lines with a byte flipped, inserted, deleted or appended, the parser
+//! never panics and never accepts a line whose columns the oracle would read differently.
+//! Finally, the fast tokenizer (`fields::split`) and the `nom` one (`fields::split_nom`) both
+//! split every line, valid, damaged or random, exactly as the oracle does.
 
 use albwatch::parse::fields::{split, split_nom};
 use albwatch::parse::{LogEntry, Text, parse_line};
@@ -34,8 +34,10 @@ fn config() -> Config {
 // ---------------------------------------------------------------------------------------------
 // The oracle.
 
-/// Splits one line the way spec §1.3 describes, one byte at a time. It is slow and obvious on
-/// purpose, so that when it and the memchr/nom tokenizer disagree the tokenizer is the suspect.
+/// Splits one line one byte at a time: a field that opens with `"` ends at the next `"` followed
+/// by a space or the end of the line, any other field at the next space. It is slow and obvious
+/// on purpose, so that when it and the memchr/nom tokenizer disagree the tokenizer is the
+/// suspect.
 /// `None` means a quoted field never closes.
 fn oracle(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     #[derive(Clone, Copy)]
@@ -51,7 +53,7 @@ fn oracle(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     }
     use State::*;
 
-    // `parse_line` takes a line with or without its terminator; the spec then drops one `\r`.
+    // `parse_line` takes a line with or without its terminator, then drops one `\r`.
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
 
@@ -242,7 +244,7 @@ struct Record {
     cr: bool,
 }
 
-/// Fields AWS writes in quotes (spec §1.2, column Q).
+/// Fields AWS writes in quotes (the quoted names in its field list).
 const QUOTED: [usize; 15] = [13, 14, 18, 19, 20, 23, 24, 25, 26, 27, 28, 29, 31, 32, 33];
 
 fn dash<T>(v: &Option<T>, f: impl FnOnce(&T) -> String) -> String {
@@ -454,7 +456,7 @@ fn request() -> impl Strategy<Value = Request> {
 }
 
 /// Free text inside quotes: printable ASCII, `"` and `\` escaped, plus a raw `"` that is not
-/// followed by a space (§1.3: such a quote is data, not the end of the field) and some UTF-8
+/// followed by a space (such a quote is data, not the end of the field) and some UTF-8
 /// (the parser works on bytes and must not care).
 fn quoted_text() -> impl Strategy<Value = String> {
     let piece = prop_oneof![
@@ -740,13 +742,13 @@ fn decimal(b: &[u8]) -> Option<u64> {
     })
 }
 
-/// `ip:port` split on the last colon (spec §1.3 rule 7).
+/// `ip:port` split on the last colon, so unbracketed IPv6 addresses work.
 fn endpoint(b: &[u8]) -> Option<(&[u8], u64)> {
     let colon = b.iter().rposition(|&c| c == b':')?;
     Some((&b[..colon], decimal(&b[colon + 1..])?))
 }
 
-/// Spec §1.3 rule 5: method up to the first space, version after the last, URL in between,
+/// The request line: method up to the first space, version after the last, URL in between,
 /// `-` parts absent.
 fn split_request(field: &[u8]) -> [Option<&[u8]>; 3] {
     fn part(b: &[u8]) -> Option<&[u8]> {
@@ -1089,7 +1091,7 @@ fn stamps_render_known_dates() {
     }
 }
 
-/// The oracle itself, on the tokenizer cases of spec §1.3.
+/// The oracle itself, on the tokenizer's edge cases (quotes, escapes, doubled spaces, `\r`).
 #[test]
 fn oracle_follows_the_spec() {
     let split = |l: &[u8]| {

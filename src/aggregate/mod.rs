@@ -32,7 +32,7 @@ const MINUTE_US: i64 = 60 * SECOND_US;
 
 /// Upper bounds of the classic target-response-time histogram, in seconds: dense where
 /// applications answer, with edges at the 10 s connect timeout and the 60 s default idle
-/// timeout so timeout-driven latencies stand out (spec §6.4).
+/// timeout so timeout-driven latencies stand out.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];

@@ -79,7 +79,7 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// The Alertmanager v2 `postableAlert` object (spec §6.6) plus a `status` field:
+    /// The Alertmanager API v2 `postableAlert` object plus a `status` field:
     /// `labels`, `annotations`, `startsAt`, and `endsAt` when the end is known. Times are RFC
     /// 3339 UTC with milliseconds. `generatorURL` is left to the client, which knows its own
     /// address.

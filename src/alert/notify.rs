@@ -1,4 +1,4 @@
-//! Delivery of alerts: the Alertmanager v2 client (spec §6.6) and the `albwatch_alerts_firing`
+//! Delivery of alerts: the Alertmanager API v2 client and the `albwatch_alerts_firing`
 //! gauge. It takes the engine's [`Transition`]s and active set after each evaluation, keeps an
 //! [`Outbox`] of what Alertmanager must know (firing alerts, and resolved ones for a while so
 //! every replica of an HA pair hears of the end), and hands the latest state to one sender task

@@ -1,5 +1,5 @@
 //! The probable-cause classifier: maps a [`LogEntry`] to exactly one [`Cause`], following the
-//! order of evaluation of `docs/causes.md` (the contract copied from the spec). `Cause` is a
+//! order of evaluation of `docs/causes.md` (the contract). `Cause` is a
 //! closed `Copy` enum whose spellings never change, because they are Prometheus and
 //! Alertmanager label values; it hands each cause, with its runbook hint and alert grouping,
 //! to the aggregator, the alert rules and `albwatch parse`.

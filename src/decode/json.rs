@@ -1,9 +1,11 @@
-//! JSON content: a CloudWatch Logs subscription envelope (spec §5.8), or ALB records as
+//! JSON content: a CloudWatch Logs subscription envelope, or ALB records as
 //! objects — one, an array of them, or one per line. Parsing uses simd-json's tape, which
 //! borrows every string from a scratch copy of the input (simd-json unescapes in place) and,
 //! unlike a DOM, builds no maps or vectors per object: with the copy, the tape and simd-json's
 //! buffers reused, a warm decoder parses without allocating. It hands log lines to the output
-//! buffer: envelope messages through the text rules, records through the renderer.
+//! buffer: envelope messages through the text rules, records through the renderer. The
+//! envelope format is described at
+//! <https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/SubscriptionFilters.html>.
 
 use simd_json::prelude::{ValueAsScalar, ValueIntoString};
 use simd_json::tape::{Object, Value};
@@ -168,7 +170,8 @@ fn top_level(
 }
 
 /// A CloudWatch Logs subscription envelope: each `logEvents[].message` of a `DATA_MESSAGE`
-/// becomes lines; a `CONTROL_MESSAGE` carries none (§5.8 says to skip it).
+/// becomes lines; a `CONTROL_MESSAGE` (CloudWatch Logs checking that the destination is
+/// reachable) carries none and is skipped.
 fn cloudwatch(
     envelope: &Object<'_, '_>,
     kind: Value<'_, '_>,

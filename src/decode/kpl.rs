@@ -1,8 +1,8 @@
-//! KPL aggregated records (spec §5.7): recognises the magic `F3 89 9A C2` + protobuf
-//! `AggregatedRecord` + MD5 framing, checks the digest, validates the protobuf with a small
-//! hand-rolled wire-format reader, and hands each user record's `data` back to the decoder,
-//! which decodes it like any other record. Nothing here allocates: the reader walks borrowed
-//! slices.
+//! KPL aggregated records: recognises the magic `F3 89 9A C2` + protobuf `AggregatedRecord` +
+//! MD5 framing, checks the digest, validates the protobuf with a small hand-rolled wire-format
+//! reader, and hands each user record's `data` back to the decoder, which decodes it like any
+//! other record. Nothing here allocates: the reader walks borrowed slices. The format:
+//! <https://github.com/awslabs/amazon-kinesis-producer/blob/master/aggregation-format.md>.
 //!
 //! Framing follows the KCL's `AggregatorUtil`: a record that is too short or whose MD5 does not
 //! match is not an aggregate at all and is passed through whole. Past a matching MD5 — 2^-128
@@ -16,7 +16,7 @@
 //! It is stricter than protobuf-java only where that costs no honest input: a varint must fit
 //! in 64 bits and a tag in 32, and a group may nest at most [`MAX_GROUP_DEPTH`] deep. Proto2
 //! `required` fields are enforced, as protobuf-java does, and key-table indexes must point
-//! inside their table (the KCL would fail on them too). Tags (§5.7: unimplemented in KPL/KCL)
+//! inside their table (the KCL would fail on them too). Tags (unimplemented in KPL/KCL)
 //! are validated and ignored; partition and explicit hash keys are only counted, since log lines
 //! are not keyed.
 

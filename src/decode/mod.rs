@@ -1,7 +1,7 @@
 //! The decode stage: turns the bytes of one delivered record (a Firehose record now, a Kinesis
 //! record later; already base64-decoded) into zero or more newline-terminated ALB access-log
 //! lines appended to a caller-owned buffer, and says which payload format it found. It
-//! recognises, in the order of spec §4.5/§5.9: an empty record; a KPL aggregate (§5.7), whose
+//! recognises, in this order: an empty record; a KPL aggregate, whose
 //! user records are each detected again by the rules that follow; gzip (capped, multi-member),
 //! whose content is then detected again; JSON — a CloudWatch Logs subscription envelope
 //! (`DATA_MESSAGE` lines, `CONTROL_MESSAGE` skipped) or ALB records with named fields, which are
@@ -78,7 +78,7 @@ pub enum PayloadFormat {
     Json,
     /// The same, gzip'd.
     GzipJson,
-    /// A KPL aggregate (§5.7); its user records may hold any of the formats above.
+    /// A KPL aggregate; its user records may hold any of the formats above.
     Kpl,
 }
 

@@ -1,6 +1,6 @@
 //! ALB access-log records delivered as JSON objects (CloudWatch Logs vended-log delivery in
 //! `json` format, or our own shippers): maps each key to its field by name and renders the
-//! standard space-separated line in the documented order (spec §1.2), so the one parser handles
+//! standard space-separated line in the field order AWS documents, so the one parser handles
 //! every input. It hands the rendered line to the output buffer.
 //!
 //! Keys are matched ASCII-case-insensitively after turning `:` into `_`, which lets one table
@@ -36,7 +36,7 @@ const URL: usize = MAX_FIELDS + 3;
 const PROTO: usize = MAX_FIELDS + 4;
 const SLOTS: usize = MAX_FIELDS + 5;
 
-/// Fields AWS writes in double quotes (§1.2), including 35/36 which are observed quoted.
+/// Fields AWS documents as double-quoted, plus 35/36, which real logs show quoted.
 const QUOTED: [bool; MAX_FIELDS] = {
     let mut q = [false; MAX_FIELDS];
     let quoted = [

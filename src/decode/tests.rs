@@ -13,7 +13,7 @@ use crate::parse::parse_line;
 
 const AWS_EXAMPLES: &str = include_str!("../../tests/fixtures/aws_examples.log");
 
-/// The AWS names of the 36 fields, in order (§1.2).
+/// The AWS names of the 36 fields, in the documented order.
 const AWS_NAMES: [&str; 36] = [
     "type",
     "time",
@@ -822,7 +822,7 @@ fn random_and_mutated_records_never_panic() {
     }
 }
 
-// KPL aggregates (§5.7).
+// KPL aggregates (magic, `AggregatedRecord` protobuf, MD5).
 
 /// A tiny protobuf writer, independent of the reader under test, for building aggregates.
 mod pb {

@@ -1,11 +1,11 @@
 //! The tokenizer: splits one access-log line into at most [`MAX_FIELDS`] borrowed fields,
-//! following the rules of the spec (§1.3): a field that opens with `"` ends at the next
+//! following these rules: a field that opens with `"` ends at the next
 //! unescaped `"` followed by a space or the end of the line, any other field ends at the next
 //! space. It hands the parser [`Fields`]: where each field ends, from which a field's bytes
 //! (quotes stripped) are cut when asked for; what a field means is decided there, by position.
 //!
 //! There are two implementations of the same rules. [`split_nom`], built with `nom` and
-//! `memchr`, is the reference, the portable path and the one for irregular lines (stray or
+//! `memchr`, is the canonical one, the portable path and the one for irregular lines (stray or
 //! escaped quotes); on x86_64 [`split`] first tries a structural index of the line built with
 //! SSE2, AVX2 or AVX-512BW (`index`), several times as fast on real lines. Both are public so
 //! that the property tests, the fuzz target and the benches can hold them side by side.
@@ -22,7 +22,7 @@ use nom::combinator::cut;
 use nom::error::{Error, ErrorKind as NomKind};
 use nom::sequence::preceded;
 
-/// Fields documented by AWS; anything after them is a future field and ignored (§1.1.3).
+/// Fields documented by AWS; anything after them is a future field and ignored.
 pub const MAX_FIELDS: usize = 36;
 
 /// Room past the last field in [`Fields`] for the structural index's fixed-size writes.

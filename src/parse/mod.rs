@@ -5,7 +5,7 @@
 //! the classifier and the aggregator, which must be done with it before the line's buffer is
 //! reused.
 //!
-//! Field positions follow the AWS list (spec §1.2): the first 12 fields are required, the
+//! Field positions follow the AWS field list: the first 12 fields are required, the
 //! rest are optional because older load balancers write fewer, and anything after field 36 is
 //! ignored because AWS only ever appends.
 
@@ -34,7 +34,7 @@ pub enum ConnType<'a> {
     Grpcs,
     Ws,
     Wss,
-    /// AWS tells parsers to accept (and ignore) types it may add later (§1.7).
+    /// AWS tells parsers to accept (and ignore) types it may add later.
     Other(Text<'a>),
 }
 

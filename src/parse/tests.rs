@@ -1,4 +1,5 @@
-//! Golden tests over the AWS example lines (spec §1.8) and the edge cases of §1.3.
+//! Golden tests over the example lines AWS publishes for ALB access logs and the quoting,
+//! escaping and splitting edge cases seen in real logs.
 
 use super::*;
 

@@ -11,7 +11,7 @@ use std::io::Write;
 use super::swar;
 use super::text::Text;
 
-/// An `ip:port` pair split on the last colon, so unbracketed IPv6 addresses work (§1.3).
+/// An `ip:port` pair split on the last colon, so unbracketed IPv6 addresses work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Endpoint<'a> {
     pub ip: Text<'a>,

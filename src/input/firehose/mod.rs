@@ -1,4 +1,4 @@
-//! The Amazon Data Firehose HTTP endpoint destination (spec §4): an input that receives
+//! The Amazon Data Firehose HTTP endpoint destination: an input that receives
 //! delivery requests over HTTP or HTTPS, checks them against the protocol, decodes every
 //! record with [`crate::decode`] and hands the lines to the pipeline as
 //! [`crate::pipeline::RawBatch`]es — answering 200 only once every batch is acknowledged, 503

@@ -1,7 +1,8 @@
-//! The Firehose HTTP endpoint wire format (spec §4.2–4.3): header names, the request body
+//! The Firehose HTTP endpoint wire format: header names, the request body
 //! [`FirehoseRequest`] borrowed from the (in-place unescaped) body buffer, the response body
 //! [`FirehoseResponse`], and the lenient reading of `X-Amz-Firehose-Common-Attributes`. Pure
-//! data and parsing; the handler decides what each outcome means.
+//! data and parsing; the handler decides what each outcome means. The format:
+//! <https://docs.aws.amazon.com/firehose/latest/dev/httpdeliveryrequestresponse.html>.
 
 use serde::{Deserialize, Serialize};
 

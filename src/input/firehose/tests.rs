@@ -22,7 +22,8 @@ use super::metrics::{
 use super::models::{FirehoseRequest, FirehoseResponse, MAX_RECORDS, common_attributes};
 use crate::decode::{DecodeError, PayloadFormat};
 
-/// The §4.6 example request body, byte for byte (698 bytes).
+/// A sample delivery request body (698 bytes): one record, the AWS example HTTP log line with a
+/// trailing newline, in base64.
 const SPEC_BODY: &str = r#"{"requestId":"ed4acda5-034f-9f42-bba1-f29aea6d7d8f","timestamp":1578090901599,"records":[{"data":"aHR0cCAyMDE4LTA3LTAyVDIyOjIzOjAwLjE4NjY0MVogYXBwL215LWxvYWRiYWxhbmNlci81MGRjNmM0OTVjMGM5MTg4IDE5Mi4xNjguMTMxLjM5OjI4MTcgMTAuMC4wLjE6ODAgMC4wMDAgMC4wMDEgMC4wMDAgMjAwIDIwMCAzNCAzNjYgIkdFVCBodHRwOi8vd3d3LmV4YW1wbGUuY29tOjgwLyBIVFRQLzEuMSIgImN1cmwvNy40Ni4wIiAtIC0gYXJuOmF3czplbGFzdGljbG9hZGJhbGFuY2luZzp1cy1lYXN0LTI6MTIzNDU2Nzg5MDEyOnRhcmdldGdyb3VwL215LXRhcmdldHMvNzNlMmQ2YmMyNGQ4YTA2NyAiUm9vdD0xLTU4MzM3MjYyLTM2ZDIyOGFkNWQ5OTkyMzEyMmJiZTM1NCIgIi0iICItIiAwIDIwMTgtMDctMDJUMjI6MjI6NDguMzY0MDAwWiAiZm9yd2FyZCIgIi0iICItIiAiMTAuMC4wLjE6ODAiICIyMDAiICItIiAiLSIgVElEXzEyMzRhYmNkNTY3OGVmOTAgIi0iICItIiAiLSIK"}]}"#;
 const SPEC_ID: &str = "ed4acda5-034f-9f42-bba1-f29aea6d7d8f";
 

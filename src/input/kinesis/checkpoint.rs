@@ -1,7 +1,7 @@
 //! Durable, at-least-once checkpoints for the Kinesis consumer. This file owns three things:
 //! the [`Position`] a shard resumes from (after a [`SequenceNumber`]; at the arrival time a
 //! shard started from `LATEST` with nothing processed yet; or [`Position::ShardEnd`] for a
-//! closed shard read to its end, the marker its children wait for, spec §5.5/§5.10);
+//! closed shard read to its end, the `SHARD_END` marker its children wait for, as in the KCL);
 //! the [`CheckpointStore`] that persists positions per stream, with a crash-safe
 //! [`FileCheckpointStore`] (the default) and a [`MemoryCheckpointStore`] for tests; and
 //! [`InOrderCommits`], which turns out-of-order batch acknowledgements from the pipeline into
@@ -18,7 +18,7 @@
 //!   save less often than it acknowledges; saving only the newest position is enough because
 //!   positions only grow).
 //! - A batch's "last sequence number" must be the last Kinesis record it contains *whole*. A
-//!   KPL aggregate (§5.7) shares one sequence number among its sub-records and a position holds
+//!   KPL aggregate shares one sequence number among its sub-records and a position holds
 //!   no sub-sequence number, so an aggregate split across two batches must be reported by the
 //!   second one only, or a restart would skip the rest of it.
 //! - At shard end (`NextShardIterator` null) call [`InOrderCommits::finish`]; the

@@ -8,15 +8,18 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// GetRecords' own ceiling (spec §5.4): a larger `Limit` is `InvalidArgumentException`.
+/// GetRecords' own ceiling: a larger `Limit` is `InvalidArgumentException`
+/// (<https://docs.aws.amazon.com/kinesis/latest/APIReference/API_GetRecords.html>).
 pub const MAX_RECORDS_PER_CALL: i32 = 10_000;
-/// 5 GetRecords calls per second per shard (spec §5.1): never poll one shard faster.
+/// AWS allows 5 GetRecords calls per second per shard
+/// (<https://docs.aws.amazon.com/streams/latest/dev/service-sizes-and-limits.html>): never poll
+/// one shard faster.
 pub const MIN_CALL_GAP: Duration = Duration::from_millis(200);
 /// Polling slower than this leaves iterators to expire (5 min) between calls.
 const MAX_POLL_INTERVAL_MS: u64 = 60_000;
 /// Batch size until the app's config sets `pipeline.batch_bytes`.
 pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
-/// A shard's read throughput, shared by all polling consumers (spec §5.1): the default pace.
+/// A shard's read throughput (2 MB/s), shared by all polling consumers: the default pace.
 pub const SHARD_READ_BYTES_PER_SEC: u64 = 2_000_000;
 /// Below this a shard read at 1 MB/s of writes could never catch up.
 const MIN_READ_BYTES_PER_SEC: u64 = 1_000;

@@ -1,4 +1,4 @@
-//! The polling Kinesis Data Streams consumer (spec §5.2–§5.5). It owns the shard DAG (which
+//! The polling Kinesis Data Streams consumer. It owns the shard DAG (which
 //! shards are readable: a child only once its parents are at `SHARD_END`; children come from
 //! ListShards or, sooner, from the parent's last response's `ChildShards`), one tokio task per
 //! readable shard running the GetShardIterator/GetRecords loop, and the shard's checkpoints.
@@ -32,7 +32,7 @@ use crate::pipeline::RawBatch;
 
 /// Longest backoff after repeated throttling or transient errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// After a throttle AWS asks for at least a second (spec §5.4).
+/// After a throttle AWS asks for at least a second.
 const THROTTLE_BACKOFF: Duration = Duration::from_secs(1);
 /// How long a stopping shard waits for its batches in flight before saving what it has:
 /// under the app's 10 s grace period, so the final save still fits inside it.
@@ -194,7 +194,7 @@ impl KinesisApi for SdkApi {
         let mut token: Option<String> = None;
         loop {
             let mut req = self.client.list_shards();
-            // With NextToken the stream must not be named again (spec §5.2).
+            // With NextToken the stream must not be named again (ListShards rejects the pair).
             req = match &token {
                 Some(t) => req.next_token(t),
                 None if self.is_arn() => req.stream_arn(&self.stream),
@@ -778,7 +778,7 @@ async fn read_shard<A: KinesisApi>(
             }
         };
         // Never more than 5 calls per second on one shard, nor more bytes on average than its
-        // read share (spec §5.1): staying under both is what keeps throttles away.
+        // read share: staying under both is what keeps throttles away.
         if let Some(at) = last_call {
             let gap = at + MIN_CALL_GAP.max(read_pause);
             if gap > tokio::time::Instant::now()

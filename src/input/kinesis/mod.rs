@@ -1,4 +1,4 @@
-//! The Kinesis Data Streams input (spec §5). [`checkpoint`] owns where each shard resumes after
+//! The Kinesis Data Streams input. [`checkpoint`] owns where each shard resumes after
 //! a restart and the in-order commit rule that keeps a checkpoint from overtaking a batch the
 //! pipeline has not finished; [`config`] is the `[kinesis]` section; [`consumer`] discovers
 //! shards, walks the resharding DAG (children after their parents' `SHARD_END`), polls each

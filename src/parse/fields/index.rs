@@ -313,7 +313,7 @@ mod tests {
     use crate::corpus::Corpus;
     use crate::parse::fields::split_nom;
 
-    /// `split_regular`'s fields, checked against the reference and between SSE2, AVX2 and
+    /// `split_regular`'s fields, checked against `split_nom` and between SSE2, AVX2 and
     /// AVX-512 (those this CPU has), or `None` if it refused.
     fn fast(line: &[u8]) -> Option<Vec<&[u8]>> {
         let mut fields = Fields::new();
