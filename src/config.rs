@@ -18,6 +18,7 @@ use crate::input::firehose::{FirehoseConfig, ValidFirehoseConfig};
 use crate::input::kinesis::{KinesisConfig, ValidKinesisConfig};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::pipeline::PoolConfig;
+use crate::setting::InvalidSetting;
 
 /// The admin port serves `/metrics`, `/ready` and `/live`; loopback unless configured.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9898";
@@ -32,24 +33,15 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
-    #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
     #[error("{0}")]
-    Firehose(#[from] crate::input::firehose::FirehoseConfigError),
-    #[error("{0}")]
-    Kinesis(#[from] crate::input::kinesis::KinesisConfigError),
-    #[error("{0}")]
-    Alertmanager(#[from] crate::alert::notify::AlertmanagerConfigError),
+    Invalid(#[from] InvalidSetting),
     /// The alert section's own error, which starts with its key inside `[alerts]`.
     #[error("alerts.{0}")]
     Alerts(#[from] crate::alert::AlertConfigError),
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        message: message.into(),
-    }
+    ConfigError::Invalid(InvalidSetting::new(key, message))
 }
 
 /// The file's shape; every field has a default.
@@ -311,9 +303,7 @@ impl RawConfig {
                 .collect::<Result<_, ConfigError>>()?,
         };
         self.alerts.validate()?;
-        self.event_time
-            .validate()
-            .map_err(|(key, message)| invalid(key, message))?;
+        self.event_time.validate()?;
         if !a.windows_secs.contains(&self.alerts.window_secs) {
             return Err(invalid(
                 "alerts.window_secs",

@@ -48,5 +48,6 @@ pub mod pipeline;
 pub mod render;
 pub mod replay;
 mod rng;
+pub mod setting;
 #[cfg(test)]
 mod test_support;

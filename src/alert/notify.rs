@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use super::{Alert, Status, Transition};
 use crate::rng::SplitMix64;
+use crate::setting::InvalidSetting;
 
 /// Alertmanager's default `resolve_timeout` is 5 minutes; resending once a minute stays well
 /// inside it even for users who lowered it.
@@ -79,19 +80,9 @@ impl Default for AlertmanagerConfig {
     }
 }
 
-/// An `[alertmanager]` key that cannot be used; displays as `alertmanager.<key>: <why>`.
-#[derive(Debug, thiserror::Error)]
-#[error("alertmanager.{key}: {message}")]
-pub struct AlertmanagerConfigError {
-    pub key: &'static str,
-    pub message: String,
-}
-
-fn invalid(key: &'static str, message: impl Into<String>) -> AlertmanagerConfigError {
-    AlertmanagerConfigError {
-        key,
-        message: message.into(),
-    }
+/// An `[alertmanager]` key that cannot be used, named `alertmanager.<key>`.
+fn invalid(key: &'static str, message: impl Into<String>) -> InvalidSetting {
+    InvalidSetting::in_section("alertmanager", key, message)
 }
 
 /// The checked `[alertmanager]` section.
@@ -107,7 +98,7 @@ pub struct ValidAlertmanagerConfig {
 }
 
 impl AlertmanagerConfig {
-    pub fn validate(&self) -> Result<ValidAlertmanagerConfig, AlertmanagerConfigError> {
+    pub fn validate(&self) -> Result<ValidAlertmanagerConfig, InvalidSetting> {
         let endpoints = self
             .urls
             .iter()
@@ -846,7 +837,10 @@ mod tests {
             resend_interval_secs: 0,
             ..Default::default()
         };
-        assert_eq!(bad.validate().unwrap_err().key, "resend_interval_secs");
+        assert_eq!(
+            bad.validate().unwrap_err().key,
+            "alertmanager.resend_interval_secs"
+        );
         let bad = AlertmanagerConfig {
             urls: vec!["not a url".into()],
             ..Default::default()

@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 use crate::aggregate::Aggregator;
 use crate::alert::{AlertEngine, Transition};
+use crate::setting::InvalidSetting;
 
 const SECOND_US: i64 = 1_000_000;
 
@@ -72,15 +73,16 @@ impl EventTimeConfig {
     }
 
     /// Checks the settings, naming the bad key.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let invalid = |key, message| InvalidSetting::in_section("event_time", key, message);
         if self.out_of_order_secs > 86_400 {
-            return Err((
-                "event_time.out_of_order_secs",
-                "must be at most 86400 (a day)".into(),
+            return Err(invalid(
+                "out_of_order_secs",
+                "must be at most 86400 (a day)",
             ));
         }
         if self.idle_timeout_secs == 0 {
-            return Err(("event_time.idle_timeout_secs", "must be at least 1".into()));
+            return Err(invalid("idle_timeout_secs", "must be at least 1"));
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! bad PEM fails `check-config` rather than the first handshake — and hands a
 //! [`ValidFirehoseConfig`] to [`super::serve`], or an error naming the key at fault.
 
+use crate::setting::InvalidSetting;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -154,19 +155,9 @@ impl fmt::Debug for FirehoseConfig {
     }
 }
 
-/// A `[firehose]` key that cannot be used; displays as `firehose.<key>: <why>`.
-#[derive(Debug, thiserror::Error)]
-#[error("firehose.{key}: {message}")]
-pub struct FirehoseConfigError {
-    pub key: &'static str,
-    pub message: String,
-}
-
-fn invalid(key: &'static str, message: impl Into<String>) -> FirehoseConfigError {
-    FirehoseConfigError {
-        key,
-        message: message.into(),
-    }
+/// A `[firehose]` key that cannot be used, named `firehose.<key>`.
+fn invalid(key: &'static str, message: impl Into<String>) -> InvalidSetting {
+    InvalidSetting::in_section("firehose", key, message)
 }
 
 /// One common attribute exposed as a metric label.
@@ -250,7 +241,7 @@ impl FirehoseConfig {
 
     /// Checks every key; a disabled endpoint (`addr` absent) still gets its sizes checked, but
     /// needs no access key and loads no certificate.
-    pub fn validate(self) -> Result<ValidFirehoseConfig, FirehoseConfigError> {
+    pub fn validate(self) -> Result<ValidFirehoseConfig, InvalidSetting> {
         let addr = match &self.addr {
             None => None,
             Some(a) => Some(
@@ -358,7 +349,7 @@ impl FirehoseConfig {
 }
 
 /// `v` if it is between 1 and `max`.
-fn bounded<T>(key: &'static str, v: T, max: T) -> Result<T, FirehoseConfigError>
+fn bounded<T>(key: &'static str, v: T, max: T) -> Result<T, InvalidSetting>
 where
     T: Copy + PartialOrd + From<u8> + fmt::Display,
 {
@@ -373,7 +364,7 @@ where
 /// digit gets a `_` in front; the result may not clash with `status`, another attribute
 /// label, the `__` names Prometheus reserves, or any label albwatch already puts on the
 /// `alb_*` series or on alerts (the attribute labels are added to both).
-fn attribute_labels(keys: &[String]) -> Result<Vec<AttributeLabel>, FirehoseConfigError> {
+fn attribute_labels(keys: &[String]) -> Result<Vec<AttributeLabel>, InvalidSetting> {
     const KEY: &str = "common_attribute_labels";
     if keys.len() > MAX_COMMON_ATTRIBUTE_LABELS {
         return Err(invalid(

@@ -48,7 +48,7 @@ use crate::input::{PartitionSource, Shutdown};
 use conn::{ConnActivity, TimedListener, Timeouts};
 use log_limit::{LimitedLog, SUMMARY_INTERVAL};
 
-pub use config::{FirehoseConfig, FirehoseConfigError, ValidFirehoseConfig};
+pub use config::{FirehoseConfig, ValidFirehoseConfig};
 pub use errors::RequestError;
 pub use metrics::{DeliveryStats, FirehoseMetrics};
 

@@ -3,6 +3,7 @@
 //! [`KinesisConfig::validate`] hands the consumer a [`ValidKinesisConfig`] whose every bound
 //! is checked, or an error naming the key (`kinesis.<key>: why`).
 
+use crate::setting::InvalidSetting;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -81,19 +82,9 @@ impl Default for KinesisConfig {
     }
 }
 
-/// A `[kinesis]` key that cannot be used; displays as `kinesis.<key>: <why>`.
-#[derive(Debug, thiserror::Error)]
-#[error("kinesis.{key}: {message}")]
-pub struct KinesisConfigError {
-    pub key: &'static str,
-    pub message: String,
-}
-
-fn invalid(key: &'static str, message: impl Into<String>) -> KinesisConfigError {
-    KinesisConfigError {
-        key,
-        message: message.into(),
-    }
+/// A `[kinesis]` key that cannot be used, named `kinesis.<key>`.
+fn invalid(key: &'static str, message: impl Into<String>) -> InvalidSetting {
+    InvalidSetting::in_section("kinesis", key, message)
 }
 
 /// The resolved start for a shard without a checkpoint.
@@ -139,7 +130,7 @@ impl Default for ValidKinesisConfig {
 }
 
 impl KinesisConfig {
-    pub fn validate(self) -> Result<ValidKinesisConfig, KinesisConfigError> {
+    pub fn validate(self) -> Result<ValidKinesisConfig, InvalidSetting> {
         if let Some(s) = &self.stream
             && (s.trim().is_empty() || s.len() > 2048)
         {

@@ -10,6 +10,6 @@ pub mod config;
 pub mod consumer;
 pub mod metrics;
 
-pub use config::{KinesisConfig, KinesisConfigError, ValidKinesisConfig};
+pub use config::{KinesisConfig, ValidKinesisConfig};
 pub use consumer::SdkApi;
 pub use metrics::KinesisMetrics;
