@@ -40,6 +40,7 @@ pub mod demo;
 pub mod event_time;
 pub mod export;
 pub mod firehose_send;
+pub mod gzip;
 pub mod http_client;
 pub mod input;
 pub mod lines;

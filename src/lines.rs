@@ -8,13 +8,12 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::Path;
 
-use flate2::bufread::MultiGzDecoder;
+use crate::gzip;
 
 /// Default bound on one line: ALB truncates user agents at 8 KB and rejects request lines and
 /// headers over 16 KB, so 64 KiB leaves ample room for a real entry.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Opens `path` (`-` is stdin) for reading lines, decompressing gzip (including the
@@ -33,7 +32,7 @@ pub fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
 pub fn is_gzip(path: &Path) -> io::Result<bool> {
     let mut head = [0u8; 2];
     let got = File::open(path)?.read(&mut head)?;
-    Ok(got == 2 && head == GZIP_MAGIC)
+    Ok(got == 2 && head == gzip::MAGIC)
 }
 
 /// Wraps `reader` in a gzip decoder when its first two bytes are the gzip magic. The bytes are
@@ -50,12 +49,8 @@ pub fn maybe_gzip<R: BufRead + 'static>(mut reader: R) -> io::Result<Box<dyn Buf
         }
     }
     let whole = Cursor::new(head[..got].to_vec()).chain(reader);
-    if head[..got] == GZIP_MAGIC {
-        let decoder = MultiGzDecoder::new(whole);
-        Ok(Box::new(BufReader::with_capacity(
-            READ_BUFFER_BYTES,
-            decoder,
-        )))
+    if head[..got] == gzip::MAGIC {
+        Ok(Box::new(gzip::reader(whole, READ_BUFFER_BYTES)))
     } else {
         Ok(Box::new(whole))
     }

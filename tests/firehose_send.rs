@@ -6,7 +6,7 @@
 //! is retried) and the report's counts.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use base64::prelude::{BASE64_STANDARD, Engine as _};
 use flate2::Compression;
-use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -83,11 +82,7 @@ async fn record(
 ) -> Response {
     let raw = body.to_vec();
     let plain = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .expect("request body is gzip");
-        out
+        albwatch::gzip::inflate_capped(&raw, 64 << 20).expect("request body is gzip")
     } else {
         raw.clone()
     };

@@ -16,20 +16,18 @@
 //! and its user records come from one producer, so a half-decoded aggregate would only hide
 //! the fault.
 
-mod gzip;
 mod json;
 mod kpl;
 mod record;
 mod text;
 
+use crate::gzip::{self, GzipError, Inflater};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 
 /// Default cap on one record's decompressed size: Firehose records are at most 1000 KiB
 /// compressed, and CloudWatch Logs batches at most 1 MiB of events, so 16 MiB leaves room for
 /// any honest payload while stopping a gzip bomb early.
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 16 * 1024 * 1024;
-
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Scratch a decoder keeps between records. JSON costs several times its size in simd-json
 /// buffers and tape (up to ~20 bytes per input byte for a dense array), so one outsized record
@@ -274,7 +272,7 @@ pub fn decode_record(
 /// record; they only ever grow to the largest record seen, which the limits bound.
 pub struct Decoder {
     limits: DecodeLimits,
-    gzip: gzip::Inflater,
+    gzip: Inflater,
     json: json::JsonScratch,
 }
 
@@ -288,7 +286,7 @@ impl Decoder {
     pub fn new(limits: DecodeLimits) -> Self {
         Decoder {
             limits,
-            gzip: gzip::Inflater::default(),
+            gzip: Inflater::default(),
             json: json::JsonScratch::default(),
         }
     }
@@ -363,7 +361,7 @@ impl Decoder {
 /// Decodes one payload that is not a KPL aggregate — a whole record, or one user record of an
 /// aggregate — and takes its content's size (after gunzip) off `budget`.
 fn payload(
-    gzip: &mut gzip::Inflater,
+    gzip: &mut Inflater,
     json: &mut json::JsonScratch,
     data: &[u8],
     budget: &mut usize,
@@ -375,8 +373,11 @@ fn payload(
             lines: 0,
         });
     }
-    if data.starts_with(&GZIP_MAGIC) {
-        let content = gzip.inflate(data, *budget)?;
+    if data.starts_with(&gzip::MAGIC) {
+        let content = gzip.inflate(data, *budget).map_err(|e| match e {
+            GzipError::Corrupt => DecodeError::BadGzip,
+            GzipError::TooLarge => DecodeError::TooLarge,
+        })?;
         // `inflate` never returns more than the budget; saturating all the same.
         *budget = budget.saturating_sub(content.len());
         return content_of(json, content, true, out);

@@ -13,7 +13,6 @@
 //! record is counted, never a reason to refuse its neighbours. Each failed, duplicate or
 //! partly bad request gets a log line with its id, through the rate limit of [`LimitedLog`].
 
-use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -40,6 +39,7 @@ use super::models::{
     SOURCE_ARN_HEADER,
 };
 use crate::decode::{DecodeError, DecodeLimits};
+use crate::gzip::GzipError;
 use crate::input::{PartitionInput, PartitionSource, RecordBatcher, Shutdown};
 use crate::pipeline::{BatchOutcome, RawBatch, SubmitError};
 
@@ -435,15 +435,10 @@ impl Batches {
 /// Gunzips a whole (multi-member) body, refusing it once it passes `cap` bytes — a gzip bomb
 /// costs at most `cap` bytes of memory.
 pub(crate) fn gunzip_capped(data: &[u8], cap: usize) -> Result<Vec<u8>, RequestError> {
-    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(cap));
-    flate2::read::MultiGzDecoder::new(data)
-        .take(cap as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| RequestError::BadGzip(e.to_string()))?;
-    if out.len() > cap {
-        return Err(RequestError::DecompressedTooLarge { limit: cap });
-    }
-    Ok(out)
+    crate::gzip::inflate_capped(data, cap).map_err(|e| match e {
+        GzipError::TooLarge => RequestError::DecompressedTooLarge { limit: cap },
+        GzipError::Corrupt => RequestError::BadGzip(e.to_string()),
+    })
 }
 
 /// The request id from the header, if usable.

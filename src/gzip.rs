@@ -1,19 +1,49 @@
-//! Capped gzip inflation for one record: decodes every member (concatenated uploads and some
-//! shippers produce several, as `MultiGzDecoder` would) into a reused buffer and stops as soon
-//! as the output would pass the limit, so a gzip bomb costs at most `limit + 1` bytes of memory
-//! and the time to inflate them. It hands the inflated bytes back to the decoder for format
-//! detection.
+//! Every gzip decoding in albwatch, in one place (clippy's `disallowed-types` keeps flate2's
+//! decoders out of every other module):
+//! - [`reader`]: a streaming multi-member decoder for log files and stdin (`.log.gz` as ALB
+//!   writes it to S3, or concatenated uploads), never holding the file whole;
+//! - [`Inflater`]: capped inflation of one record or request body, for the decode stage and the
+//!   Firehose endpoint. It decodes every member into a reused buffer and stops as soon as the
+//!   output would pass the limit, so a gzip bomb costs at most `limit + 1` bytes of memory and
+//!   the time to inflate them.
 //!
-//! The decoder state is kept between records: flate2's `MultiGzDecoder` cannot be reset, and a
-//! new one allocates a fresh inflate state (tens of KiB) per record, so this drives a resettable
-//! single-member `GzDecoder` over an owned copy of the input and restarts it at each member
-//! boundary instead.
+//! The inflater's state is kept between records: flate2's `MultiGzDecoder` cannot be reset,
+//! and a new one allocates a fresh inflate state (tens of KiB) per record, so this drives a
+//! resettable single-member `GzDecoder` over an owned copy of the input and restarts it at each
+//! member boundary instead.
+#![allow(
+    clippy::disallowed_types,
+    reason = "the one module that may use flate2's decoders"
+)]
 
-use std::io::{Cursor, ErrorKind, Read};
+use std::io::{BufRead, BufReader, Cursor, ErrorKind, Read};
 
-use flate2::bufread::GzDecoder;
+use flate2::bufread::{GzDecoder, MultiGzDecoder};
 
-use super::DecodeError;
+/// The first two bytes of every gzip member.
+pub const MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Why capped inflation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GzipError {
+    #[error("corrupt or truncated gzip data")]
+    Corrupt,
+    #[error("more than the limit once decompressed")]
+    TooLarge,
+}
+
+/// A streaming decoder of every member of `inner`, buffered by `capacity` bytes.
+pub fn reader<R: BufRead>(inner: R, capacity: usize) -> impl BufRead {
+    BufReader::with_capacity(capacity, MultiGzDecoder::new(inner))
+}
+
+/// Inflates `data` whole, refusing more than `limit` bytes of output: for a request body that
+/// is decoded once (an [`Inflater`] kept per worker serves records).
+pub fn inflate_capped(data: &[u8], limit: usize) -> Result<Vec<u8>, GzipError> {
+    let mut inflater = Inflater::default();
+    inflater.inflate(data, limit)?;
+    Ok(std::mem::take(&mut inflater.output))
+}
 
 /// Bounds on the first size of the output buffer, guessed from the compressed size; it then
 /// doubles, up to the limit. Every size is zero-filled once per record, so starting near the
@@ -21,20 +51,21 @@ use super::DecodeError;
 const MIN_FIRST: usize = 4 * 1024;
 const MAX_FIRST: usize = 1024 * 1024;
 
+/// A capped inflater kept between records; see the module docs.
 #[derive(Default)]
-pub(super) struct Inflater {
+pub struct Inflater {
     /// Created on the first gzip record; afterwards reset for each record and each member. It
     /// owns the copy of the compressed input (a cursor over a reused `Vec`).
     decoder: Option<GzDecoder<Cursor<Vec<u8>>>>,
-    /// The inflated content of the last record; `pub(super)` so tests can check its bound.
-    pub(super) output: Vec<u8>,
+    /// The inflated content of the last record; `pub(crate)` so tests can check its bound.
+    pub(crate) output: Vec<u8>,
 }
 
 impl Inflater {
     /// Inflates all members of `data` (which starts with the gzip magic). More than `limit`
-    /// inflated bytes is [`DecodeError::TooLarge`]; anything flate2 rejects, including a
-    /// truncated member or trailing garbage, is [`DecodeError::BadGzip`].
-    pub(super) fn inflate(&mut self, data: &[u8], limit: usize) -> Result<&[u8], DecodeError> {
+    /// inflated bytes is [`GzipError::TooLarge`]; anything flate2 rejects, including a
+    /// truncated member or trailing garbage, is [`GzipError::Corrupt`].
+    pub fn inflate(&mut self, data: &[u8], limit: usize) -> Result<&[u8], GzipError> {
         let decoder = reset(&mut self.decoder, data);
         self.output.clear();
         let first = data.len().saturating_mul(4).clamp(MIN_FIRST, MAX_FIRST);
@@ -44,7 +75,7 @@ impl Inflater {
     }
 
     /// Releases buffers that grew past `retain` bytes (the inflate state is small and kept).
-    pub(super) fn trim(&mut self, retain: usize) {
+    pub fn trim(&mut self, retain: usize) {
         if self.output.capacity() > retain {
             self.output = Vec::new();
         }
@@ -85,13 +116,13 @@ fn inflate_members(
     limit: usize,
     first: usize,
     output: &mut Vec<u8>,
-) -> Result<usize, DecodeError> {
+) -> Result<usize, GzipError> {
     let cap = limit.saturating_add(1);
     let mut filled = 0;
     loop {
         if filled == output.len() {
             if filled >= cap {
-                return Err(DecodeError::TooLarge);
+                return Err(GzipError::TooLarge);
             }
             let grown = filled.saturating_add(filled.max(first)).min(cap);
             // Exact, because the doubling is done here: `resize` alone could reserve up to
@@ -113,7 +144,7 @@ fn inflate_members(
             }
             Ok(n) => filled += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Err(DecodeError::BadGzip),
+            Err(_) => return Err(GzipError::Corrupt),
         }
     }
 }
