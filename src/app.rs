@@ -327,6 +327,16 @@ pub async fn evaluate_every(evaluation: Evaluation, stop: Shutdown) {
     }
 }
 
+/// The async runtime every command that needs one runs on: two threads are plenty for the
+/// inputs' I/O and the admin server; the work itself runs on the worker pool.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 /// The live alert page as users reach it: `alertmanager.external_url`, or the admin address.
 fn alert_page_url(cfg: &ValidAlertmanagerConfig, admin: SocketAddr) -> anyhow::Result<Url> {
     let base = match &cfg.external_url {

@@ -13,15 +13,17 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use albwatch::alert::notify::{AlertmanagerMetrics, Notifier, Timestamps};
-use albwatch::alert::{Status, Transition};
+use albwatch::alert::Transition;
+use albwatch::alert::log::TransitionLog;
+use albwatch::alert::text::transition_line;
 use albwatch::app;
-use albwatch::classify::{Cause, LbSettings, LoadBalancers, classify};
+use albwatch::classify::{LbSettings, LoadBalancers, classify};
 use albwatch::config::{Config, ConfigError, RawConfig};
 use albwatch::input::Input;
 use albwatch::lines::{self, DEFAULT_MAX_LINE_BYTES, Line, LineReader};
 use albwatch::parse::parse_line;
 use albwatch::render;
+use albwatch::replay::Pusher;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -392,34 +394,26 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Ok(cfg) => cfg,
         Err(e) => return bad_config(&e),
     };
-    let mut alerts_out = match &args.alerts_out {
-        Some(p) => Some(BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
+    let alerts_out = match &args.alerts_out {
+        Some(p) => {
+            Some(TransitionLog::create(p).with_context(|| format!("creating {}", p.display()))?)
+        }
         None => None,
     };
     let mut write_error = None;
-    let pusher = ReplayPusher::start(&cfg)?;
+    let pusher = Pusher::start(&cfg)?;
     let report = albwatch::replay::replay(&cfg, &args.files, !args.no_progress, &mut |t| {
         if let Some(p) = &pusher {
-            p.notifier.update(
-                std::slice::from_ref(t),
-                [],
-                albwatch::clock::wall_clock_us(),
-            );
+            p.push(t);
         }
-        if let Some(out) = alerts_out.as_mut() {
-            let line = t.alert.to_alertmanager(t.status).to_string();
-            if let Err(e) = writeln!(out, "{line}") {
-                write_error.get_or_insert(e);
-            }
+        if let Some(out) = &alerts_out
+            && let Err(e) = out.write(t)
+        {
+            write_error.get_or_insert(e);
         }
     })?;
     if let Some(e) = write_error {
         return Err(e).context("writing --alerts-out");
-    }
-    if let Some(mut out) = alerts_out {
-        out.flush().context("writing --alerts-out")?;
     }
     if let Some(path) = &args.metrics_out {
         let registry = albwatch::export::new_registry();
@@ -435,9 +429,9 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let (_, body) = albwatch::export::admin::encode(&registry)?;
         std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
     }
-    let undelivered = pusher.map_or_else(Vec::new, ReplayPusher::finish);
+    let undelivered = pusher.map_or_else(Vec::new, Pusher::finish);
     let mut out = io::stdout().lock();
-    if let Err(e) = write_summary(&mut out, &report) {
+    if let Err(e) = report.write_summary(&mut out) {
         return stdout_closed(e);
     }
     for url in &undelivered {
@@ -448,161 +442,6 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Replay's Alertmanager client: the alerts with their event times, sent in the background
-/// while the replay runs, and waited for at the end.
-struct ReplayPusher {
-    runtime: tokio::runtime::Runtime,
-    notifier: Arc<Notifier>,
-}
-
-impl ReplayPusher {
-    /// How long the end of a replay waits for every Alertmanager to take the alerts.
-    const FLUSH: Duration = Duration::from_secs(30);
-
-    fn start(cfg: &albwatch::config::Config) -> anyhow::Result<Option<Self>> {
-        let am = &cfg.alertmanager;
-        if am.endpoints.is_empty() {
-            return Ok(None);
-        }
-        let runtime = runtime()?;
-        let generator = match &am.external_url {
-            Some(url) => {
-                Some(albwatch::alert::notify::alert_page(url).map_err(anyhow::Error::msg)?)
-            }
-            None => None,
-        };
-        let notifier = {
-            let _entered = runtime.enter();
-            Notifier::start(
-                am,
-                Timestamps::Event,
-                generator,
-                albwatch::clock::wall_clock_us,
-                AlertmanagerMetrics::register(
-                    &prometheus::Registry::new(),
-                    &cfg.aggregate.attribute_labels,
-                )?,
-            )?
-        };
-        Ok(Some(ReplayPusher { runtime, notifier }))
-    }
-
-    /// Waits for delivery; returns the Alertmanagers that did not take the last state.
-    fn finish(self) -> Vec<reqwest::Url> {
-        self.runtime.block_on(async {
-            let behind = self.notifier.flush(Self::FLUSH).await;
-            self.notifier.stop().await;
-            behind
-        })
-    }
-}
-
-fn write_summary(out: &mut impl Write, r: &albwatch::replay::ReplayReport) -> io::Result<()> {
-    use std::collections::BTreeMap;
-    let mut by_code: BTreeMap<u16, u64> = BTreeMap::new();
-    let mut by_cause: BTreeMap<Cause, u64> = BTreeMap::new();
-    let mut failing: Vec<(u64, String)> = Vec::new();
-    for s in &r.snapshot.series {
-        let mut errors = 0;
-        for &(code, cause, n) in &s.totals {
-            *by_code.entry(code).or_default() += n;
-            *by_cause.entry(cause).or_default() += n;
-            if cause.is_alertable() {
-                errors += n;
-            }
-        }
-        if errors > 0 {
-            let l = &s.labels;
-            failing.push((
-                errors,
-                format!("{} (tg {}, {})", l.target, l.target_group, l.elb),
-            ));
-        }
-    }
-    let requests: u64 = by_code.values().sum();
-    writeln!(
-        out,
-        "replayed {} lines in {:.2} s ({:.0} lines/s): {} requests counted, {} lines not counted, {} late",
-        r.lines,
-        r.seconds,
-        r.lines as f64 / r.seconds.max(1e-9),
-        requests,
-        r.failed,
-        r.snapshot.late_entries
-    )?;
-    for (kind, n) in &r.errors {
-        writeln!(out, "  not counted: {n} {kind}")?;
-    }
-    let mut codes: Vec<_> = by_code.into_iter().collect();
-    codes.sort_by_key(|c| std::cmp::Reverse(c.1));
-    writeln!(out, "top codes:")?;
-    for (code, n) in codes.iter().take(8) {
-        writeln!(out, "  {code:03}  {n}")?;
-    }
-    failing.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    writeln!(out, "top failing targets (faults):")?;
-    for (n, target) in failing.iter().take(8) {
-        writeln!(out, "  {n:>8}  {target}")?;
-    }
-    let mut causes: Vec<_> = by_cause.into_iter().collect();
-    causes.sort_by_key(|c| std::cmp::Reverse(c.1));
-    writeln!(out, "causes:")?;
-    for (cause, n) in &causes {
-        writeln!(out, "  {n:>8}  {}", cause.as_str())?;
-    }
-    writeln!(out, "alerts ({} transitions):", r.transitions.len())?;
-    for t in &r.transitions {
-        writeln!(out, "  {}", alert_line(t))?;
-    }
-    Ok(())
-}
-
-/// One human line per alert transition.
-fn alert_line(t: &Transition) -> String {
-    let a = &t.alert;
-    let label = |k: &str| a.labels.get(k).map_or("-", String::as_str);
-    let at = match t.status {
-        Status::Firing => a.starts_at_us,
-        Status::Resolved => a.ends_at_us.unwrap_or(a.starts_at_us),
-    };
-    let where_ = match a.labels.get("target") {
-        Some(target) => format!(
-            "target {target} (tg {}, {})",
-            label("target_group"),
-            label("elb")
-        ),
-        None if a.labels.contains_key("target_group") => {
-            format!("tg {} ({})", label("target_group"), label("elb"))
-        }
-        None => label("elb").to_string(),
-    };
-    let mut line = format!(
-        "{} {:<8} {} [{}] {}",
-        albwatch::alert::text::rfc3339_ms(at),
-        t.status.as_str().to_uppercase(),
-        label("cause"),
-        label("severity"),
-        where_
-    );
-    if t.status == Status::Firing {
-        if let Some(summary) = a.annotations.get("summary") {
-            line.push_str(&format!("\n      {summary}"));
-        }
-        if let Some(runbook) = a.annotations.get("runbook") {
-            line.push_str(&format!("\n      check first: {runbook}"));
-        }
-    }
-    line
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -628,7 +467,7 @@ async fn shutdown_signal() {
 }
 
 fn print_alert(t: &Transition) {
-    println!("{}", alert_line(t));
+    println!("{}", transition_line(t));
 }
 
 fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -646,7 +485,7 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.rate
     );
     let duration = args.duration.map(Duration::from_secs);
-    runtime()?.block_on(app::run(
+    app::runtime()?.block_on(app::run(
         cfg,
         vec![Input::Demo {
             seed: args.seed,
@@ -690,33 +529,23 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         follow: cfg.files.follow,
     }];
     let audit = match &args.alerts_out {
-        Some(path) => Some(std::sync::Mutex::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening {}", path.display()))?,
-        )),
+        Some(path) => Some(
+            TransitionLog::append(path).with_context(|| format!("opening {}", path.display()))?,
+        ),
         None => None,
     };
     let alerts_out = args.alerts_out.clone();
-    runtime()?.block_on(app::run(
+    app::runtime()?.block_on(app::run(
         cfg,
         inputs,
         shutdown_signal(),
         Arc::new(move |t| {
             print_alert(t);
-            if let Some(file) = &audit {
-                // One write per line, so a reader never sees half a transition.
-                let line = format!("{}\n", t.alert.to_alertmanager(t.status));
-                let mut file = file
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Err(e) = file.write_all(line.as_bytes())
-                    && let Some(path) = &alerts_out
-                {
-                    eprintln!("albwatch: writing {}: {e}", path.display());
-                }
+            if let Some(log) = &audit
+                && let Err(e) = log.write(t)
+                && let Some(path) = &alerts_out
+            {
+                eprintln!("albwatch: writing {}: {e}", path.display());
             }
         }),
     ))?;
@@ -745,7 +574,7 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_firehose_send(args: albwatch::firehose_send::FirehoseSendArgs) -> anyhow::Result<ExitCode> {
-    let report = runtime()?.block_on(albwatch::firehose_send::run(args, None))?;
+    let report = app::runtime()?.block_on(albwatch::firehose_send::run(args, None))?;
     println!("{report}");
     Ok(if report.all_delivered() {
         ExitCode::SUCCESS

@@ -10,12 +10,14 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::aggregate::{Aggregator, Snapshot};
+use crate::alert::notify::{self, AlertmanagerMetrics, Notifier, Timestamps};
 use crate::alert::{AlertEngine, Transition};
+use crate::classify::Cause;
 use crate::clock::wall_clock_us;
 use crate::config::Config;
 use crate::event_time::{Evaluator, Timeline};
@@ -198,6 +200,124 @@ pub fn replay(
         .snapshot(end.map_or(0, |t| t + 1));
     co.report.seconds = started.elapsed().as_secs_f64();
     Ok(co.report)
+}
+
+impl ReplayReport {
+    /// The summary `albwatch replay` prints: counts, top codes, top failing targets, causes
+    /// and every alert transition.
+    pub fn write_summary(&self, out: &mut impl Write) -> io::Result<()> {
+        let r = self;
+        let mut by_code: BTreeMap<u16, u64> = BTreeMap::new();
+        let mut by_cause: BTreeMap<Cause, u64> = BTreeMap::new();
+        let mut failing: Vec<(u64, String)> = Vec::new();
+        for s in &r.snapshot.series {
+            let mut errors = 0;
+            for &(code, cause, n) in &s.totals {
+                *by_code.entry(code).or_default() += n;
+                *by_cause.entry(cause).or_default() += n;
+                if cause.is_alertable() {
+                    errors += n;
+                }
+            }
+            if errors > 0 {
+                let l = &s.labels;
+                failing.push((
+                    errors,
+                    format!("{} (tg {}, {})", l.target, l.target_group, l.elb),
+                ));
+            }
+        }
+        let requests: u64 = by_code.values().sum();
+        writeln!(
+            out,
+            "replayed {} lines in {:.2} s ({:.0} lines/s): {} requests counted, {} lines not counted, {} late",
+            r.lines,
+            r.seconds,
+            r.lines as f64 / r.seconds.max(1e-9),
+            requests,
+            r.failed,
+            r.snapshot.late_entries
+        )?;
+        for (kind, n) in &r.errors {
+            writeln!(out, "  not counted: {n} {kind}")?;
+        }
+        let mut codes: Vec<_> = by_code.into_iter().collect();
+        codes.sort_by_key(|c| std::cmp::Reverse(c.1));
+        writeln!(out, "top codes:")?;
+        for (code, n) in codes.iter().take(8) {
+            writeln!(out, "  {code:03}  {n}")?;
+        }
+        failing.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        writeln!(out, "top failing targets (faults):")?;
+        for (n, target) in failing.iter().take(8) {
+            writeln!(out, "  {n:>8}  {target}")?;
+        }
+        let mut causes: Vec<_> = by_cause.into_iter().collect();
+        causes.sort_by_key(|c| std::cmp::Reverse(c.1));
+        writeln!(out, "causes:")?;
+        for (cause, n) in &causes {
+            writeln!(out, "  {n:>8}  {}", cause.as_str())?;
+        }
+        writeln!(out, "alerts ({} transitions):", r.transitions.len())?;
+        for t in &r.transitions {
+            writeln!(out, "  {}", crate::alert::text::transition_line(t))?;
+        }
+        Ok(())
+    }
+}
+
+/// Replay's Alertmanager client: the alerts with their event times, sent in the background
+/// while the replay runs, and waited for at the end.
+pub struct Pusher {
+    runtime: tokio::runtime::Runtime,
+    notifier: Arc<Notifier>,
+}
+
+impl Pusher {
+    /// How long the end of a replay waits for every Alertmanager to take the alerts.
+    const FLUSH: Duration = Duration::from_secs(30);
+
+    /// A client for `cfg.alertmanager`'s endpoints, `None` without any.
+    pub fn start(cfg: &Config) -> anyhow::Result<Option<Self>> {
+        let am = &cfg.alertmanager;
+        if am.endpoints.is_empty() {
+            return Ok(None);
+        }
+        let runtime = crate::app::runtime()?;
+        let generator = match &am.external_url {
+            Some(url) => Some(notify::alert_page(url).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let notifier = {
+            let _entered = runtime.enter();
+            Notifier::start(
+                am,
+                Timestamps::Event,
+                generator,
+                wall_clock_us,
+                AlertmanagerMetrics::register(
+                    &prometheus::Registry::new(),
+                    &cfg.aggregate.attribute_labels,
+                )?,
+            )?
+        };
+        Ok(Some(Pusher { runtime, notifier }))
+    }
+
+    /// Hands one transition to the senders; never waits on the network.
+    pub fn push(&self, t: &Transition) {
+        self.notifier
+            .update(std::slice::from_ref(t), [], wall_clock_us());
+    }
+
+    /// Waits for delivery; returns the Alertmanagers that did not take the last state.
+    pub fn finish(self) -> Vec<reqwest::Url> {
+        self.runtime.block_on(async {
+            let behind = self.notifier.flush(Self::FLUSH).await;
+            self.notifier.stop().await;
+            behind
+        })
+    }
 }
 
 /// A one-line progress display on stderr, only when it is a terminal.

@@ -13,6 +13,7 @@
 //! most one alert per alertable cause and group, and groups come from the aggregator's capped
 //! series table.
 
+pub mod log;
 pub mod notify;
 mod rules;
 pub mod text;

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::{Status, Transition};
 use crate::classify::Cause;
 
 /// `ALB` + the cause name in CamelCase: `target_refused_connection` →
@@ -219,4 +220,43 @@ pub fn codes(codes: &[(u16, u64)]) -> String {
         let _ = write!(out, "{code:03}");
     }
     out
+}
+
+/// One human line per alert transition (and, when it fires, its summary and runbook line
+/// indented below it), as `run`, `demo` and `replay` print them.
+pub fn transition_line(t: &Transition) -> String {
+    let a = &t.alert;
+    let label = |k: &str| a.labels.get(k).map_or("-", String::as_str);
+    let at = match t.status {
+        Status::Firing => a.starts_at_us,
+        Status::Resolved => a.ends_at_us.unwrap_or(a.starts_at_us),
+    };
+    let where_ = match a.labels.get("target") {
+        Some(target) => format!(
+            "target {target} (tg {}, {})",
+            label("target_group"),
+            label("elb")
+        ),
+        None if a.labels.contains_key("target_group") => {
+            format!("tg {} ({})", label("target_group"), label("elb"))
+        }
+        None => label("elb").to_string(),
+    };
+    let mut line = format!(
+        "{} {:<8} {} [{}] {}",
+        rfc3339_ms(at),
+        t.status.as_str().to_uppercase(),
+        label("cause"),
+        label("severity"),
+        where_
+    );
+    if t.status == Status::Firing {
+        if let Some(summary) = a.annotations.get("summary") {
+            line.push_str(&format!("\n      {summary}"));
+        }
+        if let Some(runbook) = a.annotations.get("runbook") {
+            line.push_str(&format!("\n      check first: {runbook}"));
+        }
+    }
+    line
 }
