@@ -28,8 +28,6 @@ fuzz_target!(|data: &[u8]| {
     assert!(newlines == 1 && out.ends_with(b"\n"), "{out:?}");
 });
 
-fn fields<'a>(
-    split: Result<Fields<'a>, SplitError>,
-) -> Result<Vec<&'a [u8]>, SplitError> {
+fn fields<'a>(split: Result<Fields<'a>, SplitError>) -> Result<Vec<&'a [u8]>, SplitError> {
     split.map(|f| f.to_vec())
 }
