@@ -8,8 +8,9 @@
 //!   partition: [`input::files`] (a run of files, or followed files, read through [`lines`]),
 //!   [`input::demo`] (the generated traffic of [`demo`]), [`input::firehose`] (the Amazon Data
 //!   Firehose HTTP endpoint) and [`input::kinesis`] (Kinesis Data Streams: shard DAG, polling,
-//!   checkpoints), whose records the workers decode with [`decode`] (gzip, CloudWatch Logs envelopes, JSON
-//!   records, KPL aggregates); [`firehose_send`] is the Firehose load driver;
+//!   checkpoints), whose records the workers decode with [`decode`] (gzip, CloudWatch Logs
+//!   envelopes, JSON records, KPL aggregates); [`gzip`] is every gzip decoding, streaming for
+//!   files and capped for records and bodies; [`firehose_send`] is the Firehose load driver;
 //! - [`event_time`]: per-partition progress, the watermark, and the [`event_time::Evaluator`]
 //!   that runs the alert rules at every tick the watermark passes — the one engine of the
 //!   daemon ([`app`]) and of [`replay`]; [`clock`] is the only reader of the wall clock;
@@ -25,8 +26,9 @@
 //! - [`export`]: the Prometheus registry built from snapshots and the admin HTTP server;
 //! - [`alert`]: pure alert rules over snapshots, with hysteresis, and their delivery to
 //!   Alertmanager ([`alert::notify`], over [`http_client`]);
-//! - [`config`] (file + environment → validated config) and [`app`] (daemon wiring and
-//!   shutdown order); [`render`] and [`corpus`] serve `albwatch parse` and the benches.
+//! - [`config`] (file + environment → validated config, every error an
+//!   [`setting::InvalidSetting`] naming its key) and [`app`] (daemon wiring and shutdown
+//!   order); [`render`] and [`corpus`] serve `albwatch parse` and the benches.
 
 pub mod aggregate;
 pub mod alert;

@@ -349,8 +349,9 @@ fn dashboard_is_an_importable_grafana_dashboard_on_a_datasource_variable() {
         assert!(types.contains(kind), "no {kind} panel in {types:?}");
     }
 
-    // Event-time health: how far each partition lags, how far behind the wall clock alerts are
-    // evaluated (the watermark), and how late they fire. None may silently disappear.
+    // Event-time health: how far each partition lags and in which state it is, how far behind
+    // the wall clock alerts are evaluated (the watermark), and how late they fire. None may
+    // silently disappear.
     let read: BTreeSet<String> = panel_queries(&dash)
         .iter()
         .flat_map(|(_, _, expr)| metric_selectors(expr))
@@ -360,6 +361,7 @@ fn dashboard_is_an_importable_grafana_dashboard_on_a_datasource_variable() {
         "albwatch_watermark_lag_seconds",
         "albwatch_late_entries_total",
         "albwatch_partition_lag_seconds",
+        "albwatch_partitions",
         "albwatch_event_time_watermark_seconds",
         "albwatch_alert_detection_delay_seconds_bucket",
     ] {
