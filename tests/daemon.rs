@@ -3,18 +3,21 @@
 //! burst of refused connections on one target, answers `/ready`, and on SIGTERM drains and
 //! exits 0. Bad configuration stops it before it binds anything (exit 64).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
 use fixtures::cause_line_at;
 
-const BIN: &str = env!("CARGO_BIN_EXE_albwatch");
+#[path = "support/cli.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod cli;
+use cli::{BIN, announced, lines_of};
 
 fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("albwatch-daemon-{}-{name}", std::process::id()))
@@ -44,19 +47,6 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
         .expect("status code");
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (status, body.to_string())
-}
-
-/// Lines from a child's pipe, as they come.
-fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// Waits (bounded) for a line containing `needle`.
@@ -227,21 +217,8 @@ fn firehose_deliveries_are_counted_exactly_once() {
         .expect("starts albwatch run");
     let mut daemon = Daemon(child);
     let stderr = lines_of(daemon.0.stderr.take().expect("stderr"));
-    let mut admin = None;
-    let mut firehose = None;
-    while admin.is_none() || firehose.is_none() {
-        let line = wait_for(&stderr, " on http://", Duration::from_secs(30));
-        let url = line.rsplit(' ').next().expect("url").to_string();
-        if line.contains("metrics") {
-            admin = url
-                .strip_prefix("http://")
-                .and_then(|u| u.strip_suffix("/metrics"))
-                .map(str::to_string);
-        } else if line.contains("Firehose") {
-            firehose = Some(url);
-        }
-    }
-    let (admin, firehose) = (admin.expect("admin"), firehose.expect("firehose"));
+    let (admin, firehose) = announced(&stderr, true);
+    let firehose = firehose.expect("firehose endpoint");
 
     // The real load driver, gzip on, one line per record: 39 lines in one request.
     let sent = Command::new(BIN)

@@ -10,10 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 #[path = "support/http.rs"]
@@ -24,7 +22,10 @@ use std::time::{Duration, Instant};
 mod http;
 use http::http_get;
 
-const BIN: &str = env!("CARGO_BIN_EXE_albwatch");
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{BIN, announced, lines_of};
+
 const MINUTE_US: i64 = 60_000_000;
 
 /// Five of the demo's scripted incidents.
@@ -53,20 +54,6 @@ impl Drop for TempDir {
     }
 }
 
-fn albwatch(args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("runs albwatch");
-    assert!(
-        out.status.success(),
-        "albwatch {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn now_us() -> i64 {
     albwatch::clock::wall_clock_us()
 }
@@ -74,7 +61,7 @@ fn now_us() -> i64 {
 /// `albwatch generate` output from `start_us` on.
 fn generate(path: &Path, start_us: i64) {
     let start = albwatch::alert::text::rfc3339_ms(start_us - start_us % 1_000_000);
-    let log = albwatch(&[
+    let log = cli::albwatch(&[
         "generate",
         "--seconds",
         &SECONDS.to_string(),
@@ -83,7 +70,7 @@ fn generate(path: &Path, start_us: i64) {
         "--start",
         &start,
     ]);
-    fs::write(path, log).expect("writes the log");
+    fs::write(path, log.stdout).expect("writes the log");
 }
 
 fn config(dir: &TempDir, name: &str, text: &str) -> PathBuf {
@@ -114,7 +101,7 @@ fn replay(dir: &TempDir, name: &str, cfg: &Path, files: &[PathBuf]) -> (Vec<Stri
     ];
     args.extend(files.iter().map(|f| f.display().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let summary = albwatch(&args);
+    let summary = String::from_utf8_lossy(&cli::albwatch(&args).stdout).into_owned();
     let late = summary
         .lines()
         .next()
@@ -123,18 +110,6 @@ fn replay(dir: &TempDir, name: &str, cfg: &Path, files: &[PathBuf]) -> (Vec<Stri
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no late count in the summary:\n{summary}"));
     (transitions(&alerts), late)
-}
-
-fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// `albwatch run` as a user starts it, stopped with SIGTERM.
@@ -156,29 +131,12 @@ impl Daemon {
             .spawn()
             .expect("starts albwatch run");
         let stderr = lines_of(child.stderr.take().expect("stderr"));
-        let wants_firehose = args.contains(&"--firehose-addr");
-        let (mut admin, mut firehose) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while admin.is_none() || (wants_firehose && firehose.is_none()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = stderr
-                .recv_timeout(left)
-                .expect("albwatch run announces its addresses");
-            let url = line.rsplit(' ').next().unwrap_or_default().to_string();
-            if line.contains("metrics on http://") {
-                admin = url
-                    .strip_prefix("http://")
-                    .and_then(|u| u.strip_suffix("/metrics"))
-                    .map(str::to_owned);
-            } else if line.contains("Firehose endpoint on") {
-                firehose = Some(url);
-            }
-        }
+        let (admin, firehose) = announced(&stderr, args.contains(&"--firehose-addr"));
         // Keep draining stderr so the daemon never blocks on a full pipe.
         std::thread::spawn(move || while stderr.recv().is_ok() {});
         Daemon {
             child,
-            admin: admin.expect("admin address"),
+            admin,
             firehose,
         }
     }
@@ -427,7 +385,7 @@ fn a_line_from_the_far_future_is_counted_and_moves_nothing() {
     fs::write(&skewed, lines.join("\n") + "\n").expect("writes the log");
     let metrics = dir.join("metrics.txt");
     let alerts = dir.join("skewed.jsonl");
-    albwatch(&[
+    cli::albwatch(&[
         "replay",
         "--no-progress",
         "--config",

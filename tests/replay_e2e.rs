@@ -11,26 +11,19 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_albwatch");
+#[path = "support/cli.rs"]
+#[allow(
+    dead_code,
+    reason = "shared by several test binaries; this one runs commands"
+)]
+mod cli;
+use cli::albwatch;
+
 const START: &str = "2026-11-24T00:00:00Z";
 const MINUTE_US: i64 = 60_000_000;
 
 fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("albwatch-e2e-{}-{name}", std::process::id()))
-}
-
-fn albwatch(args: &[&str]) -> std::process::Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("runs albwatch");
-    assert!(
-        out.status.success(),
-        "albwatch {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn generate(path: &Path, seconds: u32, rate: u32, seed: u64) {
