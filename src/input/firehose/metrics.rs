@@ -283,8 +283,9 @@ impl FirehoseMetrics {
         self.received_bytes.inc_by(bytes as u64);
     }
 
-    pub fn tls_handshake_failed(&self) {
-        self.tls_handshake_failures.inc();
+    /// The counter of failed TLS handshakes, for the listener that does them.
+    pub fn tls_handshake_failures(&self) -> IntCounter {
+        self.tls_handshake_failures.clone()
     }
 
     /// `phase` is one of [`TIMEOUT_PHASES`].

@@ -86,7 +86,7 @@ pub async fn serve(
                 .await
         }
         Some(tls) => {
-            let listener = tls::TlsListener::new(listener, tls, metrics.clone())?;
+            let listener = tls::TlsListener::new(listener, tls, metrics.tls_handshake_failures())?;
             let listener = TimedListener::new(listener, timeouts, metrics, Arc::clone(&log));
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)

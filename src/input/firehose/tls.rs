@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::metrics::FirehoseMetrics;
+use prometheus::IntCounter;
 
 /// A client gets this long to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,7 +78,7 @@ impl TlsListener {
     pub(crate) fn new(
         listener: TcpListener,
         config: Arc<rustls::ServerConfig>,
-        metrics: FirehoseMetrics,
+        handshake_failures: IntCounter,
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPTED_QUEUE);
@@ -86,7 +86,7 @@ impl TlsListener {
             listener,
             TlsAcceptor::from(config),
             tx,
-            metrics,
+            handshake_failures,
         ));
         Ok(TlsListener { accepted, local })
     }
@@ -114,7 +114,7 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-    metrics: FirehoseMetrics,
+    handshake_failures: IntCounter,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -132,7 +132,7 @@ async fn accept_loop(
         };
         let acceptor = acceptor.clone();
         let tx = tx.clone();
-        let metrics = metrics.clone();
+        let handshake_failures = handshake_failures.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
@@ -140,7 +140,7 @@ async fn accept_loop(
                     let _ = tx.send((tls, peer)).await;
                 }
                 // Scanners and health checks fail handshakes all day: counted, not logged.
-                Ok(Err(_)) | Err(_) => metrics.tls_handshake_failed(),
+                Ok(Err(_)) | Err(_) => handshake_failures.inc(),
             }
         });
     }

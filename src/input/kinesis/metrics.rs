@@ -14,7 +14,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use super::consumer::ApiError;
+use super::error::ApiError;
 use crate::decode::{DecodeError, DecodeStats, PayloadFormat};
 
 /// How long a finished shard's counters stay exposed: several scrape intervals of any sane
