@@ -194,10 +194,6 @@ impl Records {
         self.bytes.len()
     }
 
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }

@@ -384,11 +384,6 @@ impl Watermarks {
         })
     }
 
-    /// The oldest event counted so far.
-    pub fn first_event(&self) -> Option<i64> {
-        self.first_event
-    }
-
     /// Every partition, for the metrics.
     pub fn view(&self, wall_now: i64) -> Vec<PartitionView> {
         let mut v: Vec<PartitionView> = self

@@ -38,7 +38,7 @@ fn a_partition_s_progress_is_its_counted_prefix_minus_the_bound() {
     assert_eq!(w.watermark(0), None);
     w.counted(first, Some((T0, T0 + 100 * S)));
     assert_eq!(w.watermark(0), Some(T0 + 140 * S));
-    assert_eq!(w.first_event(), Some(T0));
+    assert_eq!(w.progress(0).map(|p| p.first_event), Some(T0));
 }
 
 #[test]

@@ -87,7 +87,8 @@ pub struct FirehoseConfig {
     /// Keys of `X-Amz-Firehose-Common-Attributes` exposed as labels of
     /// `albwatch_firehose_requests_total`, of every `alb_*` series and of the alerts.
     pub common_attribute_labels: Vec<String>,
-    /// Decoded bytes per pipeline batch.
+    /// Bytes of records per pipeline batch, as delivered (base64 undone, before the workers
+    /// decode them).
     pub batch_bytes: usize,
     /// Requests handled at once; one more is answered 503 at once.
     pub max_concurrent_requests: usize,
