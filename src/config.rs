@@ -182,7 +182,12 @@ impl RawConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        Self::from_toml(&text, path)
+    }
+
+    /// Reads the text of a TOML file; `path` only names it in errors, which are one line each.
+    pub fn from_toml(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().replace('\n', " "),
         })
