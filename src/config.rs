@@ -189,7 +189,7 @@ impl RawConfig {
     pub fn from_toml(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: crate::setting::one_line(e.to_string().trim_end()),
         })
     }
 
@@ -362,11 +362,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: "test.toml".into(),
-            message: e.to_string(),
-        })?;
-        raw.validate()
+        RawConfig::from_toml(text, Path::new("test.toml"))?.validate()
     }
 
     fn err(text: &str) -> String {
@@ -374,6 +370,19 @@ mod tests {
             Ok(_) => panic!("accepted: {text}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    /// Found by the `config_file` fuzz target: a carriage return not followed by a newline is
+    /// a syntax error whose message quoted the line, `\r` and all, so `check-config` printed a
+    /// line that overwrote itself on a terminal.
+    #[test]
+    fn fuzz_carriage_return_syntax_error_is_one_printable_line() {
+        let path = Path::new("tests/fixtures/regressions/fuzz-config-carriage-return.toml");
+        let e = RawConfig::from_file(path).map(drop).expect_err("a syntax error");
+        let shown = e.to_string();
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
+        assert!(!shown.contains(['\r', '\n']), "{shown:?}");
+        assert!(shown.contains("\\r"), "the carriage return is shown escaped: {shown}");
     }
 
     #[test]

@@ -23,14 +23,14 @@ const READ: usize = 7;
 fuzz_target!(|data: &[u8]| {
     let target = 1 + data.first().map_or(0, |&b| usize::from(b));
     let plain = read_both(data.to_vec(), target);
-    if !data.starts_with(&albwatch::gzip::MAGIC) {
-        assert_eq!(plain, Some(oracle(data)), "plain file");
-    }
     let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
     encoder.write_all(data).unwrap_or_default();
     let gzipped = read_both(encoder.finish().unwrap_or_default(), target);
-    if let Some(plain) = plain {
-        assert_eq!(gzipped, Some(plain), "gzip'd file");
+    // Content that itself starts with the gzip magic is decompressed when read plain, and
+    // read as it is once gzip'd (one layer only), so only the rest has an oracle.
+    if !data.starts_with(&albwatch::gzip::MAGIC) {
+        assert_eq!(plain, Some(oracle(data)), "plain file");
+        assert_eq!(gzipped, plain, "gzip'd file");
     }
 });
 
