@@ -1,12 +1,14 @@
-//! The daemon's wiring and shutdown order — the only place that knows every stage. It binds
-//! the admin port and the Firehose endpoint (when configured), starts the worker pool, the
-//! inputs (files, the demo generator, Firehose, Kinesis — each feeding the pool through its
-//! event-time partitions) and the evaluator, which runs the alert rules at every evaluation
-//! tick the event-time watermark passes, exactly as `replay` does. On SIGTERM/SIGINT (or the
-//! end of `--duration`) it stops the inputs first — Firehose answers 503 to new requests
-//! while those in flight finish; Kinesis stops polling, waits for its batches'
-//! acknowledgements and writes its final checkpoints — then drains the queue through the
-//! workers, evaluates once more and stops the admin server, each step within the grace period.
+//! The daemon's wiring and shutdown order — the only place that knows every stage. It first
+//! checks that the Kinesis stream (when configured) can be read, so an AWS set-up no retry can
+//! fix stops start-up before any port is bound; then it binds the admin port and the Firehose
+//! endpoint (when configured), starts the worker pool, the inputs (files, the demo generator,
+//! Firehose, Kinesis — each feeding the pool through its event-time partitions) and the
+//! evaluator, which runs the alert rules at every evaluation tick the event-time watermark
+//! passes, exactly as `replay` does. On SIGTERM/SIGINT (or the end of `--duration`) it stops
+//! the inputs first — Firehose answers 503 to new requests while those in flight finish;
+//! Kinesis stops polling, waits for its batches' acknowledgements and writes its final
+//! checkpoints — then drains the queue through the workers, evaluates once more and stops the
+//! admin server, each step within the grace period.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -50,6 +52,12 @@ pub async fn run(
     stop: impl Future<Output = ()>,
     on_alert: Arc<dyn Fn(&Transition) + Send + Sync>,
 ) -> anyhow::Result<()> {
+    // An AWS set-up no retry can fix (no credentials or region, an unknown stream, access
+    // denied) stops start-up here, as an `aws::SetupError`, before any port is bound.
+    let kinesis_api = match &cfg.kinesis.stream {
+        Some(stream) => Some(SdkApi::connect(stream, cfg.kinesis.region.as_deref()).await?),
+        None => None,
+    };
     let listener = TcpListener::bind(cfg.admin_addr)
         .await
         .with_context(|| format!("binding the admin port {}", cfg.admin_addr))?;
@@ -107,7 +115,7 @@ pub async fn run(
     // The Kinesis consumer holds the pool's submitter until it returns, so it is stopped and
     // awaited (final checkpoints written after its batches are acknowledged) before the pool
     // finishes.
-    let kinesis_task = start_kinesis(&cfg, &registry, &ctx).await?;
+    let kinesis_task = start_kinesis(&cfg, kinesis_api, &registry, &ctx)?;
 
     // The evaluator and the notifier exist before the admin server, which shows the active
     // alerts; the notifier's senders start now so a slow Alertmanager is already being
@@ -278,22 +286,22 @@ async fn start_firehose(
     ))))
 }
 
-/// Starts the Kinesis consumer when `kinesis.stream` is set. Checkpoints are opened now, so a
-/// bad directory fails before anything runs.
-async fn start_kinesis(
+/// Starts the Kinesis consumer over `api`, the checked client when `kinesis.stream` is set.
+/// Checkpoints are opened now, so a bad directory fails before anything runs.
+fn start_kinesis(
     cfg: &Config,
+    api: Option<SdkApi>,
     registry: &prometheus::Registry,
     ctx: &InputContext,
 ) -> anyhow::Result<Option<JoinHandle<Result<(), ConsumerError>>>> {
-    let Some(stream) = cfg.kinesis.stream.clone() else {
+    let (Some(api), Some(stream)) = (api, &cfg.kinesis.stream) else {
         return Ok(None);
     };
     let store = FileCheckpointStore::open(cfg.kinesis.checkpoint_dir.clone())?;
     let metrics = KinesisMetrics::register(registry)?;
-    let client = consumer::sdk_client(cfg.kinesis.region.as_deref()).await;
     eprintln!("albwatch: reading Kinesis stream {stream}");
     let consumer = consumer::run(
-        SdkApi::new(client, stream),
+        api,
         cfg.kinesis.clone(),
         Arc::new(store),
         ctx.source(InputKind::Kinesis),

@@ -2,7 +2,8 @@
 //! then runs one sub-command — `parse` (explain log lines), `replay` (the whole pipeline over
 //! files in event time), `demo` (the daemon on built-in traffic), `run` (the daemon) and
 //! `check-config`. Exit codes: 0 success, 1 an input could not be read or the run failed,
-//! 2 bad usage, 64 bad configuration.
+//! 2 bad usage, 64 bad configuration (an AWS set-up that cannot work included: no
+//! credentials or region, an unknown stream, access denied).
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use albwatch::app;
 use albwatch::classify::{LbSettings, LoadBalancers, classify};
 use albwatch::config::{Config, ConfigError, RawConfig};
 use albwatch::input::Input;
+use albwatch::input::aws::SetupError;
 use albwatch::lines::{self, DEFAULT_MAX_LINE_BYTES, Line, LineReader};
 use albwatch::parse::parse_line;
 use albwatch::render;
@@ -535,7 +537,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let alerts_out = args.alerts_out.clone();
-    app::runtime()?.block_on(app::run(
+    let run = app::runtime()?.block_on(app::run(
         cfg,
         inputs,
         shutdown_signal(),
@@ -548,8 +550,18 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("albwatch: writing {}: {e}", path.display());
             }
         }),
-    ))?;
-    Ok(ExitCode::SUCCESS)
+    ));
+    match run {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // Fixed by changing the environment or the configuration, never by restarting as is.
+        Err(e) => match e.downcast_ref::<SetupError>() {
+            Some(setup) => {
+                eprintln!("albwatch: {setup}");
+                Ok(ExitCode::from(EXIT_BAD_CONFIG))
+            }
+            None => Err(e),
+        },
+    }
 }
 
 fn run_generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {

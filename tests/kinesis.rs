@@ -25,6 +25,7 @@ use albwatch::classify::LoadBalancers;
 use albwatch::decode::DecodeLimits;
 use albwatch::event_time::InputKind;
 use albwatch::input::PartitionSource;
+use albwatch::input::aws::{AwsError, Fault};
 use albwatch::input::kinesis::KinesisMetrics;
 use albwatch::input::kinesis::checkpoint::{
     CheckpointError, CheckpointStore, FileCheckpointStore, Position, SaveOutcome, SequenceNumber,
@@ -237,7 +238,10 @@ impl<A: KinesisApi> KinesisApi for Recording<A> {
 
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordsPage, ApiError> {
         if take_one(&self.throttle) {
-            return Err(ApiError::Throttled("injected".into()));
+            return Err(ApiError::Throttled(AwsError::new(
+                Fault::Throttled,
+                "injected",
+            )));
         }
         if take_one(&self.expire) {
             return Err(ApiError::ExpiredIterator);

@@ -9,6 +9,7 @@
 //! checkpoints) only after the work. Record inputs (Firehose, Kinesis) cut their records into
 //! batches with the one [`RecordBatcher`] and leave decoding to the workers.
 
+pub mod aws;
 pub mod demo;
 pub mod files;
 pub mod firehose;

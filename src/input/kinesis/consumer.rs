@@ -9,7 +9,9 @@
 //! at shutdown for all shards in one write, so a restart re-reads at most the batches in flight
 //! plus one interval. A shard started at `LATEST` first saves the time it started, so a restart
 //! before its first record does not skip what arrived meanwhile. The AWS calls sit behind the
-//! thin [`KinesisApi`] seam so tests can inject throttling the emulator never produces.
+//! thin [`KinesisApi`] seam so tests can inject throttling the emulator never produces. Errors
+//! that repeat while it retries are logged one line per kind per [`LOG_EVERY`], with a count of
+//! those held back.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
@@ -27,7 +29,9 @@ pub use super::error::ApiError;
 use super::metrics::{
     ConsumerFault, FINISHED_SHARD_SERIES_TTL, KinesisMetrics, Operation, Renewal, ShardMetrics,
 };
+pub use super::sdk::SdkApi;
 use crate::decode::DecodeLimits;
+use crate::input::aws::{ErrorLog, LOG_EVERY};
 use crate::input::{PartitionSource, RecordBatcher};
 use crate::pipeline::RawBatch;
 
@@ -91,170 +95,14 @@ pub trait KinesisApi: Send + Sync + 'static {
     ) -> impl Future<Output = Result<RecordsPage, ApiError>> + Send;
 }
 
-/// [`KinesisApi`] over `aws-sdk-kinesis`.
-#[derive(Clone)]
-pub struct SdkApi {
-    client: aws_sdk_kinesis::Client,
-    /// The stream name or ARN: ARNs go in `StreamARN`, names in `StreamName`.
-    stream: String,
-}
-
-impl SdkApi {
-    pub fn new(client: aws_sdk_kinesis::Client, stream: impl Into<String>) -> Self {
-        SdkApi {
-            client,
-            stream: stream.into(),
-        }
-    }
-
-    fn is_arn(&self) -> bool {
-        self.stream.starts_with("arn:")
-    }
-}
-
-/// The SDK client the daemon uses: rustls with *ring* (no cmake/aws-lc build), the region and
-/// credentials from the usual chain, and `AWS_ENDPOINT_URL[_KINESIS]` honoured by aws-config.
-pub async fn sdk_client(region: Option<&str>) -> aws_sdk_kinesis::Client {
-    use aws_smithy_http_client::tls;
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region.to_owned()));
-    }
-    aws_sdk_kinesis::Client::new(&loader.load().await)
-}
-
-/// Sorts an SDK error into an [`ApiError`] by its error code, which is what every Kinesis
-/// operation error shares.
-fn classify_sdk<E, R>(err: aws_sdk_kinesis::error::SdkError<E, R>) -> ApiError
-where
-    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    use aws_sdk_kinesis::error::SdkError;
-    let text = aws_sdk_kinesis::error::DisplayErrorContext(&err).to_string();
-    match &err {
-        SdkError::ServiceError(service) => match service.err().code() {
-            Some(
-                "ProvisionedThroughputExceededException"
-                | "LimitExceededException"
-                | "KMSThrottlingException",
-            ) => ApiError::Throttled(text),
-            Some("ExpiredIteratorException") => ApiError::ExpiredIterator,
-            Some("ResourceNotFoundException") => ApiError::NotFound(text),
-            Some(
-                "InternalFailureException" | "ServiceUnavailable" | "ServiceUnavailableException",
-            ) => ApiError::Transient(text),
-            _ => ApiError::Fatal(text),
-        },
-        // Timeouts, connection and response errors: the network or the service, retry.
-        _ => ApiError::Transient(text),
-    }
-}
-
-impl KinesisApi for SdkApi {
-    async fn list_shards(&self) -> Result<Vec<ShardInfo>, ApiError> {
-        let mut shards = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut req = self.client.list_shards();
-            // With NextToken the stream must not be named again (ListShards rejects the pair).
-            req = match &token {
-                Some(t) => req.next_token(t),
-                None if self.is_arn() => req.stream_arn(&self.stream),
-                None => req.stream_name(&self.stream),
-            };
-            let out = req.send().await.map_err(classify_sdk)?;
-            shards.extend(out.shards().iter().map(|s| ShardInfo {
-                id: s.shard_id().to_owned(),
-                parent: s.parent_shard_id().map(str::to_owned),
-                adjacent_parent: s.adjacent_parent_shard_id().map(str::to_owned),
-            }));
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-                _ => return Ok(shards),
-            }
-        }
-    }
-
-    async fn get_shard_iterator(
-        &self,
-        shard: &str,
-        start: &IteratorStart,
-    ) -> Result<String, ApiError> {
-        use aws_sdk_kinesis::types::ShardIteratorType as T;
-        let mut req = self.client.get_shard_iterator().shard_id(shard);
-        req = if self.is_arn() {
-            req.stream_arn(&self.stream)
-        } else {
-            req.stream_name(&self.stream)
-        };
-        req = match start {
-            IteratorStart::After(seq) => req
-                .shard_iterator_type(T::AfterSequenceNumber)
-                .starting_sequence_number(seq.as_str()),
-            IteratorStart::Initial(InitialPosition::Latest) => req.shard_iterator_type(T::Latest),
-            IteratorStart::Initial(InitialPosition::TrimHorizon) => {
-                req.shard_iterator_type(T::TrimHorizon)
-            }
-            IteratorStart::Initial(InitialPosition::AtTimestamp(t)) => req
-                .shard_iterator_type(T::AtTimestamp)
-                .timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs_f64(*t)),
-        };
-        let out = req.send().await.map_err(classify_sdk)?;
-        out.shard_iterator()
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::Transient("GetShardIterator returned no iterator".into()))
-    }
-
-    async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordsPage, ApiError> {
-        let out = self
-            .client
-            .get_records()
-            .shard_iterator(iterator)
-            .limit(limit)
-            .send()
-            .await
-            .map_err(classify_sdk)?;
-        let millis_behind_latest = out.millis_behind_latest();
-        let next_iterator = out.next_shard_iterator().map(str::to_owned);
-        let child_shards = out
-            .child_shards()
-            .iter()
-            .map(|c| ShardInfo {
-                id: c.shard_id().to_owned(),
-                parent: c.parent_shards().first().cloned(),
-                adjacent_parent: c.parent_shards().get(1).cloned(),
-            })
-            .collect();
-        let records = out
-            .records
-            .into_iter()
-            .map(|r| ApiRecord {
-                sequence_number: r.sequence_number,
-                data: r.data.into_inner(),
-            })
-            .collect();
-        Ok(RecordsPage {
-            records,
-            next_iterator,
-            millis_behind_latest,
-            child_shards,
-        })
-    }
-}
-
 /// Why the consumer stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
     #[error("kinesis checkpoints: {0}")]
     Checkpoint(#[from] CheckpointError),
-    #[error("kinesis stream {stream}: {source}")]
-    Api { stream: String, source: ApiError },
+    /// ListShards failed in a way retrying will not fix; the error names the stream.
+    #[error("{0}")]
+    Api(ApiError),
     #[error("kinesis shard {shard}: {message}")]
     Shard { shard: String, message: String },
 }
@@ -269,6 +117,19 @@ struct Ctx<A> {
     partitions: PartitionSource,
     metrics: KinesisMetrics,
     limits: DecodeLimits,
+    /// Shared by every shard: an outage that fails them all is one line per interval.
+    errors: ErrorLog,
+}
+
+impl<A> Ctx<A> {
+    /// Logs a failed call `what` (e.g. `ListShards`, `shardId-… GetRecords`), rate-limited
+    /// per kind; an expired iterator is routine and not logged.
+    fn log_failure(&self, what: &str, e: &ApiError) {
+        if let Some(fault) = e.fault() {
+            self.errors
+                .write(fault, || format!("albwatch: kinesis {what}: {e}"));
+        }
+    }
 }
 
 /// How a shard task ended.
@@ -322,6 +183,7 @@ pub async fn run<A: KinesisApi>(
         partitions,
         metrics,
         limits,
+        errors: ErrorLog::new(LOG_EVERY),
     });
     // Shards at ShardEnd, from the store or finished in this run.
     let mut ended: HashSet<String> = loaded
@@ -365,12 +227,12 @@ pub async fn run<A: KinesisApi>(
                     }
                     Err(e @ (ApiError::Fatal(_) | ApiError::NotFound(_))) => {
                         ctx.metrics.call(Operation::ListShards, Err(&e));
-                        result = Err(ConsumerError::Api { stream: stream.clone(), source: e });
+                        result = Err(ConsumerError::Api(e));
                         break;
                     }
                     Err(e) => {
                         ctx.metrics.call(Operation::ListShards, Err(&e));
-                        eprintln!("albwatch: kinesis ListShards {stream}: {e}");
+                        ctx.log_failure("ListShards", &e);
                         // Retried on the next tick, or sooner when the backoff is shorter.
                         discovery.reset_after(list_backoff.next().min(ctx.cfg.shard_discovery));
                         continue;
@@ -730,11 +592,12 @@ async fn read_shard<A: KinesisApi>(
                         ctx.metrics.call(Operation::GetShardIterator, Err(&e));
                         match e {
                             ApiError::NotFound(_) => break Halt::Gone,
-                            ApiError::Fatal(msg) => {
-                                eprintln!("albwatch: kinesis {shard}: GetShardIterator: {msg}");
+                            ApiError::Fatal(_) => {
+                                ctx.log_failure(&format!("{shard} GetShardIterator"), &e);
                                 break Halt::Gone;
                             }
                             _ => {
+                                ctx.log_failure(&format!("{shard} GetShardIterator"), &e);
                                 if sleep_or_stop(backoff.next(), &mut stop).await {
                                     break Halt::Stopped;
                                 }
@@ -769,6 +632,9 @@ async fn read_shard<A: KinesisApi>(
             }
             Err(e) => {
                 ctx.metrics.call(Operation::GetRecords, Err(&e));
+                if !matches!(e, ApiError::NotFound(_)) {
+                    ctx.log_failure(&format!("{shard} GetRecords"), &e);
+                }
                 let wait = match e {
                     ApiError::ExpiredIterator => {
                         ctx.metrics.iterator_renewed(Renewal::Expired);
@@ -778,9 +644,8 @@ async fn read_shard<A: KinesisApi>(
                     ApiError::Throttled(_) => backoff.next().max(THROTTLE_BACKOFF),
                     ApiError::NotFound(_) => break Halt::Gone,
                     ApiError::Transient(_) => backoff.next(),
-                    ApiError::Fatal(msg) => {
+                    ApiError::Fatal(_) => {
                         // A bad iterator is renewed; anything else waits at the longest backoff.
-                        eprintln!("albwatch: kinesis {shard}: GetRecords: {msg}");
                         ctx.metrics.iterator_renewed(Renewal::Rejected);
                         iterator = None;
                         MAX_BACKOFF
@@ -1060,10 +925,21 @@ mod tests {
 
     #[test]
     fn error_kinds_are_the_documented_label_values() {
-        assert_eq!(ApiError::Throttled(String::new()).kind(), "throttled");
+        let line = |fault| crate::input::aws::AwsError::new(fault, "");
+        use crate::input::aws::Fault;
+        assert_eq!(
+            ApiError::Throttled(line(Fault::Throttled)).kind(),
+            "throttled"
+        );
         assert_eq!(ApiError::ExpiredIterator.kind(), "expired_iterator");
-        assert_eq!(ApiError::NotFound(String::new()).kind(), "not_found");
-        assert_eq!(ApiError::Transient(String::new()).kind(), "transient");
-        assert_eq!(ApiError::Fatal(String::new()).kind(), "fatal");
+        assert_eq!(
+            ApiError::NotFound(line(Fault::NotFound)).kind(),
+            "not_found"
+        );
+        assert_eq!(
+            ApiError::Transient(line(Fault::Network)).kind(),
+            "transient"
+        );
+        assert_eq!(ApiError::Fatal(line(Fault::AccessDenied)).kind(), "fatal");
     }
 }

@@ -374,6 +374,7 @@ impl Collector for CheckpointAge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::aws::{AwsError, Fault};
 
     fn exposition(registry: &Registry) -> String {
         let (_, body) = crate::export::admin::encode(registry).expect("encode");
@@ -417,7 +418,7 @@ mod tests {
         let m = KinesisMetrics::register(&registry).expect("register");
         m.call(
             Operation::GetRecords,
-            Err(&ApiError::Throttled(String::new())),
+            Err(&ApiError::Throttled(AwsError::new(Fault::Throttled, ""))),
         );
         let text = exposition(&registry);
         for line in [

@@ -2,15 +2,17 @@
 //! a restart and the in-order commit rule that keeps a checkpoint from overtaking a batch the
 //! pipeline has not finished; [`config`] is the `[kinesis]` section; [`consumer`] discovers
 //! shards, walks the resharding DAG (children after their parents' `SHARD_END`), polls each
-//! readable shard and hands its records to the pipeline as acknowledged batches; [`error`] sorts
-//! what a call can fail with; [`metrics`] is its telemetry.
+//! readable shard and hands its records to the pipeline as acknowledged batches; [`sdk`] is the
+//! real AWS client behind it, checked at start-up; [`error`] sorts what a call can fail with;
+//! [`metrics`] is its telemetry.
 
 pub mod checkpoint;
 pub mod config;
 pub mod consumer;
 pub mod error;
 pub mod metrics;
+pub mod sdk;
 
 pub use config::{KinesisConfig, ValidKinesisConfig};
-pub use consumer::SdkApi;
 pub use metrics::KinesisMetrics;
+pub use sdk::SdkApi;
