@@ -378,11 +378,16 @@ mod tests {
     #[test]
     fn fuzz_carriage_return_syntax_error_is_one_printable_line() {
         let path = Path::new("tests/fixtures/regressions/fuzz-config-carriage-return.toml");
-        let e = RawConfig::from_file(path).map(drop).expect_err("a syntax error");
+        let e = RawConfig::from_file(path)
+            .map(drop)
+            .expect_err("a syntax error");
         let shown = e.to_string();
         assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
         assert!(!shown.contains(['\r', '\n']), "{shown:?}");
-        assert!(shown.contains("\\r"), "the carriage return is shown escaped: {shown}");
+        assert!(
+            shown.contains("\\r"),
+            "the carriage return is shown escaped: {shown}"
+        );
     }
 
     #[test]
