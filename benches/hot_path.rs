@@ -1,4 +1,4 @@
-//! Criterion benches of the hot path on a realistic generated corpus (`corpus::Corpus`, ~700
+//! Criterion benches of the hot path on a realistic generated corpus (`traffic::corpus`, ~700
 //! bytes a line), reported in lines/s and bytes/s. The same group holds two memchr baselines,
 //! so the distance to memory speed is visible in one run: counting newlines (the floor of any
 //! line-oriented reader) and finding fields 5 and 9 of every line (the least work any parser
@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 
 use albwatch::aggregate::{AggregateConfig, Aggregator};
 use albwatch::classify::{LbSettings, LoadBalancers};
-use albwatch::corpus::Corpus;
 use albwatch::parse::fields::{Fields, split_into, split_nom};
 use albwatch::parse::{LogEntry, parse_line, parse_line_into};
 use albwatch::pipeline::{RawBatch, Worker};
@@ -26,7 +25,7 @@ use common::{each_line, fields_5_and_9, parse_classify};
 const LINES: usize = 20_000;
 
 fn hot_path(c: &mut Criterion) {
-    let data = Corpus::generate(42, LINES);
+    let data = albwatch::traffic::corpus(42, LINES);
     let lb = LbSettings::default();
     let mut group = c.benchmark_group("hot_path");
     group.throughput(Throughput::ElementsAndBytes {

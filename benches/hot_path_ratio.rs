@@ -10,7 +10,6 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use albwatch::classify::LbSettings;
-use albwatch::corpus::Corpus;
 
 mod common;
 
@@ -30,7 +29,7 @@ fn seconds(f: &dyn Fn() -> usize) -> f64 {
 }
 
 fn main() {
-    let data = Corpus::generate(42, LINES);
+    let data = albwatch::traffic::corpus(42, LINES);
     let lb = LbSettings::default();
     let baseline = || fields_5_and_9(black_box(&data));
     let parsed = || parse_classify(black_box(&data), &lb);

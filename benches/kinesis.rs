@@ -1,5 +1,5 @@
 //! Kinesis input throughput on the emulator, in one run: kinesalite (started here, as the tests
-//! do) holds a 4-shard stream pre-filled with realistic ALB lines (`corpus::Corpus`, 100 lines
+//! do) holds a 4-shard stream pre-filled with realistic ALB lines (`traffic::corpus`, 100 lines
 //! a record, spread evenly over the shards); then (a) a bare SDK GetRecords loop, one task per
 //! shard and no pause between calls, reads it all from TRIM_HORIZON, and (b) albwatch's
 //! consumer with the real worker pool behind it (decode, parse, classify, aggregate, acks and
@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use albwatch::aggregate::{AggregateConfig, Aggregator};
 use albwatch::classify::LoadBalancers;
-use albwatch::corpus::Corpus;
 use albwatch::decode::DecodeLimits;
 use albwatch::event_time::InputKind;
 use albwatch::input::PartitionSource;
@@ -49,7 +48,7 @@ fn env_number(name: &str, default: usize) -> usize {
 
 /// The stream's contents: whole-line records of [`LINES_PER_RECORD`] corpus lines.
 fn records(count: usize) -> Vec<Vec<u8>> {
-    let data = Corpus::generate(42, count * LINES_PER_RECORD);
+    let data = albwatch::traffic::corpus(42, count * LINES_PER_RECORD);
     let mut out = Vec::with_capacity(count);
     let mut start = 0;
     let mut lines = 0;

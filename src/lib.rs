@@ -6,7 +6,7 @@
 //! - inputs: [`input`] is their home and their one seam — each input queues owned
 //!   [`pipeline::RawBatch`]es through the [`input::PartitionInput`] of one event-time
 //!   partition: [`input::files`] (a run of files, or followed files, read through [`lines`]),
-//!   [`input::demo`] (the generated traffic of [`demo`]), [`input::firehose`] (the Amazon Data
+//!   [`input::demo`] (the scripted traffic of [`traffic`]), [`input::firehose`] (the Amazon Data
 //!   Firehose HTTP endpoint) and [`input::kinesis`] (Kinesis Data Streams: shard DAG, polling,
 //!   checkpoints), whose records the workers decode with [`decode`] (gzip, CloudWatch Logs
 //!   envelopes, JSON records, KPL aggregates); [`gzip`] is every gzip decoding, streaming for
@@ -28,7 +28,8 @@
 //!   Alertmanager ([`alert::notify`], over [`http_client`]);
 //! - [`config`] (file + environment → validated config, every error an
 //!   [`setting::InvalidSetting`] naming its key) and [`app`] (daemon wiring and shutdown
-//!   order); [`render`] and [`corpus`] serve `albwatch parse` and the benches.
+//!   order); [`render`] serves `albwatch parse`; [`traffic`] is the one generator of access-log
+//!   lines: the demo's scripted incidents and the benches' and tests' corpus.
 
 pub mod aggregate;
 pub mod alert;
@@ -36,9 +37,7 @@ pub mod app;
 pub mod classify;
 pub mod clock;
 pub mod config;
-pub mod corpus;
 pub mod decode;
-pub mod demo;
 pub mod event_time;
 pub mod export;
 pub mod firehose_send;
@@ -54,3 +53,4 @@ mod rng;
 pub mod setting;
 #[cfg(test)]
 mod test_support;
+pub mod traffic;

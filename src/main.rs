@@ -117,7 +117,7 @@ struct DemoArgs {
     /// Start the incident script this many seconds into its cycle: the first incident begins
     /// at 120, so the default 100 shows it twenty seconds after starting (0: two quiet
     /// minutes first).
-    #[arg(long, value_name = "SECS", default_value_t = albwatch::demo::DEFAULT_SCRIPT_OFFSET_SECS)]
+    #[arg(long, value_name = "SECS", default_value_t = albwatch::traffic::DEFAULT_SCRIPT_OFFSET_SECS)]
     start_offset: u32,
     /// Configuration file (TOML) for thresholds and windows.
     #[arg(long, value_name = "FILE")]
@@ -565,7 +565,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
-    let mut traffic = albwatch::demo::DemoTraffic::new(args.seed, args.start, args.rate);
+    let mut traffic = albwatch::traffic::Traffic::scripted(args.seed, args.start, args.rate);
     let end = args.start + i64::from(args.seconds) * 1_000_000;
     let mut out = io::stdout().lock();
     let mut buf = Vec::with_capacity(1 << 20);

@@ -436,7 +436,7 @@ fn run_worker(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::Corpus;
+    use crate::traffic::corpus;
     use std::sync::mpsc::channel;
 
     fn shared() -> Arc<Mutex<Aggregator>> {
@@ -452,7 +452,7 @@ mod tests {
             &AggregateConfig::default(),
             4096,
         );
-        let mut lines = Corpus::generate(3, 100);
+        let mut lines = corpus(3, 100);
         lines.extend_from_slice(b"garbage line\n\n");
         lines.extend_from_slice(&[b'x'; 5000]);
         lines.push(b'\n');
@@ -487,11 +487,11 @@ mod tests {
             &cfg,
             4096,
         );
-        let mut prod = RawBatch::new(Corpus::generate(1, 50));
+        let mut prod = RawBatch::new(corpus(1, 50));
         prod.attributes = Some(Arc::from([Arc::<str>::from("prod")]));
         w.process_batch(&prod, i64::MAX);
         // The next batch, from an input without attributes, does not inherit them.
-        w.process_batch(&RawBatch::new(Corpus::generate(2, 30)), i64::MAX);
+        w.process_batch(&RawBatch::new(corpus(2, 30)), i64::MAX);
         let snap = agg.lock().expect("lock").snapshot(i64::MAX);
         let count = |env: &str| -> u64 {
             snap.series
@@ -532,7 +532,7 @@ mod tests {
             let done = done_tx.clone();
             submitter
                 .submit(RawBatch::with_ack(
-                    Corpus::generate(seed, 50),
+                    corpus(seed, 50),
                     Box::new(move |o| {
                         let _ = done.send(o.parsed);
                     }),
@@ -563,7 +563,7 @@ mod tests {
         let s = pool.submitter();
         let mut full = false;
         for _ in 0..10 {
-            if let Err(SubmitError::Full(_)) = s.try_submit(RawBatch::new(Corpus::generate(1, 5))) {
+            if let Err(SubmitError::Full(_)) = s.try_submit(RawBatch::new(corpus(1, 5))) {
                 full = true;
                 break;
             }

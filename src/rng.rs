@@ -1,7 +1,8 @@
 //! SplitMix64, the one pseudo-random generator albwatch uses: tiny, fast and fully specified,
-//! so the benchmark corpus and the demo's traffic never change under a dependency upgrade
-//! (which a general-purpose RNG crate does not promise). Seeded from a number for reproducible
-//! data, or from the OS keys behind `RandomState` plus the clock for request ids and jitter.
+//! so the generated traffic (the demo's and the benchmark corpus) never changes under a
+//! dependency upgrade (which a general-purpose RNG crate does not promise). Seeded from a number
+//! for reproducible data, or from the OS keys behind `RandomState` plus the clock for request ids
+//! and jitter.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

@@ -19,7 +19,6 @@ use fixtures::cause_line_at;
 
 use albwatch::aggregate::{AggregateConfig, Aggregator};
 use albwatch::classify::LoadBalancers;
-use albwatch::corpus::Corpus;
 use albwatch::event_time::InputKind;
 use albwatch::input::firehose::{self, FirehoseConfig, FirehoseMetrics};
 use albwatch::input::{PartitionSource, Shutdown};
@@ -407,7 +406,7 @@ async fn read_reply<S: AsyncRead + Unpin>(stream: &mut S) -> Reply {
 // Payloads.
 
 fn corpus(seed: u64, lines: usize) -> Vec<u8> {
-    Corpus::generate(seed, lines)
+    albwatch::traffic::corpus(seed, lines)
 }
 
 /// A CloudWatch Logs subscription payload (gzip'd, as Firehose gets it without the

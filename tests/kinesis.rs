@@ -1461,7 +1461,7 @@ async fn the_s3_forwarder_delivers_every_line_of_an_object_once() {
     let object = dir
         .0
         .join("123456789012_elasticloadbalancing_us-east-1_app.shop.log.gz");
-    std::fs::write(&object, gzip(&albwatch::corpus::Corpus::generate(7, LINES))).expect("log");
+    std::fs::write(&object, gzip(&albwatch::traffic::corpus(7, LINES))).expect("log");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(root.join("target/test-deps/aws-tools/bin/python"))
         .arg(root.join("tests/support/forwarder.py"))

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 
 use albwatch::aggregate::{AggregateConfig, Aggregator, BatchAccumulator};
 use albwatch::classify::{LbSettings, classify};
-use albwatch::corpus::Corpus;
 use albwatch::export::admin::{self, Health};
 use albwatch::export::{new_registry, register_snapshot_metrics};
 use albwatch::parse::parse_line;
@@ -23,7 +22,7 @@ const LINES: usize = 5000;
 
 /// The corpus aggregated the way a worker does it, in batches of alternating `env`.
 fn aggregate_corpus() -> Aggregator {
-    let corpus = Corpus::generate(7, LINES);
+    let corpus = albwatch::traffic::corpus(7, LINES);
     let mut agg = Aggregator::new(AggregateConfig {
         attribute_labels: vec!["env".to_string()],
         ..AggregateConfig::default()

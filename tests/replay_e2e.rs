@@ -63,11 +63,11 @@ fn replay_names_every_incident_and_nothing_else() {
     let seconds = std::env::var("ALBWATCH_E2E_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2 * albwatch::demo::cycle_secs());
+        .unwrap_or(2 * albwatch::traffic::cycle_secs());
     let log = temp("two-cycles.log");
     generate(&log, seconds, 20, 7);
     let start = time_us(START);
-    let expected = albwatch::demo::occurrences(start, seconds);
+    let expected = albwatch::traffic::occurrences(start, seconds);
     assert!(expected.len() >= 14, "two cycles of the script");
 
     let mut runs = Vec::new();

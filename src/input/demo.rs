@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use crate::demo::DemoTraffic;
 use crate::event_time::{InputKind, PartitionSpec};
 use crate::export::WallClock;
 use crate::pipeline::RawBatch;
+use crate::traffic::Traffic;
 
 use super::{PartitionInput, Shutdown};
 
@@ -27,7 +27,7 @@ pub fn partition(idle_us: i64) -> PartitionSpec {
 
 /// Generates traffic up to the wall clock every 250 ms until `stopping`.
 pub fn run(
-    mut traffic: DemoTraffic,
+    mut traffic: Traffic,
     input: &PartitionInput,
     wall_clock: &WallClock,
     stopping: &Shutdown,
@@ -51,9 +51,9 @@ mod tests {
     use crate::aggregate::{AggregateConfig, Aggregator};
     use crate::alert::{AlertConfig, AlertEngine, Status};
     use crate::classify::LoadBalancers;
-    use crate::demo::{DEFAULT_SCRIPT_OFFSET_SECS, DemoTraffic};
     use crate::event_time::{Evaluator, Progress};
     use crate::pipeline::{RawBatch, Worker};
+    use crate::traffic::{DEFAULT_SCRIPT_OFFSET_SECS, Traffic};
 
     const S: i64 = 1_000_000;
 
@@ -63,7 +63,7 @@ mod tests {
     #[test]
     fn the_default_demo_alerts_within_its_first_minute() {
         let t0 = 1_795_514_400 * S;
-        let mut traffic = DemoTraffic::new(1, t0, 200).skip_script(DEFAULT_SCRIPT_OFFSET_SECS);
+        let mut traffic = Traffic::scripted(1, t0, 200).skip_script(DEFAULT_SCRIPT_OFFSET_SECS);
         let agg = Arc::new(Mutex::new(Aggregator::new(AggregateConfig::default())));
         let mut worker = Worker::new(
             Arc::new(LoadBalancers::default()),

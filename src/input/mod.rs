@@ -23,12 +23,12 @@ use std::thread::JoinHandle;
 use tokio::sync::watch;
 
 use crate::decode::{DecodeLimits, Records};
-use crate::demo::DemoTraffic;
 use crate::event_time::{
     InputKind, MAX_PARTITIONS_PER_INPUT, OVERFLOW_PARTITION, PartitionSpec, Stamp, Timeline,
 };
 use crate::export::WallClock;
 use crate::pipeline::{RawBatch, SubmitError, Submitter};
+use crate::traffic::Traffic;
 
 /// The inputs that run on threads of their own.
 #[derive(Debug, Clone)]
@@ -120,7 +120,7 @@ impl InputContext {
                     let input = self.open(demo::partition(self.timing.idle_us));
                     let wall = Arc::clone(&self.wall_clock);
                     threads.push(std::thread::spawn(move || {
-                        let traffic = DemoTraffic::new(seed, wall(), requests_per_sec)
+                        let traffic = Traffic::scripted(seed, wall(), requests_per_sec)
                             .skip_script(script_offset_secs);
                         demo::run(traffic, &input, &wall, &stop);
                     }));

@@ -310,8 +310,8 @@ fn prefix_xor(mut bits: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::Corpus;
     use crate::parse::fields::split_nom;
+    use crate::traffic::corpus;
 
     /// `split_regular`'s fields, checked against `split_nom` and between SSE2, AVX2 and
     /// AVX-512 (those this CPU has), or `None` if it refused.
@@ -339,8 +339,8 @@ mod tests {
 
     #[test]
     fn generated_access_logs_take_the_fast_path() {
-        let corpus = Corpus::generate(7, 500);
-        for line in corpus.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let lines = corpus(7, 500);
+        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             assert!(fast(line).is_some(), "{}", line.escape_ascii());
         }
     }
