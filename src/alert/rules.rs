@@ -1,7 +1,9 @@
 //! The alert rules: the raw [`AlertConfig`] users write (serde, every field optional), its
-//! [`AlertConfig::validate`] step that names the bad key, and the built-in per-cause defaults
-//! ([`default_rule`]) that the overrides patch. It hands the engine one effective [`Rule`] per
-//! cause.
+//! [`AlertConfig::validate`] step that names the bad key, the built-in per-cause defaults
+//! ([`default_rule`]) that the overrides patch, and the split of the causes into those that
+//! are always wrong (absolute thresholds only) and the normal-noise ones that must also rise
+//! clearly above their group's own baseline ([`default_surge`]). It hands the engine one
+//! effective [`Rule`] per cause and the [`BaselineConfig`].
 
 use std::collections::BTreeMap;
 
@@ -33,13 +35,29 @@ impl Severity {
 
 /// The effective rule of one cause: fire when, over the evaluation window, a group saw at
 /// least `min_count` requests of the cause **and** they were at least `min_share` of the
-/// group's requests.
+/// group's requests. A cause with a [`Surge`] rule uses those absolute thresholds only while
+/// its group's baseline is cold; once it is warm it fires on a surge over the baseline
+/// instead.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rule {
     pub min_count: u64,
     /// A fraction in `0..=1`.
     pub min_share: f64,
     pub severity: Severity,
+    /// `None` for causes that are always wrong: the absolute thresholds alone decide.
+    pub surge: Option<Surge>,
+}
+
+/// The floors of a surge over a warm baseline: besides being very unlikely under the
+/// baseline share (the test of [`super::baseline`]), the window must hold at least
+/// `min_count` requests of the cause and their share must exceed the baseline share by at
+/// least `min_rise`, so a busy group's statistically significant but tiny wobble (40 % → 41 %
+/// over 100 000 requests) pages nobody.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Surge {
+    pub min_count: u64,
+    /// A fraction in `0..=1`: percentage points over the baseline share, divided by 100.
+    pub min_rise: f64,
 }
 
 /// Per-cause overrides of the built-in defaults; `None` keeps the default.
@@ -52,6 +70,41 @@ pub struct RuleConfig {
     pub min_count: Option<u64>,
     pub min_share: Option<f64>,
     pub severity: Option<Severity>,
+    /// `true` compares the cause with its group's baseline once that is warm (the default
+    /// for normal-noise causes, [`default_surge`]); `false` keeps the absolute thresholds
+    /// alone.
+    pub baseline: Option<bool>,
+    /// Floors of a surge over the baseline ([`Surge`]).
+    pub surge_min_count: Option<u64>,
+    pub surge_min_rise: Option<f64>,
+}
+
+/// The `[alerts.baseline]` settings: how each `(cause, group)` learns its normal share.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselineConfig {
+    /// The baseline forgets with this half-life of event time: an hour ago weighs half as
+    /// much as now.
+    pub half_life_secs: u32,
+    /// A baseline is warm, and replaces the absolute thresholds, once it has watched this
+    /// much event time…
+    pub warm_up_secs: u32,
+    /// …and holds at least this many (decayed) requests of its group.
+    pub warm_up_requests: u64,
+    /// The false-alarm bound of the surge test: fire only when the window's count has a
+    /// probability below `alpha` under the baseline share.
+    pub alpha: f64,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        BaselineConfig {
+            half_life_secs: 3_600,
+            warm_up_secs: 1_800,
+            warm_up_requests: 1_000,
+            alpha: 1e-6,
+        }
+    }
 }
 
 /// The `[alert]` settings as written (phase one of the two-phase config); check them with
@@ -70,6 +123,8 @@ pub struct AlertConfig {
     pub include_target_4xx: bool,
     /// Overrides by cause name (`docs/causes.md`), e.g. `rules.target_5xx.min_share = 0.2`.
     pub rules: BTreeMap<String, RuleConfig>,
+    /// How the baselines of the normal-noise causes learn.
+    pub baseline: BaselineConfig,
 }
 
 impl Default for AlertConfig {
@@ -79,6 +134,7 @@ impl Default for AlertConfig {
             resolve_after_secs: 120,
             include_target_4xx: false,
             rules: BTreeMap::new(),
+            baseline: BaselineConfig::default(),
         }
     }
 }
@@ -104,6 +160,23 @@ pub enum AlertConfigError {
         "rules.{name}.min_share: {value} is outside 0..=1 (it is a fraction, not a percentage)"
     )]
     ShareOutOfRange { name: String, value: f64 },
+    #[error("rules.{name}.surge_min_count: must be at least 1 (a rule cannot fire on zero requests)")]
+    ZeroSurgeCount { name: String },
+    #[error(
+        "rules.{name}.surge_min_rise: {value} is outside 0..=1 (it is a fraction, not a percentage)"
+    )]
+    RiseOutOfRange { name: String, value: f64 },
+    #[error(
+        "rules.{name}.{key}: `{name}` is not compared with a baseline (set baseline = true to \
+         compare it)"
+    )]
+    SurgeWithoutBaseline { name: String, key: &'static str },
+    #[error("baseline.half_life_secs: must be between 60 and 604800 (a week), not {0}")]
+    HalfLife(u32),
+    #[error("baseline.warm_up_secs: must be at most 604800 (a week), not {0}")]
+    WarmUp(u32),
+    #[error("baseline.alpha: {0} must be above 0 and below 0.5")]
+    Alpha(f64),
 }
 
 impl AlertConfigError {
@@ -118,6 +191,14 @@ impl AlertConfigError {
             }
             AlertConfigError::ZeroCount { name } => format!("rules.{name}.min_count"),
             AlertConfigError::ShareOutOfRange { name, .. } => format!("rules.{name}.min_share"),
+            AlertConfigError::ZeroSurgeCount { name } => format!("rules.{name}.surge_min_count"),
+            AlertConfigError::RiseOutOfRange { name, .. } => {
+                format!("rules.{name}.surge_min_rise")
+            }
+            AlertConfigError::SurgeWithoutBaseline { name, key } => format!("rules.{name}.{key}"),
+            AlertConfigError::HalfLife(_) => "baseline.half_life_secs".to_string(),
+            AlertConfigError::WarmUp(_) => "baseline.warm_up_secs".to_string(),
+            AlertConfigError::Alpha(_) => "baseline.alpha".to_string(),
         }
     }
 }
@@ -128,6 +209,17 @@ impl AlertConfig {
     pub fn validate(&self) -> Result<(), AlertConfigError> {
         if self.window_secs == 0 {
             return Err(AlertConfigError::ZeroWindow);
+        }
+        let b = &self.baseline;
+        if !(60..=WEEK_SECS).contains(&b.half_life_secs) {
+            return Err(AlertConfigError::HalfLife(b.half_life_secs));
+        }
+        if b.warm_up_secs > WEEK_SECS {
+            return Err(AlertConfigError::WarmUp(b.warm_up_secs));
+        }
+        // Written so that NaN fails too.
+        if !(b.alpha > 0.0 && b.alpha < 0.5) {
+            return Err(AlertConfigError::Alpha(b.alpha));
         }
         for (name, rule) in &self.rules {
             let Some(cause) = Cause::from_name(name) else {
@@ -144,6 +236,28 @@ impl AlertConfig {
                 return Err(AlertConfigError::ShareOutOfRange {
                     name: name.clone(),
                     value,
+                });
+            }
+            if rule.surge_min_count == Some(0) {
+                return Err(AlertConfigError::ZeroSurgeCount { name: name.clone() });
+            }
+            if let Some(value) = rule.surge_min_rise.filter(|s| !(0.0..=1.0).contains(s)) {
+                return Err(AlertConfigError::RiseOutOfRange {
+                    name: name.clone(),
+                    value,
+                });
+            }
+            let compared = rule.baseline.unwrap_or(default_surge(cause).is_some());
+            let surge_key = [
+                ("surge_min_count", rule.surge_min_count.is_some()),
+                ("surge_min_rise", rule.surge_min_rise.is_some()),
+            ]
+            .into_iter()
+            .find_map(|(key, set)| set.then_some(key));
+            if let Some(key) = surge_key.filter(|_| !compared) {
+                return Err(AlertConfigError::SurgeWithoutBaseline {
+                    name: name.clone(),
+                    key,
                 });
             }
         }
@@ -175,19 +289,41 @@ impl AlertConfig {
         let Some(over) = over else {
             return Some(default);
         };
+        let min_count = over.min_count.unwrap_or(default.min_count);
+        let surge = match (over.baseline, default.surge) {
+            (Some(false), _) => None,
+            (_, Some(surge)) => Some(surge),
+            // A cause that is always wrong by default, compared on request: floors of the
+            // same size as its absolute ones.
+            (Some(true), None) => Some(Surge {
+                min_count,
+                min_rise: default.min_share,
+            }),
+            (None, None) => None,
+        }
+        .map(|surge| Surge {
+            min_count: over.surge_min_count.unwrap_or(surge.min_count),
+            min_rise: over.surge_min_rise.unwrap_or(surge.min_rise),
+        });
         Some(Rule {
-            min_count: over.min_count.unwrap_or(default.min_count),
+            min_count,
             min_share: over.min_share.unwrap_or(default.min_share),
             severity: over.severity.unwrap_or(default.severity),
+            surge,
         })
     }
 }
+
+/// The longest half-life and warm-up accepted: a baseline that takes longer to learn would
+/// never be warm between two deploys.
+const WEEK_SECS: u32 = 7 * 86_400;
 
 const fn rule(min_count: u64, min_share: f64, severity: Severity) -> Option<Rule> {
     Some(Rule {
         min_count,
         min_share,
         severity,
+        surge: None,
     })
 }
 
@@ -236,6 +372,93 @@ const fn rule(min_count: u64, min_share: f64, severity: Severity) -> Option<Rule
 ///
 /// `target_ok`, `lb_ok`, `fixed_response` and `redirect` have no rule.
 pub const fn default_rule(cause: Cause) -> Option<Rule> {
+    match absolute_rule(cause) {
+        Some(r) => Some(Rule {
+            surge: default_surge(cause),
+            ..r
+        }),
+        None => None,
+    }
+}
+
+/// The surge floors of the normal-noise causes, `None` for the causes that are always wrong
+/// (and for those that never alert).
+///
+/// A normal-noise cause happens every day on a healthy group (clients, scanners, the
+/// application's own errors), and how much of it is normal differs from group to group: a
+/// site behind bots sees 40 % of its requests blocked by WAF all day, another 0.1 %. Once a
+/// group's baseline is warm such a cause fires only when its share of the window is very
+/// unlikely under the baseline share **and** at least `min_count` requests **and**
+/// `min_rise` above the baseline share; while the baseline is cold (new group, cold start,
+/// a replay's first half hour) the absolute thresholds of [`default_rule`] apply.
+///
+/// | cause | surge min_count | surge min_rise |
+/// |---|---|---|
+/// | `target_5xx` | 10 | 0.05 |
+/// | `target_4xx` (opt-in) | 50 | 0.10 |
+/// | `http2_stream_reset` | 20 | 0.05 |
+/// | `lambda_error` | 5 | 0.05 |
+/// | `lambda_request_too_large` | 5 | 0.05 |
+/// | `protocol_mismatch` | 10 | 0.10 |
+/// | `client_closed_early` | 20 | 0.10 |
+/// | `desync_blocked` | 20 | 0.10 |
+/// | `xff_too_many_ips` | 20 | 0.10 |
+/// | `malformed_request` | 20 | 0.10 |
+/// | `client_idle_timeout`, `method_not_allowed`, `payload_too_large`, `uri_too_long`, `unsupported_transfer_encoding`, `http_version_mismatch` | 20 | 0.10 |
+/// | `auth_denied` | 50 | 0.10 |
+/// | `waf_blocked` | 50 | 0.05 |
+///
+/// Every other alerting cause means something on our side (or AWS's) is broken, whatever
+/// the group usually sees: it keeps the absolute thresholds alone.
+pub const fn default_surge(cause: Cause) -> Option<Surge> {
+    const fn surge(min_count: u64, min_rise: f64) -> Option<Surge> {
+        Some(Surge {
+            min_count,
+            min_rise,
+        })
+    }
+    // No wildcard arm: a new cause does not compile until someone decides whether it is
+    // noise.
+    match cause {
+        Cause::TargetOk | Cause::LbOk | Cause::FixedResponse | Cause::Redirect => None,
+        Cause::TargetRefusedConnection
+        | Cause::TargetConnectTimeout
+        | Cause::NoRegisteredTargets
+        | Cause::TargetTooSlow
+        | Cause::LambdaThrottled
+        | Cause::WafUnavailable
+        | Cause::IdpError
+        | Cause::JwksError
+        | Cause::TargetResetConnection
+        | Cause::TargetBadResponse
+        | Cause::TargetTimeoutOther
+        | Cause::LambdaTimeout
+        | Cause::LambdaResponseTooLarge
+        | Cause::RewriteFailed
+        | Cause::RedirectUrlTooLong
+        | Cause::LbInternalError
+        | Cause::LbUnknown => None,
+        Cause::Target5xx => surge(10, 0.05),
+        Cause::Http2StreamReset => surge(20, 0.05),
+        Cause::LambdaError | Cause::LambdaRequestTooLarge => surge(5, 0.05),
+        Cause::ProtocolMismatch => surge(10, 0.1),
+        Cause::ClientClosedEarly
+        | Cause::DesyncBlocked
+        | Cause::XffTooManyIps
+        | Cause::MalformedRequest
+        | Cause::ClientIdleTimeout
+        | Cause::MethodNotAllowed
+        | Cause::PayloadTooLarge
+        | Cause::UriTooLong
+        | Cause::UnsupportedTransferEncoding
+        | Cause::HttpVersionMismatch => surge(20, 0.1),
+        Cause::AuthDenied | Cause::Target4xx => surge(50, 0.1),
+        Cause::WafBlocked => surge(50, 0.05),
+    }
+}
+
+/// The absolute thresholds of every cause, before the surge floors are attached.
+const fn absolute_rule(cause: Cause) -> Option<Rule> {
     use Severity::{Critical, Info, Warning};
     // No wildcard arm: a new cause does not compile until someone decides how it alerts.
     match cause {
