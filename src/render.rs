@@ -5,137 +5,74 @@
 use std::io::Write;
 
 use crate::classify::Cause;
-use crate::parse::{LogEntry, ParseError, REQUIRED_FIELDS, Text, write_seconds};
+use crate::parse::schema::{FIELDS, Kind};
+use crate::parse::{FieldValue, LogEntry, ParseError, StatusText, Text, write_seconds};
 
-/// Athena's names for fields 13–36, in order; field 13 (`request_line`) expands to three
-/// columns and is written separately.
-const OPTIONAL_KEYS: [&str; 23] = [
-    "user_agent",
-    "ssl_cipher",
-    "ssl_protocol",
-    "target_group_arn",
-    "trace_id",
-    "domain_name",
-    "chosen_cert_arn",
-    "matched_rule_priority",
-    "request_creation_time",
-    "actions_executed",
-    "redirect_url",
-    "error_reason",
-    "target_port_list",
-    "target_status_code_list",
-    "classification",
-    "classification_reason",
-    "conn_trace_id",
-    "transformed_host",
-    "transformed_uri",
-    "request_transform_status",
-    "ip_address",
-    "target_error_code",
-    "elb_error_code",
-];
-
-/// Writes `e` as one JSON object and a newline. `-` is `null`, `-1` processing times stay
-/// `-1` (as in Athena), fields the line does not have are omitted.
+/// Writes `e` as one JSON object and a newline, one key per column of [`FIELDS`]: `-` is
+/// `null`, `-1` processing times stay `-1` (as in Athena), the request line and the addresses
+/// are split into Athena's columns, comma lists are arrays, fields the line does not have are
+/// omitted.
 pub fn write_json(out: &mut Vec<u8>, e: &LogEntry<'_>, cause: Cause) {
-    out.extend_from_slice(b"{\"type\":");
-    string(out, Text::new(e.conn_type.as_bytes()));
-    out.extend_from_slice(b",\"time\":");
-    string(out, e.time_text);
-    out.extend_from_slice(b",\"elb\":");
-    string(out, e.elb);
-    out.extend_from_slice(b",\"client_ip\":");
-    string(out, e.client.ip);
-    let _ = write!(out, ",\"client_port\":{}", e.client.port);
-    out.extend_from_slice(b",\"target_ip\":");
-    opt_string(out, e.target.map(|t| t.ip));
-    out.extend_from_slice(b",\"target_port\":");
-    match e.target {
-        Some(t) => {
-            let _ = write!(out, "{}", t.port);
-        }
-        None => out.extend_from_slice(b"null"),
-    }
-    for (key, t) in [
-        ("request_processing_time", e.request_processing_time),
-        ("target_processing_time", e.target_processing_time),
-        ("response_processing_time", e.response_processing_time),
-    ] {
-        let _ = write!(out, ",\"{key}\":");
-        match t {
-            Some(us) => write_seconds(out, us),
-            None => out.extend_from_slice(b"-1"),
-        }
-    }
-    let _ = write!(out, ",\"elb_status_code\":{}", e.elb_status_code);
-    out.extend_from_slice(b",\"target_status_code\":");
-    match e.target_status_code {
-        Some(code) => {
-            let _ = write!(out, "{code}");
-        }
-        None => out.extend_from_slice(b"null"),
-    }
-    let _ = write!(
-        out,
-        ",\"received_bytes\":{},\"sent_bytes\":{}",
-        e.received_bytes, e.sent_bytes
-    );
-    if e.field_count() > REQUIRED_FIELDS {
-        let request = e.request();
-        for (key, part) in [
-            ("request_verb", request.verb),
-            ("request_url", request.url),
-            ("request_proto", request.proto),
-        ] {
-            let _ = write!(out, ",\"{key}\":");
-            opt_string(out, part);
-        }
-    }
-    let optional = [
-        e.user_agent(),
-        e.ssl_cipher(),
-        e.ssl_protocol(),
-        e.target_group_arn(),
-        e.trace_id(),
-        e.domain_name(),
-        e.chosen_cert_arn(),
-        e.matched_rule_priority(),
-        e.request_creation_time_text(),
-        e.actions_executed(),
-        e.redirect_url(),
-        e.error_reason(),
-        e.target_port_list(),
-        e.target_status_code_list(),
-        e.classification(),
-        e.classification_reason(),
-        e.conn_trace_id(),
-        e.transformed_host(),
-        e.transformed_uri(),
-        e.request_transform_status(),
-        e.ip_address(),
-        e.target_error_code(),
-        e.elb_error_code(),
-    ];
-    // The optional keys start at field 14, after the request line.
-    let present = e.field_count().saturating_sub(REQUIRED_FIELDS + 1);
-    for (key, value) in OPTIONAL_KEYS.iter().zip(optional).take(present) {
-        let _ = write!(out, ",\"{key}\":");
-        match (*key, value) {
-            (_, None) => out.extend_from_slice(b"null"),
-            ("actions_executed", Some(_)) => {
-                out.push(b'[');
-                for (i, action) in e.actions().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
+    let mut open = b'{';
+    let mut key = |out: &mut Vec<u8>, name: &str| {
+        out.push(open);
+        open = b',';
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+    };
+    for field in FIELDS.iter().take(e.field_count()) {
+        match (e.value(field.index), field.columns) {
+            (FieldValue::Address(a), [ip, port]) => {
+                key(out, ip);
+                opt_string(out, a.map(|a| a.ip));
+                key(out, port);
+                match a {
+                    Some(a) => {
+                        let _ = write!(out, "{}", a.port);
                     }
-                    string(out, action);
+                    None => out.extend_from_slice(b"null"),
                 }
-                out.push(b']');
             }
-            ("matched_rule_priority", Some(p)) if is_integer(p.as_bytes()) => {
-                out.extend_from_slice(p.as_bytes());
+            (FieldValue::Request(r), [verb, url, proto]) => {
+                for (name, part) in [(verb, r.verb), (url, r.url), (proto, r.proto)] {
+                    key(out, name);
+                    opt_string(out, part);
+                }
             }
-            (_, Some(text)) => string(out, text),
+            (value, [name]) => {
+                key(out, name);
+                match value {
+                    FieldValue::Seconds(Some(us)) => write_seconds(out, us),
+                    FieldValue::Seconds(None) => out.extend_from_slice(b"-1"),
+                    FieldValue::Status(Some(code)) => {
+                        let _ = write!(out, "{code}");
+                    }
+                    FieldValue::Count(n) => {
+                        let _ = write!(out, "{n}");
+                    }
+                    FieldValue::Text(Some(t)) => match field.kind {
+                        Kind::CommaList => {
+                            out.push(b'[');
+                            for (i, item) in t.split(b',').filter(|a| !a.is_empty()).enumerate() {
+                                if i > 0 {
+                                    out.push(b',');
+                                }
+                                string(out, item);
+                            }
+                            out.push(b']');
+                        }
+                        Kind::Integer if is_integer(t.as_bytes()) => {
+                            out.extend_from_slice(t.as_bytes());
+                        }
+                        _ => string(out, t),
+                    },
+                    _ => out.extend_from_slice(b"null"),
+                }
+            }
+            // The table gives addresses two columns, the request three and every other field
+            // one (checked at compile time), so nothing lands here.
+            _ => {}
         }
     }
     out.extend_from_slice(b",\"cause\":\"");
@@ -152,8 +89,9 @@ pub fn write_json_error(out: &mut Vec<u8>, line_no: u64, kind: &str) {
 pub fn write_text(out: &mut Vec<u8>, line_no: u64, e: &LogEntry<'_>, cause: Cause) {
     let _ = write!(
         out,
-        "line {line_no}: {} {:03} ",
-        e.time_text, e.elb_status_code
+        "line {line_no}: {} {} ",
+        e.time_text,
+        StatusText(e.elb_status_code)
     );
     match e.target_status_code {
         Some(_) => out.extend_from_slice(b"from target "),
@@ -278,6 +216,27 @@ mod tests {
             include_str!("../tests/fixtures/regressions/actions-executed-empty.log").trim_end(),
         );
         assert_eq!(v["actions_executed"], serde_json::json!([]));
+    }
+
+    /// Regression (issue: `-` as elb_status_code): no status is `null` in JSON, `-` in text.
+    #[test]
+    fn a_dash_elb_status_code_is_null_and_dash() {
+        let line =
+            include_str!("../tests/fixtures/regressions/elb-status-code-dash.log").trim_end();
+        let v = json(line);
+        assert_eq!(v["elb_status_code"], serde_json::Value::Null);
+        assert_eq!(v["target_status_code"], serde_json::Value::Null);
+        assert_eq!(v["target_error_code"], serde_json::Value::Null);
+        assert_eq!(v["cause"], "lb_unknown");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(41));
+        let e = parse_line(line.as_bytes()).expect("parses");
+        let mut out = Vec::new();
+        write_text(&mut out, 1, &e, Cause::LbUnknown);
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.starts_with("line 1: 2026-09-23T07:20:11.482913Z - from load balancer "),
+            "{text}"
+        );
     }
 
     #[test]

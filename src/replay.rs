@@ -22,6 +22,7 @@ use crate::clock::wall_clock_us;
 use crate::config::Config;
 use crate::event_time::{Evaluator, Timeline};
 use crate::input::{PartitionInput, files};
+use crate::parse::StatusText;
 use crate::pipeline::{BatchOutcome, Pool};
 
 /// What a replay saw.
@@ -207,7 +208,7 @@ impl ReplayReport {
     /// and every alert transition.
     pub fn write_summary(&self, out: &mut impl Write) -> io::Result<()> {
         let r = self;
-        let mut by_code: BTreeMap<u16, u64> = BTreeMap::new();
+        let mut by_code: BTreeMap<Option<u16>, u64> = BTreeMap::new();
         let mut by_cause: BTreeMap<Cause, u64> = BTreeMap::new();
         let mut failing: Vec<(u64, String)> = Vec::new();
         for s in &r.snapshot.series {
@@ -245,7 +246,7 @@ impl ReplayReport {
         codes.sort_by_key(|c| std::cmp::Reverse(c.1));
         writeln!(out, "top codes:")?;
         for (code, n) in codes.iter().take(8) {
-            writeln!(out, "  {code:03}  {n}")?;
+            writeln!(out, "  {:>3}  {n}", StatusText(*code))?;
         }
         failing.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         writeln!(out, "top failing targets (faults):")?;

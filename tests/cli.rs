@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{self, Command, Stdio};
 use std::thread;
 
+use albwatch::parse::schema;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::{Value, json};
@@ -210,41 +211,8 @@ fn causes_fixture_gives_one_athena_json_object_per_line_with_the_expected_cause(
             line.split(' ').nth(1),
             "line {n} out of order"
         );
-        for key in [
-            "type",
-            "time",
-            "elb",
-            "client_ip",
-            "client_port",
-            "target_ip",
-            "target_port",
-            "request_processing_time",
-            "target_processing_time",
-            "response_processing_time",
-            "elb_status_code",
-            "target_status_code",
-            "received_bytes",
-            "sent_bytes",
-            "request_verb",
-            "request_url",
-            "request_proto",
-            "user_agent",
-            "ssl_cipher",
-            "ssl_protocol",
-            "target_group_arn",
-            "trace_id",
-            "domain_name",
-            "chosen_cert_arn",
-            "matched_rule_priority",
-            "request_creation_time",
-            "actions_executed",
-            "redirect_url",
-            "target_port_list",
-            "target_status_code_list",
-            "classification",
-            "classification_reason",
-            "conn_trace_id",
-        ] {
+        // Every line of the fixture has all the documented fields.
+        for key in schema::FIELDS.iter().flat_map(|f| f.columns) {
             assert!(v.get(key).is_some(), "line {n} lacks Athena column {key}");
         }
         assert_eq!(v["elb"], SHOP_ELB, "line {n}");
@@ -339,6 +307,31 @@ fn aws_examples_omit_fields_the_line_does_not_have() {
     assert_eq!(v["request_processing_time"], -1);
     assert_eq!(v["cause"], "malformed_request");
     assert_eq!(v.as_object().map(|o| o.len()), Some(41));
+}
+
+/// Regression (issue: `-` as elb_status_code): a line whose load balancer sent no status is an
+/// entry, not `bad_status`: `null` in JSON, `-` in text.
+#[test]
+fn a_dash_elb_status_code_is_parsed() {
+    let file = fixture("regressions/elb-status-code-dash.log");
+    let out = run(parse_args(&[], &[&file]));
+    out.assert_clean_success();
+    let objects = out.json();
+    assert_eq!(objects.len(), 1, "{}", out.stdout);
+    let v = &objects[0];
+    assert_eq!(v["elb_status_code"], Value::Null, "{v}");
+    assert_eq!(v["target_status_code"], Value::Null, "{v}");
+    assert_eq!(v["target_port"], 8080);
+    assert_eq!(v["cause"], "lb_unknown");
+
+    let out = run(parse_args(&["--format", "text"], &[&file]));
+    out.assert_clean_success();
+    assert!(
+        out.stdout
+            .starts_with("line 1: 2026-09-23T07:20:11.482913Z - from load balancer "),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]

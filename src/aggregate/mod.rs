@@ -127,7 +127,8 @@ fn smallest(a: Option<TraceId>, b: Option<TraceId>) -> Option<TraceId> {
 #[derive(Debug, Clone, Copy)]
 struct Cell {
     bucket: i64,
-    code: u16,
+    /// `elb_status_code`; `None` when the load balancer sent no status.
+    code: Option<u16>,
     cause: Cause,
     requests: u64,
     bytes_in: u64,
@@ -353,7 +354,7 @@ struct Minute {
 struct SeriesState {
     labels: Arc<SeriesLabels>,
     last_seen: i64,
-    totals: Vec<(u16, Cause, u64)>,
+    totals: Vec<(Option<u16>, Cause, u64)>,
     bytes_in: u64,
     bytes_out: u64,
     latency: ClassicHistogram,
@@ -696,7 +697,8 @@ impl Quantiles {
 /// Requests of one `(code, cause)` in a window, with an example trace id for faults.
 #[derive(Debug, Clone, Copy)]
 pub struct WindowCell {
-    pub code: u16,
+    /// `elb_status_code`; `None` when the load balancer sent no status.
+    pub code: Option<u16>,
     pub cause: Cause,
     pub requests: u64,
     pub trace: Option<TraceId>,
@@ -728,7 +730,8 @@ impl WindowSnapshot {
 #[derive(Debug, Clone)]
 pub struct SeriesSnapshot {
     pub labels: Arc<SeriesLabels>,
-    pub totals: Vec<(u16, Cause, u64)>,
+    /// Requests by `(elb_status_code, cause)` since the series appeared.
+    pub totals: Vec<(Option<u16>, Cause, u64)>,
     pub bytes_in_total: u64,
     pub bytes_out_total: u64,
     pub latency: ClassicHistogram,

@@ -51,7 +51,7 @@ fn windows_sum_the_buckets_they_cover() {
         .iter()
         .find(|c| c.cause == Cause::TargetRefusedConnection)
         .expect("cell");
-    assert_eq!((refused.code, refused.requests), (502, 5));
+    assert_eq!((refused.code, refused.requests), (Some(502), 5));
     assert!(
         refused
             .trace

@@ -32,6 +32,7 @@ use serde_json::{Map, Value};
 use crate::aggregate::series::SeriesLabels;
 use crate::aggregate::{Snapshot, TraceId, WindowCell, WindowSnapshot};
 use crate::classify::{Cause, Scope};
+use crate::parse::StatusText;
 
 const SECOND_US: i64 = 1_000_000;
 
@@ -180,7 +181,7 @@ struct Group {
 struct Tally<'a> {
     count: u64,
     /// Requests by status code.
-    codes: Vec<(u16, u64)>,
+    codes: Vec<(Option<u16>, u64)>,
     /// An example trace and the size of the cell it came from: the biggest cell wins, so the
     /// example is typical.
     trace: Option<(u64, TraceId)>,
@@ -204,7 +205,7 @@ impl Tally<'_> {
     }
 
     /// Codes, most frequent first (ties by code, so labels are deterministic).
-    fn sorted_codes(&self) -> Vec<(u16, u64)> {
+    fn sorted_codes(&self) -> Vec<(Option<u16>, u64)> {
         let mut codes = self.codes.clone();
         codes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         codes
@@ -481,7 +482,7 @@ fn labels(
         l.insert("target".to_owned(), target.to_owned());
     }
     if let Some(&(code, _)) = tally.sorted_codes().first() {
-        l.insert("code".to_owned(), format!("{code:03}"));
+        l.insert("code".to_owned(), StatusText(code).to_string());
     }
     for (name, value) in key.attributes(attribute_labels) {
         l.insert(name.clone(), value.clone());

@@ -722,7 +722,8 @@ fn text_helpers() {
     assert_eq!(text::window(60), "minute");
     assert_eq!(text::window(900), "15 minutes");
     assert_eq!(text::window(90), "90 s");
-    assert_eq!(text::codes(&[(502, 9), (504, 3)]), "502/504");
+    assert_eq!(text::codes(&[(Some(502), 9), (Some(504), 3)]), "502/504");
+    assert_eq!(text::codes(&[(None, 4), (Some(0), 1)]), "-/000");
     assert_eq!(text::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
     assert_eq!(text::rfc3339_ms(T0 + 999_999), "2026-11-24T10:00:00.999Z");
 }

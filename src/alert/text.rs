@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::{Status, Transition};
 use crate::classify::Cause;
+use crate::parse::StatusText;
 
 /// `ALB` + the cause name in CamelCase: `target_refused_connection` →
 /// `ALBTargetRefusedConnection`, `target_5xx` → `ALBTarget5xx`.
@@ -211,13 +212,13 @@ pub fn rfc3339_ms(us: i64) -> String {
 
 /// `502`, or `502/504` when a cause ended in several codes (most frequent first, at most
 /// three, since the long tail says nothing).
-pub fn codes(codes: &[(u16, u64)]) -> String {
+pub fn codes(codes: &[(Option<u16>, u64)]) -> String {
     let mut out = String::new();
     for (i, (code, _)) in codes.iter().take(3).enumerate() {
         if i > 0 {
             out.push('/');
         }
-        let _ = write!(out, "{code:03}");
+        let _ = write!(out, "{}", StatusText(*code));
     }
     out
 }

@@ -176,7 +176,9 @@ pub fn classify(entry: &LogEntry<'_>, lb: &LbSettings) -> Cause {
             _ => Cause::TargetOk,
         };
     }
-    let e = entry.elb_status_code;
+    let Some(e) = entry.elb_status_code else {
+        return no_status(entry);
+    };
     if e == 0 {
         return Cause::Http2StreamReset;
     }
@@ -190,6 +192,18 @@ pub fn classify(entry: &LogEntry<'_>, lb: &LbSettings) -> Cause {
         return Cause::LbOk;
     }
     lb_error(entry, lb, e)
+}
+
+/// Step 2 for an `elb_status_code` of `-`: the load balancer sent no status at all (the
+/// connection closed before it could answer). An HTTP/2 error code in the line says a stream
+/// reset ended the request; otherwise AWS does not say why, so it is counted as unknown.
+#[cold]
+fn no_status(entry: &LogEntry<'_>) -> Cause {
+    if entry.target_error_code().is_some() || entry.elb_error_code().is_some() {
+        Cause::Http2StreamReset
+    } else {
+        Cause::LbUnknown
+    }
 }
 
 /// Step 5: the load balancer generated an error; the first matching row of the table wins.

@@ -136,3 +136,26 @@ fn only_faults_alert() {
     assert_eq!(NoRegisteredTargets.scope(), Scope::TargetGroup);
     assert_eq!(WafBlocked.scope(), Scope::LoadBalancer);
 }
+
+/// Regression (issue: `-` as elb_status_code): no status from the load balancer is a cause of
+/// its own evidence, never a parse error.
+#[test]
+fn no_elb_status_code() {
+    let lb = LbSettings::default();
+    let line = include_str!("../../tests/fixtures/regressions/elb-status-code-dash.log").trim_end();
+    // Nothing in the line says why the load balancer sent nothing: unknown, so it is counted.
+    assert_eq!(cause_of(line, &lb), Cause::LbUnknown);
+    // Not even a configured fixed response was sent.
+    let fixed = line.replacen("\"forward\"", "\"fixed-response\"", 1);
+    assert_eq!(cause_of(&fixed, &lb), Cause::LbUnknown);
+    // An HTTP/2 error code from either side says a stream reset ended the request.
+    assert!(line.ends_with(" \"-\" \"-\""));
+    let stem = line.trim_end_matches(" \"-\" \"-\"");
+    for codes in [" \"0x8\" \"-\"", " \"-\" \"0x2\""] {
+        let reset = format!("{stem}{codes}");
+        assert_eq!(cause_of(&reset, &lb), Cause::Http2StreamReset, "{codes}");
+    }
+    // The target's answer still decides when there is one.
+    let answered = line.replacen(" - - 512 ", " - 200 512 ", 1);
+    assert_eq!(cause_of(&answered, &lb), Cause::TargetOk);
+}

@@ -1,7 +1,8 @@
 //! ALB access-log records delivered as JSON objects (CloudWatch Logs vended-log delivery in
-//! `json` format, or our own shippers): maps each key to its field by name and renders the
-//! standard space-separated line in the field order AWS documents, so the one parser handles
-//! every input. It hands the rendered line to the output buffer.
+//! `json` format, or our own shippers): maps each key to its field by the names of the field
+//! table ([`crate::parse::schema`]) and renders the standard space-separated line in the field
+//! order AWS documents, so the one parser handles every input. It hands the rendered line to
+//! the output buffer.
 //!
 //! Keys are matched ASCII-case-insensitively after turning `:` into `_`, which lets one table
 //! accept the AWS field names (`client:port`, `target:port_list`), the Athena column names
@@ -17,49 +18,121 @@ use simd_json::prelude::{TypedValue, ValueAsScalar};
 use simd_json::tape::{Object, Value};
 
 use super::DecodeError;
-use crate::parse::{MAX_FIELDS, REQUIRED_FIELDS};
+use crate::parse::schema::{FIELDS, Field, Kind, MAX_FIELDS, REQUIRED_FIELDS};
 
-// Fields are numbered from 0 in the order of the line; the Athena columns that are parts of one
-// field get extra slots after the 36 fields.
-const CLIENT: usize = 3;
-const TARGET: usize = 4;
-const ELB_STATUS: usize = 8;
-const TARGET_STATUS: usize = 9;
-const REQUEST: usize = 12;
-const ACTIONS: usize = 22;
-const TARGET_LIST: usize = 25;
-const TARGET_STATUS_LIST: usize = 26;
-const CLIENT_IP: usize = MAX_FIELDS;
-const TARGET_IP: usize = MAX_FIELDS + 1;
-const VERB: usize = MAX_FIELDS + 2;
-const URL: usize = MAX_FIELDS + 3;
-const PROTO: usize = MAX_FIELDS + 4;
-const SLOTS: usize = MAX_FIELDS + 5;
-
-/// Fields AWS documents as double-quoted, plus 35/36, which real logs show quoted.
-const QUOTED: [bool; MAX_FIELDS] = {
-    let mut q = [false; MAX_FIELDS];
-    let quoted = [
-        12, 13, 17, 18, 19, 22, 23, 24, 25, 26, 27, 28, 30, 31, 32, 34, 35,
-    ];
+/// Where each field's part columns are kept: slots `0..MAX_FIELDS` hold whole fields by
+/// position, and the columns Athena splits a field into (`client_ip`, `request_verb`, …) get
+/// slots after them, from `PARTS.0[i]` on for field `i`; `PARTS.1` slots in all.
+const PARTS: ([usize; MAX_FIELDS], usize) = {
+    let mut at = [0; MAX_FIELDS];
+    let mut next = MAX_FIELDS;
     let mut i = 0;
-    while i < quoted.len() {
-        q[quoted[i]] = true;
+    while i < MAX_FIELDS {
+        at[i] = next;
+        if FIELDS[i].columns.len() > 1 {
+            next += FIELDS[i].columns.len();
+        }
         i += 1;
     }
-    q
+    (at, next)
 };
+const SLOTS: usize = PARTS.1;
+
+/// The slots of the part columns of `f` (none for a field that is one column).
+fn parts(f: &Field) -> std::ops::Range<usize> {
+    let start = PARTS.0[f.index];
+    match f.columns.len() {
+        1 => start..start,
+        n => start..start + n,
+    }
+}
 
 /// Longest key the table knows (`request_processing_time` and friends), with room to spare;
 /// longer keys cannot match and are skipped without being copied.
 const MAX_KEY: usize = 32;
 
-/// The slot a key's value goes to, or `None` for keys that are not ALB fields (ignored).
+/// Most keys of one length (five are 12 bytes long).
+const PER_LENGTH: usize = 8;
+
+/// Every key a record may name a field by, with the slot it fills, grouped by length so that a
+/// lookup compares a key with the few of its length only. Keys are as [`slot`] normalizes
+/// them: lowercase, `:` as `_`, zero-padded.
+struct Keys {
+    by_length: [[([u8; MAX_KEY], usize); PER_LENGTH]; MAX_KEY + 1],
+    count: [usize; MAX_KEY + 1],
+}
+
+impl Keys {
+    /// Adds `name` for `slot`, unless the key is taken: the first slot added for it wins.
+    const fn add(mut self, name: &str, slot: usize) -> Self {
+        let name = name.as_bytes();
+        let n = name.len();
+        let mut key = [0u8; MAX_KEY];
+        let mut i = 0;
+        while i < n {
+            key[i] = if name[i] == b':' { b'_' } else { name[i] };
+            i += 1;
+        }
+        let mut j = 0;
+        while j < self.count[n] {
+            let (taken, _) = self.by_length[n][j];
+            let mut same = true;
+            let mut i = 0;
+            while i < MAX_KEY {
+                same &= taken[i] == key[i];
+                i += 1;
+            }
+            if same {
+                return self;
+            }
+            j += 1;
+        }
+        self.by_length[n][self.count[n]] = (key, slot);
+        self.count[n] += 1;
+        self
+    }
+}
+
+/// A field's AWS name, its other names and its one column name the whole field; the columns
+/// of a split field name their parts. Whole fields are added first, so `client_port` is field 4
+/// (the value decides whether it is `ip:port` or a bare port), not the port column.
+static KEYS: Keys = {
+    let mut keys = Keys {
+        by_length: [[([0; MAX_KEY], 0); PER_LENGTH]; MAX_KEY + 1],
+        count: [0; MAX_KEY + 1],
+    };
+    let mut i = 0;
+    while i < MAX_FIELDS {
+        let f = &FIELDS[i];
+        keys = keys.add(f.name, i);
+        let mut a = 0;
+        while a < f.aliases.len() {
+            keys = keys.add(f.aliases[a], i);
+            a += 1;
+        }
+        if f.columns.len() == 1 {
+            keys = keys.add(f.columns[0], i);
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < MAX_FIELDS {
+        let f = &FIELDS[i];
+        let mut c = 0;
+        while f.columns.len() > 1 && c < f.columns.len() {
+            keys = keys.add(f.columns[c], PARTS.0[i] + c);
+            c += 1;
+        }
+        i += 1;
+    }
+    keys
+};
+
+/// The slot a key's value goes to, or `None` for keys that are not ALB fields (ignored). Keys
+/// are matched ASCII-case-insensitively with `:` read as `_`.
 fn slot(key: &str) -> Option<usize> {
     let key = key.as_bytes();
-    if key.len() > MAX_KEY {
-        return None;
-    }
+    let candidates = KEYS.by_length.get(key.len())?;
     let mut buf = [0u8; MAX_KEY];
     for (dst, &b) in buf.iter_mut().zip(key) {
         *dst = match b {
@@ -67,51 +140,11 @@ fn slot(key: &str) -> Option<usize> {
             b => b.to_ascii_lowercase(),
         };
     }
-    Some(match &buf[..key.len()] {
-        b"type" => 0,
-        b"time" => 1,
-        b"elb" => 2,
-        b"client_port" => CLIENT,
-        b"target_port" => TARGET,
-        b"request_processing_time" => 5,
-        b"target_processing_time" => 6,
-        b"response_processing_time" => 7,
-        b"elb_status_code" => ELB_STATUS,
-        b"target_status_code" => TARGET_STATUS,
-        b"received_bytes" => 10,
-        b"sent_bytes" => 11,
-        b"request" | b"request_line" => REQUEST,
-        b"user_agent" => 13,
-        b"ssl_cipher" => 14,
-        b"ssl_protocol" => 15,
-        b"target_group_arn" => 16,
-        b"trace_id" => 17,
-        b"domain_name" => 18,
-        b"chosen_cert_arn" => 19,
-        b"matched_rule_priority" => 20,
-        b"request_creation_time" => 21,
-        b"actions_executed" => ACTIONS,
-        b"redirect_url" => 23,
-        // Athena's table calls field 25 `lambda_error_reason`, from when only Lambda set it.
-        b"error_reason" | b"lambda_error_reason" => 24,
-        b"target_port_list" => TARGET_LIST,
-        b"target_status_code_list" => TARGET_STATUS_LIST,
-        b"classification" => 27,
-        b"classification_reason" => 28,
-        b"conn_trace_id" => 29,
-        b"transformed_host" => 30,
-        b"transformed_uri" => 31,
-        b"request_transform_status" => 32,
-        b"ip_address" => 33,
-        b"target_error_code" => 34,
-        b"elb_error_code" => 35,
-        b"client_ip" => CLIENT_IP,
-        b"target_ip" => TARGET_IP,
-        b"request_verb" => VERB,
-        b"request_url" => URL,
-        b"request_proto" => PROTO,
-        _ => return None,
-    })
+    candidates
+        .iter()
+        .take(KEYS.count[key.len()])
+        .find(|(k, _)| *k == buf)
+        .map(|&(_, slot)| slot)
 }
 
 /// Renders `obj` as one access-log line (with its `\n`) into `out`. Fields are written up to
@@ -133,32 +166,32 @@ pub(super) fn render(
             }
         }
     }
-    let has = |i: usize| match i {
-        CLIENT => slots[CLIENT].is_some() || slots[CLIENT_IP].is_some(),
-        TARGET => slots[TARGET].is_some() || slots[TARGET_IP].is_some(),
-        REQUEST => slots[REQUEST].is_some() || slots[VERB..=PROTO].iter().any(Option::is_some),
-        i => slots[i].is_some(),
-    };
-    if !(0..REQUIRED_FIELDS).any(has) {
+    let has = |f: &Field| slots[f.index].is_some() || slots[parts(f)].iter().any(Option::is_some);
+    if !FIELDS.iter().take(REQUIRED_FIELDS).any(has) {
         return Err(DecodeError::NotAlbJson);
     }
-    let last = (REQUIRED_FIELDS..MAX_FIELDS)
+    let last = FIELDS
+        .iter()
+        .skip(REQUIRED_FIELDS)
         .rev()
-        .find(|&i| has(i))
-        .unwrap_or(REQUIRED_FIELDS - 1);
-    for (i, &quoted) in QUOTED.iter().enumerate().take(last + 1) {
-        if i > 0 {
+        .find(|f| has(f))
+        .map_or(REQUIRED_FIELDS - 1, |f| f.index);
+    for f in FIELDS.iter().take(last + 1) {
+        if f.index > 0 {
             out.push(b' ');
         }
         field.clear();
-        match i {
-            CLIENT => endpoint(slots[CLIENT], slots[CLIENT_IP], field, out),
-            TARGET => endpoint(slots[TARGET], slots[TARGET_IP], field, out),
-            REQUEST => {
-                match slots[REQUEST].filter(|v| !is_null(v)) {
+        match f.kind {
+            Kind::Address => {
+                let ip = slots[parts(f)].first().copied().flatten();
+                endpoint(slots[f.index], ip, field, out);
+            }
+            Kind::Request => {
+                let parts = &slots[parts(f)];
+                match slots[f.index].filter(|v| !is_null(v)) {
                     Some(line) => write_value(line, b' ', false, field),
-                    None if slots[VERB..=PROTO].iter().any(Option::is_some) => {
-                        for (n, part) in slots[VERB..=PROTO].iter().enumerate() {
+                    None if parts.iter().any(Option::is_some) => {
+                        for (n, part) in parts.iter().enumerate() {
                             if n > 0 {
                                 field.push(b' ');
                             }
@@ -173,18 +206,17 @@ pub(super) fn render(
                     }
                     None => {}
                 }
-                emit(field, true, out);
+                emit(field, f.quoted, out);
             }
-            _ => {
-                if let Some(value) = slots[i] {
-                    let separator = match i {
-                        TARGET_LIST | TARGET_STATUS_LIST => b' ',
+            kind => {
+                if let Some(value) = slots[f.index] {
+                    let separator = match kind {
+                        Kind::SpaceList => b' ',
                         _ => b',',
                     };
-                    let status = i == ELB_STATUS || i == TARGET_STATUS;
-                    write_value(value, separator, status, field);
+                    write_value(value, separator, kind == Kind::Status, field);
                 }
-                emit(field, quoted, out);
+                emit(field, f.quoted, out);
             }
         }
     }
@@ -331,17 +363,21 @@ mod tests {
 
     #[test]
     fn keys_match_across_namings() {
+        use crate::parse::schema::{CLIENT, ERROR_REASON, REQUEST, TARGET_PORT_LIST};
+        let verb = parts(&FIELDS[REQUEST]).start;
         for (key, want) in [
             ("client:port", CLIENT),
             ("CLIENT_PORT", CLIENT),
             ("client_port", CLIENT),
-            ("target:port_list", TARGET_LIST),
-            ("TARGET_PORT_LIST", TARGET_LIST),
+            ("target:port_list", TARGET_PORT_LIST),
+            ("TARGET_PORT_LIST", TARGET_PORT_LIST),
             ("Request_Line", REQUEST),
             ("request", REQUEST),
-            ("lambda_error_reason", 24),
-            ("ELB_ERROR_CODE", 35),
-            ("request_verb", VERB),
+            ("lambda_error_reason", ERROR_REASON),
+            ("ELB_ERROR_CODE", MAX_FIELDS - 1),
+            ("request_verb", verb),
+            ("request_proto", verb + 2),
+            ("client_ip", parts(&FIELDS[CLIENT]).start),
         ] {
             assert_eq!(slot(key), Some(want), "{key}");
         }
@@ -363,16 +399,5 @@ mod tests {
         assert_eq!(emitted("a\nb\tc", false), r#""a\x0ab\x09c""#);
         // A backslash alone does not disturb a bare field.
         assert_eq!(emitted("a\\b", false), "a\\b");
-    }
-
-    #[test]
-    fn quoted_positions_follow_the_field_list() {
-        let quoted: Vec<usize> = (0..MAX_FIELDS).filter(|&i| QUOTED[i]).collect();
-        assert_eq!(
-            quoted,
-            vec![
-                12, 13, 17, 18, 19, 22, 23, 24, 25, 26, 27, 28, 30, 31, 32, 34, 35
-            ]
-        );
     }
 }

@@ -10,48 +10,9 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::parse::parse_line;
+use crate::parse::schema::{FIELDS, Kind, REQUEST};
 
 const AWS_EXAMPLES: &str = include_str!("../../tests/fixtures/aws_examples.log");
-
-/// The AWS names of the 36 fields, in the documented order.
-const AWS_NAMES: [&str; 36] = [
-    "type",
-    "time",
-    "elb",
-    "client:port",
-    "target:port",
-    "request_processing_time",
-    "target_processing_time",
-    "response_processing_time",
-    "elb_status_code",
-    "target_status_code",
-    "received_bytes",
-    "sent_bytes",
-    "request",
-    "user_agent",
-    "ssl_cipher",
-    "ssl_protocol",
-    "target_group_arn",
-    "trace_id",
-    "domain_name",
-    "chosen_cert_arn",
-    "matched_rule_priority",
-    "request_creation_time",
-    "actions_executed",
-    "redirect_url",
-    "error_reason",
-    "target:port_list",
-    "target_status_code_list",
-    "classification",
-    "classification_reason",
-    "conn_trace_id",
-    "transformed_host",
-    "transformed_uri",
-    "request_transform_status",
-    "ip_address",
-    "target_error_code",
-    "elb_error_code",
-];
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     gzip_at(data, Compression::fast())
@@ -128,8 +89,8 @@ fn number_or_null(v: &str) -> Value {
 /// The record with the AWS field names, every value a string as in the line.
 fn aws_record(line: &str) -> String {
     let mut obj = Map::new();
-    for (name, value) in AWS_NAMES.iter().zip(fields(line)) {
-        obj.insert((*name).into(), json!(value));
+    for (f, value) in FIELDS.iter().zip(fields(line)) {
+        obj.insert(f.name.into(), json!(value));
     }
     Value::Object(obj).to_string()
 }
@@ -138,14 +99,14 @@ fn aws_record(line: &str) -> String {
 /// the actions as an array.
 fn upper_record(line: &str) -> String {
     let mut obj = Map::new();
-    for (i, (name, value)) in AWS_NAMES.iter().zip(fields(line)).enumerate() {
-        let name = match *name {
-            "request" => "REQUEST_LINE".to_owned(),
-            n => n.replace(':', "_").to_ascii_uppercase(),
+    for (f, value) in FIELDS.iter().zip(fields(line)) {
+        let name = match f.index {
+            REQUEST => "REQUEST_LINE".to_owned(),
+            _ => f.name.replace(':', "_").to_ascii_uppercase(),
         };
-        let value = match i {
-            5..=7 | 10 | 11 => number_or_null(value),
-            22 if value != "-" => json!(value.split(',').collect::<Vec<_>>()),
+        let value = match f.kind {
+            Kind::Seconds | Kind::Count => number_or_null(value),
+            Kind::CommaList if value != "-" => json!(value.split(',').collect::<Vec<_>>()),
             _ => json!(value),
         };
         obj.insert(name, value);
@@ -157,34 +118,36 @@ fn upper_record(line: &str) -> String {
 /// numbers for numeric columns.
 fn athena_record(line: &str) -> String {
     let mut obj = Map::new();
-    for (i, (name, value)) in AWS_NAMES.iter().zip(fields(line)).enumerate() {
-        match i {
-            3 | 4 => {
+    for (f, value) in FIELDS.iter().zip(fields(line)) {
+        match (f.kind, f.columns) {
+            (Kind::Address, [ip_column, port_column]) => {
                 let (ip, port) = match value.rsplit_once(':') {
                     Some((ip, port)) => (json!(ip), json!(port.parse::<u16>().expect("port"))),
                     None => (Value::Null, Value::Null),
                 };
-                let side = if i == 3 { "client" } else { "target" };
-                obj.insert(format!("{side}_ip"), ip);
-                obj.insert(format!("{side}_port"), port);
+                obj.insert((*ip_column).into(), ip);
+                obj.insert((*port_column).into(), port);
             }
-            12 => {
+            (Kind::Request, [verb_column, url_column, proto_column]) => {
                 let (verb, rest) = value.split_once(' ').expect("verb");
                 let (url, proto) = rest.rsplit_once(' ').expect("proto");
-                obj.insert("request_verb".into(), dash_is_null(verb));
-                obj.insert("request_url".into(), dash_is_null(url));
-                obj.insert("request_proto".into(), dash_is_null(proto));
+                obj.insert((*verb_column).into(), dash_is_null(verb));
+                obj.insert((*url_column).into(), dash_is_null(url));
+                obj.insert((*proto_column).into(), dash_is_null(proto));
             }
-            5..=11 | 20 => {
-                obj.insert((*name).into(), number_or_null(value));
+            (Kind::Seconds | Kind::Status | Kind::Count | Kind::Integer, [column]) => {
+                obj.insert((*column).into(), number_or_null(value));
             }
-            22 if value != "-" => {
-                obj.insert((*name).into(), json!(value.split(',').collect::<Vec<_>>()));
+            (Kind::CommaList, [column]) if value != "-" => {
+                obj.insert(
+                    (*column).into(),
+                    json!(value.split(',').collect::<Vec<_>>()),
+                );
             }
-            _ => {
-                let name = name.replace(':', "_");
-                obj.insert(name, dash_is_null(value));
+            (_, [column]) => {
+                obj.insert((*column).into(), dash_is_null(value));
             }
+            _ => panic!("{} has columns its kind does not split into", f.name),
         }
     }
     Value::Object(obj).to_string()
@@ -450,7 +413,7 @@ fn json_values_that_would_break_the_line_are_quoted_and_escaped() {
     assert_eq!(e.target_processing_time, Some(0));
     assert_eq!(e.response_processing_time, Some(1_500_000));
     // A JSON number 0 is the `000` of a forwarded HTTP/2 reset.
-    assert_eq!(e.elb_status_code, 0);
+    assert_eq!(e.elb_status_code, Some(0));
     assert_eq!(e.sent_bytes, u64::MAX);
     assert_eq!(
         e.request().url.map(|u| u.as_bytes()),
@@ -464,6 +427,21 @@ fn json_values_that_would_break_the_line_are_quoted_and_escaped() {
         Some(&b"10.0.0.1:80 10.0.0.2:80"[..])
     );
     assert_eq!(e.field_count(), 26);
+}
+
+/// A record without an `elb_status_code` (`null` or `"-"`) renders `-`, which parses as no
+/// status.
+#[test]
+fn json_record_without_an_elb_status_code() {
+    for status in [Value::Null, json!("-")] {
+        let mut record: Map<String, Value> =
+            serde_json::from_str(&athena_record(examples()[0])).expect("a JSON object");
+        record.insert("elb_status_code".into(), status);
+        let (_, out) = decoded(Value::Object(record).to_string().as_bytes());
+        assert!(out.contains(" - 200 34 366 "), "{out}");
+        let e = parse_line(out.as_bytes()).expect("parses");
+        assert_eq!((e.elb_status_code, e.target_status_code), (None, Some(200)));
+    }
 }
 
 #[test]

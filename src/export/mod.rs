@@ -40,6 +40,7 @@ use crate::aggregate::series::SeriesLabels;
 use crate::aggregate::{
     ClassicHistogram, LATENCY_BUCKETS_SECONDS, Quantiles, SeriesSnapshot, Snapshot, WindowSnapshot,
 };
+use crate::parse::StatusText;
 
 /// Produces the snapshot a scrape exports (typically: lock the aggregator, `snapshot(now)`).
 pub type SnapshotSource = Arc<dyn Fn() -> Snapshot + Send + Sync>;
@@ -86,7 +87,7 @@ const SERIES_LABELS: [&str; 3] = ["elb", "target_group", "target"];
 
 const REQUESTS: Family = Family {
     name: "alb_requests_total",
-    help: "ALB access-log entries counted, by load balancer, target group, target, elb_status_code (000 when none) and probable cause.",
+    help: "ALB access-log entries counted, by load balancer, target group, target, elb_status_code (a dash when the load balancer sent none) and probable cause.",
     kind: MetricType::COUNTER,
     per_series: true,
     labels: &["code", "cause"],
@@ -437,9 +438,10 @@ pub fn window_label(secs: u32) -> String {
     }
 }
 
-/// Three digits, as ALB writes them (`000` when the load balancer sent no status).
-fn code_label(code: u16) -> String {
-    format!("{code:03}")
+/// As ALB writes the code: three digits (`000` for a forwarded HTTP/2 reset), or `-` when the
+/// load balancer sent no status.
+fn code_label(code: Option<u16>) -> String {
+    StatusText(code).to_string()
 }
 
 fn seconds(us: i64) -> f64 {

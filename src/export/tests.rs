@@ -571,3 +571,18 @@ fn an_attribute_label_cannot_repeat_a_series_label() {
         assert!(registered.is_err(), "{taken}");
     }
 }
+
+/// Regression (issue: `-` as elb_status_code): an entry whose load balancer sent no status is
+/// counted under the code label `-`, a closed value like the three-digit codes.
+#[test]
+fn no_elb_status_code_is_the_dash_label() {
+    let answered = line_at(OK, T0, None);
+    let unanswered = answered.replacen(" 200 200 ", " - - ", 1);
+    assert_ne!(unanswered, answered);
+    let text = exposition(snapshot_of(&[unanswered], T0 + MINUTE_US), T0 + MINUTE_US);
+    let series = format!(
+        "alb_requests_total{{{}}}",
+        series(r#",code="-",cause="lb_unknown""#)
+    );
+    assert_eq!(sample(&text, &series), Some(1.0), "{text}");
+}

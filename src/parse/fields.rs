@@ -22,8 +22,7 @@ use nom::combinator::cut;
 use nom::error::{Error, ErrorKind as NomKind};
 use nom::sequence::preceded;
 
-/// Fields documented by AWS; anything after them is a future field and ignored.
-pub const MAX_FIELDS: usize = 36;
+pub use super::schema::MAX_FIELDS;
 
 /// Room past the last field in [`Fields`] for the structural index's fixed-size writes.
 #[cfg(target_arch = "x86_64")]

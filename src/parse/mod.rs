@@ -5,25 +5,25 @@
 //! the classifier and the aggregator, which must be done with it before the line's buffer is
 //! reused.
 //!
-//! Field positions follow the AWS field list: the first 12 fields are required, the
-//! rest are optional because older load balancers write fewer, and anything after field 36 is
-//! ignored because AWS only ever appends.
+//! Field positions come from [`schema`], the AWS field list: the first 12 fields are required,
+//! the rest are optional because older load balancers write fewer, and anything after field 36
+//! is ignored because AWS only ever appends.
 
 pub mod fields;
+pub mod schema;
 mod swar;
 mod text;
 mod value;
 
-pub use fields::{Fields, MAX_FIELDS};
+pub use fields::Fields;
+pub use schema::{MAX_FIELDS, REQUIRED_FIELDS};
 
 use fields::SplitError;
+use schema::number;
 pub use text::Text;
-pub use value::{Endpoint, timestamp_us, write_seconds, write_timestamp};
+pub use value::{Endpoint, StatusText, timestamp_us, write_seconds, write_timestamp};
 
 use value::{endpoint, processing_time_us, status, timestamp_and_day_us, timestamp_us_after, uint};
-
-/// Fields a line must have to be counted: everything through `sent_bytes`.
-pub const REQUIRED_FIELDS: usize = 12;
 
 /// Field 1: the request or connection type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,7 +63,8 @@ pub struct RequestLine<'a> {
 }
 
 /// One access-log entry, borrowing from its line. Times are microseconds since the Unix epoch,
-/// processing times are microseconds with `None` for `-1` (not a duration).
+/// processing times are microseconds with `None` for `-1` (not a duration), status codes are
+/// `None` for `-` (no status: the load balancer sent none, or the target did not answer).
 ///
 /// The first twelve fields (and `request_creation_time`, which the timeout evidence needs)
 /// are read and checked when the line is parsed; the text fields after them are found then
@@ -81,7 +82,7 @@ pub struct LogEntry<'a> {
     pub request_processing_time: Option<u64>,
     pub target_processing_time: Option<u64>,
     pub response_processing_time: Option<u64>,
-    pub elb_status_code: u16,
+    pub elb_status_code: Option<u16>,
     pub target_status_code: Option<u16>,
     pub received_bytes: u64,
     pub sent_bytes: u64,
@@ -114,46 +115,6 @@ impl PartialEq for LogEntry<'_> {
 
 impl Eq for LogEntry<'_> {}
 
-/// The text fields after the first twelve, by their Athena names and 0-based positions.
-macro_rules! text_fields {
-    ($($(#[$doc:meta])* $name:ident = $i:literal;)*) => {
-        impl<'a> LogEntry<'a> {
-            $(
-                $(#[$doc])*
-                pub fn $name(&self) -> Option<Text<'a>> {
-                    self.text($i)
-                }
-            )*
-        }
-    };
-}
-
-text_fields! {
-    user_agent = 13;
-    ssl_cipher = 14;
-    ssl_protocol = 15;
-    target_group_arn = 16;
-    trace_id = 17;
-    domain_name = 18;
-    chosen_cert_arn = 19;
-    matched_rule_priority = 20;
-    request_creation_time_text = 21;
-    actions_executed = 22;
-    redirect_url = 23;
-    error_reason = 24;
-    target_port_list = 25;
-    target_status_code_list = 26;
-    classification = 27;
-    classification_reason = 28;
-    conn_trace_id = 29;
-    transformed_host = 30;
-    transformed_uri = 31;
-    request_transform_status = 32;
-    ip_address = 33;
-    target_error_code = 34;
-    elb_error_code = 35;
-}
-
 impl<'a> LogEntry<'a> {
     /// An entry with nothing in it, for [`parse_line_into`] to fill: the hot path keeps one
     /// per batch instead of returning a fresh ~400-byte entry for every line.
@@ -171,7 +132,7 @@ impl<'a> LogEntry<'a> {
             request_processing_time: None,
             target_processing_time: None,
             response_processing_time: None,
-            elb_status_code: 0,
+            elb_status_code: None,
             target_status_code: None,
             received_bytes: 0,
             sent_bytes: 0,
@@ -192,7 +153,30 @@ impl<'a> LogEntry<'a> {
 
     /// Field 13, the request line.
     pub fn request(&self) -> RequestLine<'a> {
-        self.text(12).map(request_line).unwrap_or_default()
+        self.text(schema::REQUEST)
+            .map(request_line)
+            .unwrap_or_default()
+    }
+
+    /// Field `i` (0-based) as the parser read it: the first twelve and the request line parsed,
+    /// the text of the others. For code that walks [`schema::FIELDS`]; code that wants one
+    /// field reads the member or the accessor named after it.
+    pub fn value(&self, i: usize) -> FieldValue<'a> {
+        use schema::*;
+        match i {
+            CLIENT => FieldValue::Address(Some(self.client)),
+            TARGET => FieldValue::Address(self.target),
+            REQUEST_PROCESSING_TIME => FieldValue::Seconds(self.request_processing_time),
+            TARGET_PROCESSING_TIME => FieldValue::Seconds(self.target_processing_time),
+            RESPONSE_PROCESSING_TIME => FieldValue::Seconds(self.response_processing_time),
+            ELB_STATUS_CODE => FieldValue::Status(self.elb_status_code),
+            TARGET_STATUS_CODE => FieldValue::Status(self.target_status_code),
+            RECEIVED_BYTES => FieldValue::Count(self.received_bytes),
+            SENT_BYTES => FieldValue::Count(self.sent_bytes),
+            REQUEST => FieldValue::Request(self.request()),
+            // `type`, `time` and `elb` are read from the same bytes as their parsed forms.
+            _ => FieldValue::Text(self.text(i)),
+        }
     }
 
     /// `time − request_creation_time` in microseconds: how long the request took from the load
@@ -228,6 +212,19 @@ impl<'a> LogEntry<'a> {
             .ends_with(b"targetgroup")
             .then(|| Text::new(&arn[before + 1..last]))
     }
+}
+
+/// One field of an entry, typed by its [`schema::Kind`]: `None` for `-` (and for a `-1`
+/// processing time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValue<'a> {
+    Text(Option<Text<'a>>),
+    Address(Option<Endpoint<'a>>),
+    /// Microseconds.
+    Seconds(Option<u64>),
+    Status(Option<u16>),
+    Count(u64),
+    Request(RequestLine<'a>),
 }
 
 /// Why a line is not a usable access-log entry: a closed set, safe as a metric label.
@@ -339,40 +336,39 @@ pub fn parse_line_into<'a>(line: &'a [u8], entry: &mut LogEntry<'a>) -> Result<(
     }
     // Present: the line has at least REQUIRED_FIELDS fields.
     let f = |i: usize| fields.get(i).unwrap_or_default();
-    let conn_type =
-        conn_type(f(0)).ok_or_else(|| foreign_or(fields, fail(ErrorKind::BadType, 1)))?;
-    let time_text = f(1);
+    let conn_type = conn_type(f(schema::TYPE))
+        .ok_or_else(|| foreign_or(fields, fail(ErrorKind::BadType, number(schema::TYPE))))?;
+    let time_text = f(schema::TIME);
     let (time, day_us) = timestamp_and_day_us(time_text)
-        .ok_or_else(|| foreign_or(fields, fail(ErrorKind::BadTime, 2)))?;
+        .ok_or_else(|| foreign_or(fields, fail(ErrorKind::BadTime, number(schema::TIME))))?;
     // The load balancer's id is a label everywhere downstream: `app/NAME/ID` never holds a
     // space or a quote, even when a line quotes the field.
-    let elb = f(2);
+    let elb = f(schema::ELB);
     if elb.is_empty()
         || elb == b"-"
-        || (!fields.is_plain(2) && swar::contains_either(elb, b' ', b'"'))
+        || (!fields.is_plain(schema::ELB) && swar::contains_either(elb, b' ', b'"'))
     {
-        return Err(fail(ErrorKind::BadElb, 3));
+        return Err(fail(ErrorKind::BadElb, number(schema::ELB)));
     }
-    let client = endpoint(f(3)).ok_or(fail(ErrorKind::BadAddress, 4))?;
-    let target = match f(4) {
+    let client =
+        endpoint(f(schema::CLIENT)).ok_or(fail(ErrorKind::BadAddress, number(schema::CLIENT)))?;
+    let target = match f(schema::TARGET) {
         b"-" => None,
-        t => Some(endpoint(t).ok_or(fail(ErrorKind::BadAddress, 5))?),
+        t => Some(endpoint(t).ok_or(fail(ErrorKind::BadAddress, number(schema::TARGET)))?),
     };
-    let request_processing_time = time_field(fields, 5)?;
-    let target_processing_time = time_field(fields, 6)?;
-    let response_processing_time = time_field(fields, 7)?;
-    let elb_status_code = status(f(8)).ok_or(fail(ErrorKind::BadStatus, 9))?;
-    let target_status_code = match f(9) {
-        b"-" => None,
-        s => Some(status(s).ok_or(fail(ErrorKind::BadStatus, 10))?),
-    };
-    let received_bytes = byte_count(fields, 10)?;
-    let sent_bytes = byte_count(fields, 11)?;
-    let request_creation_time = match fields.get(21) {
+    let request_processing_time = time_field(fields, schema::REQUEST_PROCESSING_TIME)?;
+    let target_processing_time = time_field(fields, schema::TARGET_PROCESSING_TIME)?;
+    let response_processing_time = time_field(fields, schema::RESPONSE_PROCESSING_TIME)?;
+    let elb_status_code = status_field(fields, schema::ELB_STATUS_CODE)?;
+    let target_status_code = status_field(fields, schema::TARGET_STATUS_CODE)?;
+    let received_bytes = byte_count(fields, schema::RECEIVED_BYTES)?;
+    let sent_bytes = byte_count(fields, schema::SENT_BYTES)?;
+    let request_creation_time = match fields.get(schema::REQUEST_CREATION_TIME) {
         None | Some(b"-") => None,
-        Some(t) => {
-            Some(timestamp_us_after(t, time_text, day_us).ok_or(fail(ErrorKind::BadTime, 22))?)
-        }
+        Some(t) => Some(timestamp_us_after(t, time_text, day_us).ok_or(fail(
+            ErrorKind::BadTime,
+            number(schema::REQUEST_CREATION_TIME),
+        ))?),
     };
     // Field by field: a whole new entry would copy the field table just written in place.
     entry.conn_type = conn_type;
@@ -398,14 +394,26 @@ pub fn parse_line_into<'a>(line: &'a [u8], entry: &mut LogEntry<'a>) -> Result<(
 #[inline(always)]
 fn time_field(fields: &Fields<'_>, i: usize) -> Result<Option<u64>, ParseError> {
     let (field, word) = fields.get_with_word(i).unwrap_or_default();
-    processing_time_us(field, word).ok_or(fail(ErrorKind::BadProcessingTime, i as u8 + 1))
+    processing_time_us(field, word).ok_or(fail(ErrorKind::BadProcessingTime, number(i)))
+}
+
+/// Status code `i`: three digits, or `-` for none (AWS writes `-` in `elb_status_code` too,
+/// when the load balancer sent no response). Digits are tried first: they are the common case.
+#[inline(always)]
+fn status_field(fields: &Fields<'_>, i: usize) -> Result<Option<u16>, ParseError> {
+    let field = fields.get(i).unwrap_or_default();
+    match status(field) {
+        Some(code) => Ok(Some(code)),
+        None if field == b"-" => Ok(None),
+        None => Err(fail(ErrorKind::BadStatus, number(i))),
+    }
 }
 
 /// Byte count `i`, read like [`time_field`].
 #[inline(always)]
 fn byte_count(fields: &Fields<'_>, i: usize) -> Result<u64, ParseError> {
     let (field, word) = fields.get_with_word(i).unwrap_or_default();
-    uint(field, word).ok_or(fail(ErrorKind::BadBytes, i as u8 + 1))
+    uint(field, word).ok_or(fail(ErrorKind::BadBytes, number(i)))
 }
 
 /// Strips one line terminator (`\n`, `\r\n` or `\r`): anything more is data the last field has

@@ -35,7 +35,7 @@ fn aws_http_example_field_by_field() {
     assert_eq!(e.request_processing_time, Some(0));
     assert_eq!(e.target_processing_time, Some(1_000));
     assert_eq!(e.response_processing_time, Some(0));
-    assert_eq!(e.elb_status_code, 200);
+    assert_eq!(e.elb_status_code, Some(200));
     assert_eq!(e.target_status_code, Some(200));
     assert_eq!((e.received_bytes, e.sent_bytes), (34, 366));
     assert_eq!(e.request().verb.expect("verb"), "GET");
@@ -96,7 +96,10 @@ fn aws_h2_ws_wss_and_lambda_examples() {
         "https://example.com:80/"
     );
     let ws = parse(example(3));
-    assert_eq!((ws.conn_type, ws.elb_status_code), (ConnType::Ws, 101));
+    assert_eq!(
+        (ws.conn_type, ws.elb_status_code),
+        (ConnType::Ws, Some(101))
+    );
     assert_eq!(ws.user_agent(), None);
     assert_eq!(parse(example(4)).conn_type, ConnType::Wss);
     let lambda_ok = parse(example(5));
@@ -124,7 +127,7 @@ fn observed_malformed_request_with_all_36_fields() {
         ),
         (None, None, None)
     );
-    assert_eq!(e.elb_status_code, 400);
+    assert_eq!(e.elb_status_code, Some(400));
     assert_eq!(e.request().verb, None);
     assert_eq!(
         e.request().url.expect("url"),
@@ -184,7 +187,7 @@ fn ipv6_addresses_split_on_the_last_colon() {
 #[test]
 fn fields_35_and_36_with_values_quoted_or_bare() {
     let quoted = parse(EDGE_CASES.lines().nth(3).expect("quoted 35/36"));
-    assert_eq!(quoted.elb_status_code, 0);
+    assert_eq!(quoted.elb_status_code, Some(0));
     assert_eq!(quoted.target_error_code().expect("tec"), "0x8");
     let bare = parse(EDGE_CASES.lines().nth(4).expect("bare 35/36"));
     assert_eq!(bare.elb_error_code().expect("eec"), "0x2");
@@ -257,7 +260,7 @@ fn unknown_connection_types_are_kept() {
 fn status_000_and_dash_fields() {
     let line = example(0).replacen(" 200 200 ", " 000 - ", 1);
     let e = parse(&line);
-    assert_eq!((e.elb_status_code, e.target_status_code), (0, None));
+    assert_eq!((e.elb_status_code, e.target_status_code), (Some(0), None));
 }
 
 #[test]
@@ -344,6 +347,25 @@ fn an_empty_actions_executed_holds_no_action() {
     assert_eq!(e.actions_executed().map(|a| a.len()), Some(0));
     assert_eq!(e.actions().count(), 0);
     assert!(e.last_action().is_none());
+}
+
+/// Regression (issue: `-` as elb_status_code): the load balancer sent no status, which AWS
+/// writes as `-`; the line was rejected as `bad_status`.
+#[test]
+fn a_dash_elb_status_code_is_no_status() {
+    let line = include_str!("../../tests/fixtures/regressions/elb-status-code-dash.log");
+    let e = parse(line.trim_end_matches('\n'));
+    assert_eq!((e.elb_status_code, e.target_status_code), (None, None));
+    assert_eq!(e.field_count(), MAX_FIELDS);
+    assert_eq!(e.request_processing_time, Some(1_000));
+    assert_eq!(e.target_processing_time, None);
+    assert_eq!(e.target.map(|t| t.port), Some(8080));
+    assert_eq!(e.ip_address().expect("node"), "100.51.96.60");
+    // Anything else that is not three digits is still a bad status.
+    for bad in ["--", "-1", "2-0", "-00"] {
+        let line = example(0).replacen(" 200 200 ", &format!(" {bad} 200 "), 1);
+        assert_eq!(kind(line.as_bytes()), ErrorKind::BadStatus, "{bad}");
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! field's position.
 
 use std::cell::Cell;
+use std::fmt;
 use std::io::Write;
 
 use super::swar;
@@ -363,6 +364,21 @@ pub fn status(field: &[u8]) -> Option<u16> {
     (a <= 9 && b <= 9 && c <= 9).then_some(a * 100 + b * 10 + c)
 }
 
+/// A status code as the log writes it, for label values and human output: three digits
+/// (`000`, `502`), or `-` when there is none (padded to a requested width, so columns of codes
+/// line up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusText(pub Option<u16>);
+
+impl fmt::Display for StatusText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(code) => write!(f, "{code:03}"),
+            None => f.pad("-"),
+        }
+    }
+}
+
 /// An unsigned decimal integer such as a byte count.
 #[inline(always)]
 pub fn uint(field: &[u8], ending: Option<u64>) -> Option<u64> {
@@ -605,6 +621,19 @@ mod tests {
         assert_eq!(uint(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(uint(b"18446744073709551616"), None);
         assert_eq!(uint(b"-1"), None);
+    }
+
+    #[test]
+    fn status_text_is_as_logged() {
+        for (code, text) in [
+            (Some(502), "502"),
+            (Some(0), "000"),
+            (Some(1), "001"),
+            (None, "-"),
+        ] {
+            assert_eq!(StatusText(code).to_string(), text);
+        }
+        assert_eq!(format!("{:>3}", StatusText(None)), "  -");
     }
 
     #[test]
