@@ -175,6 +175,26 @@ pub struct Config {
     pub alertmanager: ValidAlertmanagerConfig,
 }
 
+impl Config {
+    /// What `check-config` says of a configuration that validates: the settings people most
+    /// often get wrong, in one line.
+    pub fn describe(&self) -> String {
+        let labels = &self.aggregate.attribute_labels;
+        let attribute_labels = if labels.is_empty() {
+            String::new()
+        } else {
+            format!(", common-attribute labels {labels:?} on every series")
+        };
+        format!(
+            "admin {}, {} workers, windows {:?} s, alert window {} s{attribute_labels}",
+            self.admin_addr,
+            self.pool.workers,
+            self.aggregate.windows_secs,
+            self.alerts.window_secs
+        )
+    }
+}
+
 impl RawConfig {
     /// Reads a TOML file; a syntax error or unknown key names the file, line and key.
     pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {

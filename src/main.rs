@@ -12,19 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use albwatch::alert::Transition;
 use albwatch::alert::log::TransitionLog;
 use albwatch::alert::text::transition_line;
 use albwatch::app;
-use albwatch::classify::{LbSettings, LoadBalancers, classify};
+use albwatch::classify::{LbSettings, LoadBalancers};
 use albwatch::config::{Config, ConfigError, RawConfig};
 use albwatch::input::Input;
 use albwatch::input::aws::SetupError;
-use albwatch::lines::{self, DEFAULT_MAX_LINE_BYTES, Line, LineReader};
-use albwatch::parse::parse_line;
-use albwatch::render;
+use albwatch::lines::DEFAULT_MAX_LINE_BYTES;
+use albwatch::render::{self, Format};
 use albwatch::replay::Pusher;
 
 #[derive(Debug, Parser)]
@@ -208,12 +207,6 @@ struct ParseArgs {
     max_line_bytes: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    Ndjson,
-    Text,
-}
-
 fn lb_idle_timeout(s: &str) -> Result<(String, u32), String> {
     let (elb, secs) = s
         .rsplit_once('=')
@@ -264,73 +257,18 @@ fn run_parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
         args.files
     };
     let mut out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
-    let mut buf = Vec::with_capacity(4096);
-    let mut unreadable = false;
-    for path in &files {
-        let name = path.display();
-        let reader = match lines::open(path) {
-            Ok(reader) => reader,
-            Err(e) => {
-                eprintln!("albwatch parse: {name}: {e}");
-                unreadable = true;
-                continue;
-            }
-        };
-        let mut lines = LineReader::new(reader, args.max_line_bytes);
-        loop {
-            let (line_no, line) = match lines.next_line() {
-                Ok(Some(next)) => next,
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("albwatch parse: {name}: {e}");
-                    unreadable = true;
-                    break;
-                }
-            };
-            buf.clear();
-            render_line(&mut buf, args.format, &lbs, line_no, line);
-            if let Err(e) = out.write_all(&buf) {
-                return stdout_closed(e);
-            }
-        }
-    }
-    if let Err(e) = out.flush() {
-        return stdout_closed(e);
-    }
-    Ok(if unreadable {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-fn render_line(
-    buf: &mut Vec<u8>,
-    format: Format,
-    lbs: &LoadBalancers,
-    line_no: u64,
-    line: Line<'_>,
-) {
-    match (line, format) {
-        (Line::TooLong { .. }, Format::Ndjson) => {
-            render::write_json_error(buf, line_no, "line_too_long")
-        }
-        (Line::TooLong { len }, Format::Text) => {
-            let _ = writeln!(
-                buf,
-                "line {line_no}: skipped, {len} bytes is over --max-line-bytes"
-            );
-        }
-        (Line::Complete(bytes), _) => match (parse_line(bytes), format) {
-            (Ok(e), Format::Ndjson) => {
-                render::write_json(buf, &e, classify(&e, lbs.get(e.elb.as_bytes())))
-            }
-            (Ok(e), Format::Text) => {
-                render::write_text(buf, line_no, &e, classify(&e, lbs.get(e.elb.as_bytes())))
-            }
-            (Err(err), Format::Ndjson) => render::write_json_error(buf, line_no, err.kind.as_str()),
-            (Err(err), Format::Text) => render::write_text_error(buf, line_no, &err),
-        },
+    let written = render::explain_files(
+        &files,
+        args.format,
+        &lbs,
+        args.max_line_bytes,
+        &mut out,
+        &mut |path, e| eprintln!("albwatch parse: {}: {e}", path.display()),
+    );
+    match written {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => Ok(ExitCode::FAILURE),
+        Err(e) => stdout_closed(e),
     }
 }
 
@@ -368,20 +306,7 @@ fn bad_config(e: &ConfigError) -> anyhow::Result<ExitCode> {
 fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
     match load_config(Some(file), |_| {}) {
         Ok(cfg) => {
-            let labels = &cfg.aggregate.attribute_labels;
-            let attribute_labels = if labels.is_empty() {
-                String::new()
-            } else {
-                format!(", common-attribute labels {labels:?} on every series")
-            };
-            println!(
-                "{}: ok (admin {}, {} workers, windows {:?} s, alert window {} s{attribute_labels})",
-                file.display(),
-                cfg.admin_addr,
-                cfg.pool.workers,
-                cfg.aggregate.windows_secs,
-                cfg.alerts.window_secs
-            );
+            println!("{}: ok ({})", file.display(), cfg.describe());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => bad_config(&e),
@@ -418,18 +343,8 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         return Err(e).context("writing --alerts-out");
     }
     if let Some(path) = &args.metrics_out {
-        let registry = albwatch::export::new_registry();
-        let snapshot = report.snapshot.clone();
-        let at = snapshot.max_event_time.unwrap_or(snapshot.end);
-        let attribute_labels = snapshot.attribute_labels.to_vec();
-        albwatch::export::register_snapshot_metrics(
-            &registry,
-            Arc::new(move || snapshot.clone()),
-            Arc::new(move || at),
-            &attribute_labels,
-        )?;
-        let (_, body) = albwatch::export::admin::encode(&registry)?;
-        std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, report.exposition()?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let undelivered = pusher.map_or_else(Vec::new, Pusher::finish);
     let mut out = io::stdout().lock();

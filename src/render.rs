@@ -1,12 +1,101 @@
 //! Output of `albwatch parse`: one NDJSON object per entry, keyed by the AWS Athena column
 //! names users already query with, or a one-line human explanation (code, target, cause, what
-//! to check first). Both write into a caller-owned buffer that is reused from line to line.
+//! to check first). Both write into a caller-owned buffer that is reused from line to line;
+//! [`explain_files`] runs the whole command over files (or stdin) into any writer.
 
-use std::io::Write;
+use std::io::{self, Write};
+use std::path::Path;
 
-use crate::classify::Cause;
+use crate::classify::{Cause, LoadBalancers, classify};
+use crate::lines::{self, Line, LineReader};
 use crate::parse::schema::{FIELDS, Kind};
-use crate::parse::{FieldValue, LogEntry, ParseError, StatusText, Text, write_seconds};
+use crate::parse::{FieldValue, LogEntry, ParseError, StatusText, Text, parse_line, write_seconds};
+
+/// How `albwatch parse` shows each line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// NDJSON with AWS Athena column names.
+    Ndjson,
+    /// One human explanation per line.
+    Text,
+}
+
+/// Reads every file of `files` (`-` is stdin, gzip is detected) as lines of at most
+/// `max_line_bytes` and writes each, parsed and classified, to `out` in `format`. A file that
+/// cannot be read (or stops being readable) is handed to `unreadable` and skipped, so the
+/// others still go through; returns whether every file was read to its end. Only a failure to
+/// write `out` is an error.
+pub fn explain_files(
+    files: &[impl AsRef<Path>],
+    format: Format,
+    lbs: &LoadBalancers,
+    max_line_bytes: usize,
+    out: &mut impl Write,
+    unreadable: &mut dyn FnMut(&Path, io::Error),
+) -> io::Result<bool> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut all_read = true;
+    for path in files {
+        let path = path.as_ref();
+        let mut lines = match lines::open(path) {
+            Ok(reader) => LineReader::new(reader, max_line_bytes),
+            Err(e) => {
+                unreadable(path, e);
+                all_read = false;
+                continue;
+            }
+        };
+        loop {
+            match lines.next_line() {
+                Ok(Some((line_no, line))) => {
+                    buf.clear();
+                    write_line(&mut buf, format, lbs, line_no, line);
+                    out.write_all(&buf)?;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    unreadable(path, e);
+                    all_read = false;
+                    break;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(all_read)
+}
+
+/// Writes line `line_no` in `format`: the entry, its parse error, or that it was too long.
+pub fn write_line(
+    buf: &mut Vec<u8>,
+    format: Format,
+    lbs: &LoadBalancers,
+    line_no: u64,
+    line: Line<'_>,
+) {
+    match (line, format) {
+        (Line::TooLong { .. }, Format::Ndjson) => write_json_error(buf, line_no, "line_too_long"),
+        (Line::TooLong { len }, Format::Text) => {
+            let _ = writeln!(
+                buf,
+                "line {line_no}: skipped, {len} bytes is over --max-line-bytes"
+            );
+        }
+        (Line::Complete(bytes), _) => match parse_line(bytes) {
+            Ok(e) => {
+                let cause = classify(&e, lbs.get(e.elb.as_bytes()));
+                match format {
+                    Format::Ndjson => write_json(buf, &e, cause),
+                    Format::Text => write_text(buf, line_no, &e, cause),
+                }
+            }
+            Err(err) => match format {
+                Format::Ndjson => write_json_error(buf, line_no, err.kind.as_str()),
+                Format::Text => write_text_error(buf, line_no, &err),
+            },
+        },
+    }
+}
 
 /// Writes `e` as one JSON object and a newline, one key per column of [`FIELDS`]: `-` is
 /// `null`, `-1` processing times stay `-1` (as in Athena), the request line and the addresses

@@ -206,6 +206,23 @@ pub fn replay(
 impl ReplayReport {
     /// The summary `albwatch replay` prints: counts, top codes, top failing targets, causes
     /// and every alert transition.
+    /// The Prometheus exposition of the final snapshot (`replay --metrics-out`), the same
+    /// families as the daemon's `/metrics`, stamped at the newest event.
+    pub fn exposition(&self) -> prometheus::Result<Vec<u8>> {
+        let registry = crate::export::new_registry();
+        let snapshot = self.snapshot.clone();
+        let at = snapshot.max_event_time.unwrap_or(snapshot.end);
+        let attribute_labels = snapshot.attribute_labels.to_vec();
+        crate::export::register_snapshot_metrics(
+            &registry,
+            Arc::new(move || snapshot.clone()),
+            Arc::new(move || at),
+            &attribute_labels,
+        )?;
+        let (_, body) = crate::export::admin::encode(&registry)?;
+        Ok(body)
+    }
+
     pub fn write_summary(&self, out: &mut impl Write) -> io::Result<()> {
         let r = self;
         let mut by_code: BTreeMap<Option<u16>, u64> = BTreeMap::new();
