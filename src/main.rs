@@ -129,8 +129,8 @@ struct DemoArgs {
 
 #[derive(Debug, clap::Args)]
 struct GenerateArgs {
-    /// Seconds of traffic to write (one incident cycle is 2250 s).
-    #[arg(long, default_value_t = 2250)]
+    /// Seconds of traffic to write (one incident cycle is 2610 s).
+    #[arg(long, default_value_t = 2610)]
     seconds: u32,
     /// Requests per second.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]

@@ -8,20 +8,31 @@
 //! ([`Alert::to_alertmanager`]). Sending, resending and retrying belong to the Alertmanager
 //! client, not here.
 //!
+//! The normal-noise causes are judged against what is normal for their group: the engine keeps
+//! one decaying [`baseline`] per `(cause, group)`, folds each evaluation's window into it, and
+//! once it is warm fires such a cause only on a surge over it (see [`default_surge`]); while
+//! it is cold the absolute thresholds apply.
+//!
 //! Like the rest of the hot path it reads no clock and does no I/O: the evaluation time is an
 //! argument, so tests and replays are deterministic. The state is bounded by the snapshot: at
-//! most one alert per alertable cause and group, and groups come from the aggregator's capped
-//! series table.
+//! most one alert and one baseline per alertable cause and group, and groups come from the
+//! aggregator's capped series table (a group whose series are evicted loses its baselines).
 
+pub mod baseline;
 pub mod log;
 pub mod notify;
 mod rules;
 pub mod text;
 
 #[cfg(test)]
+mod baseline_tests;
+#[cfg(test)]
 mod tests;
 
-pub use rules::{AlertConfig, AlertConfigError, Rule, RuleConfig, Severity, default_rule};
+pub use rules::{
+    AlertConfig, AlertConfigError, BaselineConfig, Rule, RuleConfig, Severity, Surge, default_rule,
+    default_surge,
+};
 pub use text::alert_name;
 
 use std::collections::BTreeMap;
@@ -33,6 +44,7 @@ use crate::aggregate::series::SeriesLabels;
 use crate::aggregate::{Snapshot, TraceId, WindowCell, WindowSnapshot};
 use crate::classify::{Cause, Scope};
 use crate::parse::StatusText;
+use baseline::{Baseline, Baselines, Fold, surge_score};
 
 const SECOND_US: i64 = 1_000_000;
 
@@ -72,7 +84,9 @@ pub struct Alert {
     /// scope), `target` (target scope), `code` ([`LABEL_NAMES`]), then each attribute label
     /// whose value is not empty.
     pub labels: BTreeMap<String, String>,
-    /// `summary`, `description`, `runbook`, and `trace_id` when an example is known.
+    /// `summary`, `description`, `runbook`, `trace_id` when an example is known, and
+    /// `baseline_share` / `baseline_requests` when the cause was judged against a warm
+    /// baseline.
     pub annotations: BTreeMap<String, String>,
     /// The evaluation time at which it first fired, µs since the epoch.
     pub starts_at_us: i64,
@@ -149,6 +163,15 @@ impl<'a> GroupKey<'a> {
         }
     }
 
+    /// The scope this group is a group of.
+    fn scope(self) -> Scope {
+        match (self.target_group, self.target) {
+            (Some(_), Some(_)) => Scope::Target,
+            (Some(_), None) => Scope::TargetGroup,
+            _ => Scope::LoadBalancer,
+        }
+    }
+
     fn owned(self) -> Group {
         Group {
             elb: self.elb.to_owned(),
@@ -174,6 +197,18 @@ struct Group {
     target_group: Option<String>,
     target: Option<String>,
     attributes: Vec<String>,
+}
+
+impl Group {
+    /// The borrowed form, which orders exactly like the owned one (same fields, same order).
+    fn as_key(&self) -> GroupKey<'_> {
+        GroupKey {
+            elb: &self.elb,
+            target_group: self.target_group.as_deref(),
+            target: self.target.as_deref(),
+            attributes: &self.attributes,
+        }
+    }
 }
 
 /// Requests of one cause in one group over the evaluation window.
@@ -246,6 +281,10 @@ pub struct AlertEngine {
     /// The effective rule of each cause, indexed by `cause as usize`.
     rules: Vec<Option<Rule>>,
     active: BTreeMap<(Cause, Group), Active>,
+    /// What is normal for each normal-noise `(cause, group)` of the last snapshot.
+    baselines: Baselines<(Cause, Group)>,
+    /// The causes whose rule compares with a baseline, in `Cause` order.
+    surge_causes: Vec<Cause>,
     /// Counts evaluations, so the ones that saw a condition true can be told apart.
     generation: u64,
     /// Evaluations skipped because the snapshot lacked the evaluation window.
@@ -259,11 +298,20 @@ impl AlertEngine {
     pub fn new(cfg: AlertConfig) -> Self {
         // `Cause` is a fieldless enum declared in the order of `Cause::ALL`, so its
         // discriminants are 0..ALL.len() and index this vector.
-        let rules = Cause::ALL.iter().map(|&c| cfg.rule(c)).collect();
+        let rules: Vec<Option<Rule>> = Cause::ALL.iter().map(|&c| cfg.rule(c)).collect();
+        let mut surge_causes: Vec<Cause> = rules
+            .iter()
+            .zip(Cause::ALL)
+            .filter(|(rule, _)| rule.is_some_and(|r| r.surge.is_some()))
+            .map(|(_, &cause)| cause)
+            .collect();
+        surge_causes.sort();
         AlertEngine {
             cfg,
             rules,
             active: BTreeMap::new(),
+            baselines: Baselines::default(),
+            surge_causes,
             generation: 0,
             skipped: 0,
         }
@@ -284,6 +332,12 @@ impl AlertEngine {
         self.active.values().map(|a| &a.alert)
     }
 
+    /// How many `(cause, group)` baselines it holds: at most the normal-noise causes times
+    /// the groups of the last snapshot.
+    pub fn baseline_count(&self) -> usize {
+        self.baselines.len()
+    }
+
     /// Evaluations that did nothing because the snapshot had no window of `window_secs`
     /// (a config mismatch [`AlertConfig::validate_windows`] catches up front).
     pub fn skipped_evaluations(&self) -> u64 {
@@ -295,6 +349,10 @@ impl AlertEngine {
     /// false starts a hold; the alert resolves once the condition has stayed false for
     /// `resolve_after_secs`, and a condition that comes back within the hold changes
     /// nothing. A group missing from the snapshot (its series evicted) counts as false.
+    ///
+    /// A cause with a surge rule whose group's baseline is warm fires on a surge over the
+    /// baseline instead of the absolute thresholds; then every baseline folds this window in
+    /// (those that surged within the resolve hold excepted).
     pub fn evaluate(&mut self, snapshot: &Snapshot, now_us: i64) -> Vec<Transition> {
         let Some(w) = snapshot.window_index(self.cfg.window_secs) else {
             // Without the window there is no evidence either way: keep the state as it is.
@@ -309,13 +367,16 @@ impl AlertEngine {
         // Requests per cause within one series; reused across series.
         let mut per_series: Vec<(Cause, u64)> = Vec::new();
         for series in &snapshot.series {
+            let labels = &*series.labels;
+            // Every group of the snapshot has a total, even a quiet one, so its baselines
+            // live as long as its series.
+            let requests = series.windows.get(w).map_or(0, |w| w.requests);
+            for scope in [Scope::Target, Scope::TargetGroup, Scope::LoadBalancer] {
+                *totals.entry(GroupKey::of(scope, labels)).or_default() += requests;
+            }
             let Some(window) = series.windows.get(w).filter(|w| w.requests > 0) else {
                 continue;
             };
-            let labels = &*series.labels;
-            for scope in [Scope::Target, Scope::TargetGroup, Scope::LoadBalancer] {
-                *totals.entry(GroupKey::of(scope, labels)).or_default() += window.requests;
-            }
             per_series.clear();
             for cell in &window.cells {
                 if cell.requests == 0 || self.rule(cell.cause).is_none() {
@@ -344,15 +405,31 @@ impl AlertEngine {
                 continue;
             };
             let total = totals.get(&key).copied().unwrap_or(0);
-            // Multiplying rather than dividing keeps a zero total from producing NaN.
-            let firing = tally.count >= rule.min_count
-                && total > 0
-                && tally.count as f64 >= rule.min_share * total as f64;
+            let find = |(c, g): &(Cause, Group)| (*c, g.as_key()).cmp(&(cause, key));
+            let warm = rule
+                .surge
+                .and_then(|surge| Some((surge, *self.baselines.find(find)?)))
+                .filter(|(_, b)| b.is_warm(&self.cfg.baseline));
+            let firing = match warm {
+                Some((surge, b)) => self.surges(tally.count, total, &b, surge),
+                // Multiplying rather than dividing keeps a zero total from producing NaN.
+                None => {
+                    tally.count >= rule.min_count
+                        && total > 0
+                        && tally.count as f64 >= rule.min_share * total as f64
+                }
+            };
             if !firing {
                 continue;
             }
+            let warm = warm.map(|(_, b)| b);
+            if warm.is_some()
+                && let Some(b) = self.baselines.find_mut(find)
+            {
+                b.mark_surge(now_us);
+            }
             let names = &snapshot.attribute_labels;
-            let annotations = self.annotations(cause, key, names, tally, total);
+            let annotations = self.annotations(cause, key, names, tally, total, warm.as_ref());
             match self.active.entry((cause, key.owned())) {
                 Entry::Occupied(mut e) => {
                     let active = e.get_mut();
@@ -384,6 +461,31 @@ impl AlertEngine {
         }
 
         let hold = i64::from(self.cfg.resolve_after_secs) * SECOND_US;
+        let fold = Fold {
+            now_us,
+            window_us: i64::from(self.cfg.window_secs) * SECOND_US,
+            half_life_us: i64::from(self.cfg.baseline.half_life_secs) * SECOND_US,
+            hold_us: hold,
+        };
+        // Sorted like the table: causes in order, then the groups of each in order.
+        let tallies = &tallies;
+        let totals = &totals;
+        let present = self.surge_causes.iter().flat_map(|&cause| {
+            totals
+                .iter()
+                .filter(move |(key, _)| key.scope() == cause.scope())
+                .map(move |(&key, &total)| {
+                    let count = tallies.get(&(cause, key)).map_or(0, |t| t.count);
+                    ((cause, key), count, total)
+                })
+        });
+        self.baselines.update(
+            present,
+            fold,
+            |(c, g), (cause, key)| (*c, g.as_key()).cmp(&(*cause, *key)),
+            |(cause, key)| (*cause, key.owned()),
+        );
+
         let mut done = Vec::new();
         for (id, active) in &mut self.active {
             if active.seen == generation {
@@ -407,6 +509,17 @@ impl AlertEngine {
         out
     }
 
+    /// The surge test over a warm baseline: the window's share is very unlikely under the
+    /// baseline share (score at least `ln(1/alpha)`), at least `min_rise` above it, and
+    /// counts at least `min_count` requests.
+    fn surges(&self, count: u64, total: u64, baseline: &Baseline, surge: Surge) -> bool {
+        let p0 = baseline.share();
+        count >= surge.min_count
+            && total > 0
+            && count as f64 >= (p0 + surge.min_rise) * total as f64
+            && surge_score(count, total, p0) >= (1.0 / self.cfg.baseline.alpha).ln()
+    }
+
     fn annotations(
         &self,
         cause: Cause,
@@ -414,6 +527,7 @@ impl AlertEngine {
         attribute_labels: &[String],
         tally: &Tally<'_>,
         total: u64,
+        baseline: Option<&Baseline>,
     ) -> BTreeMap<String, String> {
         // The attribute values name the place too: the same target in two environments is
         // two alerts, and their summaries should say which is which.
@@ -441,7 +555,7 @@ impl AlertEngine {
             .flatten()
             .map(|s| format!(" after {}", text::duration(s)))
             .unwrap_or_default();
-        let summary = format!(
+        let mut summary = format!(
             "{} of requests to {subject} ended in {}{after} in the last {} ({} of {total})",
             text::percent(tally.count as f64 / total as f64),
             text::codes(&tally.sorted_codes()),
@@ -449,6 +563,15 @@ impl AlertEngine {
             tally.count,
         );
         let mut a = BTreeMap::new();
+        if let Some(b) = baseline {
+            summary.push_str("; ");
+            summary.push_str(&text::usually(b.share(), self.cfg.baseline.half_life_secs));
+            a.insert("baseline_share".to_owned(), format!("{:.6}", b.share()));
+            a.insert(
+                "baseline_requests".to_owned(),
+                format!("{:.0}", b.requests()),
+            );
+        }
         a.insert("summary".to_owned(), summary);
         a.insert(
             "description".to_owned(),

@@ -187,6 +187,17 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
+/// `usually 0.1% (last hour)`: the baseline share beside an alert's numbers. The baseline
+/// decays with `half_life_secs`, so its last half-life is the span that weighs most.
+pub fn usually(share: f64, half_life_secs: u32) -> String {
+    let span = match half_life_secs {
+        3_600 => "hour".to_string(),
+        s if s % 3_600 == 0 => format!("{} hours", s / 3_600),
+        s => window(s),
+    };
+    format!("usually {} (last {span})", percent(share))
+}
+
 /// `minute`, `5 minutes`, `90 s`: the tail of "in the last …".
 pub fn window(secs: u32) -> String {
     match secs {

@@ -13,11 +13,13 @@
 //! The scripted background is kept quiet on purpose: every alertable background cause is
 //! capped per alert key and calendar minute, so no sliding one-minute window ever holds more
 //! than two such events per key, at any request rate. A demo whose background pages someone
-//! teaches nothing.
+//! teaches nothing. One exception shows what the baselines are for: the noisy target
+//! ([`NOISY_TARGET`]) answers 2 % of its requests with a 5xx, uncapped, all day, and must
+//! page no one either.
 
 use std::collections::HashMap;
 
-use crate::classify::{Cause, Scope};
+use crate::classify::Scope;
 use crate::rng::SplitMix64;
 
 mod fleet;
@@ -28,7 +30,8 @@ mod script;
 mod tests;
 
 pub use script::{
-    DEFAULT_SCRIPT_OFFSET_SECS, INCIDENTS, Incident, Occurrence, cycle_secs, occurrences,
+    DEFAULT_SCRIPT_OFFSET_SECS, INCIDENTS, Incident, NOISY_TARGET, Occurrence, Shape, cycle_secs,
+    occurrences,
 };
 
 use fleet::{GROUPS, LBS, pick_weighted};
@@ -94,7 +97,7 @@ pub struct Traffic {
 /// 2026-11-24T10:00:00Z, with the busy mix of errors: the benches' and tests' corpus, lines of
 /// about 700 bytes like real logs.
 pub fn corpus(seed: u64, lines: usize) -> Vec<u8> {
-    let mut traffic = Traffic::new(seed, 1_795_514_400_000_000, 1_000, false);
+    let mut traffic = Traffic::steady(seed, 1_795_514_400_000_000, 1_000);
     let mut out = Vec::with_capacity(lines * 720);
     let mut written = 0;
     // Without a script every request is one line, so this writes exactly `lines`.
@@ -109,6 +112,12 @@ impl Traffic {
     /// at `start_us`.
     pub fn scripted(seed: u64, start_us: i64, requests_per_sec: u32) -> Self {
         Traffic::new(seed, start_us, requests_per_sec, true)
+    }
+
+    /// Steady traffic with the corpus's busy mix of errors and no incident: a day of it is
+    /// background noise that must page no one.
+    pub fn steady(seed: u64, start_us: i64, requests_per_sec: u32) -> Self {
+        Traffic::new(seed, start_us, requests_per_sec, false)
     }
 
     fn new(seed: u64, start_us: i64, requests_per_sec: u32, scripted: bool) -> Self {
@@ -172,13 +181,27 @@ impl Traffic {
 
         if self
             .active_incidents(now)
-            .any(|i| i.cause == Cause::WafBlocked && i.elb == LBS[lb].name)
+            .any(|i| i.shape == Shape::Scan && i.elb == LBS[lb].name)
         {
             // Uniform in 0..=2 × the mean: bursty like a scanner, same average.
             for _ in 0..self.rng.below(2 * SCAN_PER_REQUEST + 1) {
                 write_lb_answer(out, &mut self.rng, now, lb, Kind::WafScan);
                 lines += 1;
             }
+        }
+
+        // An incident of the load balancer itself (a WAF rule blocking real requests) answers
+        // its share before any routing.
+        let lb_incident = self
+            .active_incidents(now)
+            .filter(|i| i.scope() == Scope::LoadBalancer && i.elb == LBS[lb].name)
+            .filter(|i| i.share_per_mille() > 0)
+            .find_map(|i| Some((i.signature()?, i.share_per_mille())));
+        if let Some((kind, per_mille)) = lb_incident
+            && self.rng.below(1000) < per_mille
+        {
+            write_lb_answer(out, &mut self.rng, now, lb, kind);
+            return lines + 1;
         }
 
         let noise = self.background_kind();
@@ -205,6 +228,12 @@ impl Traffic {
         let kind = match incident {
             Some(i) if self.rng.below(1000) < i.share_per_mille() => {
                 i.signature().unwrap_or(Kind::Ok)
+            }
+            _ if self.script_start_us.is_some()
+                && is_noisy(group, target)
+                && self.rng.below(1000) < NOISY_TARGET.2 =>
+            {
+                Kind::Target500
             }
             _ if !noise.answered_by_lb()
                 && self.noise_allowed(now, noise, (group, target.unwrap_or(usize::MAX))) =>
@@ -251,4 +280,10 @@ impl Traffic {
         *seen += 1;
         true
     }
+}
+
+/// Whether `(group, target)` is the noisy target of the script.
+fn is_noisy(group: usize, target: Option<usize>) -> bool {
+    let g = &GROUPS[group];
+    g.name == NOISY_TARGET.0 && target.and_then(|t| g.targets.get(t)) == Some(&NOISY_TARGET.1)
 }

@@ -1,14 +1,27 @@
 //! The incident script: a fixed cycle ([`INCIDENTS`]) through the failures of the cause table
 //! (a refusing target, a security group dropping connects, an emptied target group, a hanging
-//! target, a WAF-blocked scan, a throttled Lambda, a target answering 5xx), each on a named
-//! part of the fleet, with the signature line and share of requests that show it. It hands the
-//! schedule to the traffic generator, which injects it, and, as [`Incident`]s and
-//! [`Occurrence`]s, to whoever checks the alerts a replay raises.
+//! target, a WAF-blocked scan, a throttled Lambda, a target answering 5xx, and a WAF rule that
+//! blocks 30 % of a load balancer whose WAF usually blocks 0.1 %), each on a named part of
+//! the fleet, with the signature line and share of requests that show it; and the steady
+//! noisy target ([`NOISY_TARGET`]) whose errors are normal for it. It hands the schedule to
+//! the traffic generator, which injects it, and, as [`Incident`]s and [`Occurrence`]s, to
+//! whoever checks the alerts a replay raises.
 
 use super::SECOND_US;
 use super::fleet::{API, GROUPS, LBS, SHOP};
 use super::request::Kind;
+use crate::alert::default_rule;
 use crate::classify::{Cause, Scope};
+
+/// How an incident shows in the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// This many per mille of the requests it hits show its signature.
+    Failing(u64),
+    /// Scanner requests on top of the real ones ([`SCAN_PER_REQUEST`] per real request on
+    /// average), all blocked by the WAF.
+    Scan,
+}
 
 /// One scripted failure. Offsets are in event time (the log's `time` field) from the start of
 /// each cycle: an incident starts when its first tell-tale line is written, so for the timeouts
@@ -29,6 +42,7 @@ pub struct Incident {
     pub target: Option<&'static str>,
     pub start_offset_secs: u32,
     pub duration_secs: u32,
+    pub shape: Shape,
 }
 
 impl Incident {
@@ -43,6 +57,16 @@ impl Incident {
 
     pub(super) fn end_us(&self) -> i64 {
         self.start_us() + i64::from(self.duration_secs) * SECOND_US
+    }
+
+    /// Whether only a comparison with the group's baseline can see it: its share is below
+    /// the cause's absolute `min_share`, so it alerts once the baseline is warm (half an hour
+    /// of data by default), never on a cold start.
+    pub fn needs_baseline(&self) -> bool {
+        match (self.shape, default_rule(self.cause)) {
+            (Shape::Failing(per_mille), Some(rule)) => (per_mille as f64) < rule.min_share * 1e3,
+            _ => false,
+        }
     }
 
     pub(super) fn covers(&self, cycle_offset_us: i64) -> bool {
@@ -71,26 +95,26 @@ impl Incident {
             Cause::NoRegisteredTargets => Kind::NoTargets,
             Cause::LambdaThrottled => Kind::LambdaThrottled,
             Cause::LambdaError => Kind::LambdaError,
-            Cause::WafBlocked => Kind::WafScan,
+            Cause::WafBlocked if self.shape == Shape::Scan => Kind::WafScan,
+            Cause::WafBlocked => Kind::WafBlock,
             _ => return None,
         })
     }
 
-    /// Per mille of the affected requests that show the signature while a target or
-    /// target-group incident runs. Below 1000 where a real fault lets some requests through:
-    /// keep-alive connections opened before a target stopped listening, a hanging target that
-    /// still finishes some requests.
+    /// Per mille of the affected requests that show the signature while it runs (0 for a
+    /// scan, which adds requests instead).
     pub(super) fn share_per_mille(&self) -> u64 {
-        match self.cause {
-            Cause::NoRegisteredTargets => 1000,
-            Cause::TargetRefusedConnection => 950,
-            Cause::TargetConnectTimeout => 900,
-            Cause::TargetTooSlow => 800,
-            Cause::LambdaThrottled => 700,
-            _ => 600,
+        match self.shape {
+            Shape::Failing(per_mille) => per_mille,
+            Shape::Scan => 0,
         }
     }
 }
+
+/// The steady noisy target: `(target group, target, per mille)`. It answers this share of
+/// its requests with a 5xx all day, uncapped, so its baseline learns that 2 % is normal for
+/// it and nothing pages (the absolute `target_5xx` floors are not met either).
+pub const NOISY_TARGET: (&str, &str, u64) = ("api-prod", "10.0.2.17:8080", 20);
 
 /// Blocked scan requests per real request to the load balancer, on average, while a WAF scan
 /// runs. A scan is extra traffic, not failing real traffic, and it must outnumber the real
@@ -109,6 +133,7 @@ pub const INCIDENTS: &[Incident] = &[
         target: Some("10.0.2.13:8080"),
         start_offset_secs: 120,
         duration_secs: 180,
+        shape: Shape::Failing(950),
     },
     Incident {
         name: "security group silently drops connections to a checkout target",
@@ -118,6 +143,7 @@ pub const INCIDENTS: &[Incident] = &[
         target: Some("10.0.3.12:8443"),
         start_offset_secs: 420,
         duration_secs: 180,
+        shape: Shape::Failing(900),
     },
     Incident {
         name: "search target group left with no registered targets",
@@ -127,6 +153,7 @@ pub const INCIDENTS: &[Incident] = &[
         target: None,
         start_offset_secs: 720,
         duration_secs: 150,
+        shape: Shape::Failing(1000),
     },
     Incident {
         name: "web-prod target hangs past the 60 s idle timeout",
@@ -136,6 +163,7 @@ pub const INCIDENTS: &[Incident] = &[
         target: Some("10.0.1.17:8080"),
         start_offset_secs: 990,
         duration_secs: 240,
+        shape: Shape::Failing(800),
     },
     Incident {
         name: "WAF blocks a vulnerability scan against shop-prod",
@@ -145,6 +173,7 @@ pub const INCIDENTS: &[Incident] = &[
         target: None,
         start_offset_secs: 1350,
         duration_secs: 180,
+        shape: Shape::Scan,
     },
     Incident {
         name: "thumbnail Lambda throttled (concurrency limit)",
@@ -154,6 +183,7 @@ pub const INCIDENTS: &[Incident] = &[
         target: None,
         start_offset_secs: 1650,
         duration_secs: 180,
+        shape: Shape::Failing(700),
     },
     Incident {
         name: "web-prod target answers 5xx (database pool exhausted)",
@@ -163,6 +193,19 @@ pub const INCIDENTS: &[Incident] = &[
         target: Some("10.0.1.14:8080"),
         start_offset_secs: 1950,
         duration_secs: 180,
+        shape: Shape::Failing(600),
+    },
+    Incident {
+        name: "a new WAF rule blocks 30 % of api-prod, whose WAF usually blocks a trickle",
+        cause: Cause::WafBlocked,
+        elb: API,
+        target_group: "-",
+        target: None,
+        // Late in the cycle: half an hour of data must come first for the baseline to know
+        // that 0.1 % is normal, and 30 % is below the absolute 50 %.
+        start_offset_secs: 2250,
+        duration_secs: 240,
+        shape: Shape::Failing(300),
     },
 ];
 
