@@ -455,6 +455,50 @@ mod tests {
     }
 
     #[test]
+    fn bad_baseline_keys_are_named() {
+        for (text, key) in [
+            ("[alerts.baseline]\nalpha = 0.0", "alerts.baseline.alpha"),
+            ("[alerts.baseline]\nalpha = 0.7", "alerts.baseline.alpha"),
+            (
+                "[alerts.baseline]\nhalf_life_secs = 10",
+                "alerts.baseline.half_life_secs",
+            ),
+            (
+                "[alerts.baseline]\nwarm_up_secs = 9999999",
+                "alerts.baseline.warm_up_secs",
+            ),
+            ("[alerts.baseline]\nwarmup = 1", "warmup"),
+            (
+                "[alerts.rules.waf_blocked]\nsurge_min_rise = 5",
+                "alerts.rules.waf_blocked.surge_min_rise",
+            ),
+            (
+                "[alerts.rules.waf_blocked]\nsurge_min_count = 0",
+                "alerts.rules.waf_blocked.surge_min_count",
+            ),
+            // An always-wrong cause has no baseline unless asked for one.
+            (
+                "[alerts.rules.target_refused_connection]\nsurge_min_rise = 0.1",
+                "alerts.rules.target_refused_connection.surge_min_rise",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.starts_with(key) || e.contains(key), "{text}: {e}");
+        }
+        let c = parse(
+            "[alerts.rules.target_refused_connection]\nbaseline = true\nsurge_min_rise = 0.1\n\
+             [alerts.rules.waf_blocked]\nbaseline = false\n",
+        )
+        .expect("valid");
+        let refused = c
+            .alerts
+            .rule(crate::classify::Cause::TargetRefusedConnection);
+        assert_eq!(refused.and_then(|r| r.surge).map(|s| s.min_rise), Some(0.1));
+        let waf = c.alerts.rule(crate::classify::Cause::WafBlocked);
+        assert!(waf.is_some_and(|r| r.surge.is_none()));
+    }
+
+    #[test]
     fn firehose_attribute_labels_become_series_dimensions() {
         let c = parse("[firehose]\ncommon_attribute_labels = [\"env\", \"team-name\"]\n")
             .expect("valid");

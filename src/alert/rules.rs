@@ -160,7 +160,9 @@ pub enum AlertConfigError {
         "rules.{name}.min_share: {value} is outside 0..=1 (it is a fraction, not a percentage)"
     )]
     ShareOutOfRange { name: String, value: f64 },
-    #[error("rules.{name}.surge_min_count: must be at least 1 (a rule cannot fire on zero requests)")]
+    #[error(
+        "rules.{name}.surge_min_count: must be at least 1 (a rule cannot fire on zero requests)"
+    )]
     ZeroSurgeCount { name: String },
     #[error(
         "rules.{name}.surge_min_rise: {value} is outside 0..=1 (it is a fraction, not a percentage)"
