@@ -5,6 +5,7 @@
 //! steady high share or a daily swing in traffic does not, a group with no history falls back
 //! to the absolute thresholds.
 
+use super::tests::{A, ELB, FIXTURE_TARGET, MINUTE, OK, REFUSED, SECOND, T0, TARGET_5XX, WAF};
 use super::*;
 use crate::aggregate::{AggregateConfig, Aggregator, BatchAccumulator};
 use crate::classify::{LbSettings, classify};
@@ -13,21 +14,8 @@ use crate::rng::SplitMix64;
 use crate::test_support::{cause_line, retimed_tokens};
 use crate::traffic::Traffic;
 
-const T0: i64 = 1_795_514_400_000_000; // 2026-11-24T10:00:00Z
-const SECOND: i64 = 1_000_000;
-const MINUTE: i64 = 60 * SECOND;
 const HOUR: i64 = 60 * MINUTE;
 const TICK: i64 = 10 * SECOND;
-
-// Fixture lines by cause (tests/fixtures/causes.expected).
-const OK: usize = 0;
-const TARGET_5XX: usize = 2;
-const WAF: usize = 7;
-const REFUSED: usize = 28;
-
-const ELB: &str = "app/shop-prod/50dc6c495c0c9188";
-const FIXTURE_TARGET: &str = "10.0.1.17:8080";
-const A: &str = "10.0.3.12:8080";
 const B: &str = "10.0.3.13:8080";
 
 /// Requests to one target of the fixture's load balancer: `per_minute(t)` of them around

@@ -329,10 +329,27 @@ const fn rule(min_count: u64, min_share: f64, severity: Severity) -> Option<Rule
     })
 }
 
+/// A normal-noise cause: absolute thresholds for a cold baseline, and surge floors of the
+/// same count and `min_rise` over a warm one.
+const fn noise(min_count: u64, min_share: f64, severity: Severity, min_rise: f64) -> Option<Rule> {
+    Some(Rule {
+        min_count,
+        min_share,
+        severity,
+        surge: Some(Surge {
+            min_count,
+            min_rise,
+        }),
+    })
+}
+
 /// The built-in rule of each cause, before overrides; `None` for causes that are not faults.
 ///
 /// Both a count and a share must be met: the count keeps a quiet target (3 requests, 1
 /// failed) from paging, the share keeps a busy load balancer's normal trickle from paging.
+
+/// For the normal-noise causes these are the thresholds of a cold baseline only; their surge
+/// floors over a warm one are in [`default_surge`].
 ///
 /// | cause | scope | min_count | min_share | severity | why |
 /// |---|---|---|---|---|---|
@@ -374,12 +391,50 @@ const fn rule(min_count: u64, min_share: f64, severity: Severity) -> Option<Rule
 ///
 /// `target_ok`, `lb_ok`, `fixed_response` and `redirect` have no rule.
 pub const fn default_rule(cause: Cause) -> Option<Rule> {
-    match absolute_rule(cause) {
-        Some(r) => Some(Rule {
-            surge: default_surge(cause),
-            ..r
-        }),
-        None => None,
+    use Severity::{Critical, Info, Warning};
+    // No wildcard arm: a new cause does not compile until someone decides how it alerts and
+    // whether it is noise.
+    match cause {
+        Cause::TargetOk | Cause::LbOk | Cause::FixedResponse | Cause::Redirect => None,
+        // Our side is down: the smallest counts and shares that rule out a single retry.
+        Cause::TargetRefusedConnection
+        | Cause::TargetConnectTimeout
+        | Cause::NoRegisteredTargets
+        | Cause::TargetTooSlow
+        | Cause::LambdaThrottled
+        | Cause::WafUnavailable
+        | Cause::IdpError
+        | Cause::JwksError => rule(5, 0.05, Critical),
+        // Faults on our side that degrade rather than take down.
+        Cause::TargetResetConnection
+        | Cause::TargetBadResponse
+        | Cause::TargetTimeoutOther
+        | Cause::LambdaTimeout
+        | Cause::LambdaResponseTooLarge
+        | Cause::RewriteFailed => rule(5, 0.05, Warning),
+        Cause::RedirectUrlTooLong | Cause::LbUnknown => rule(10, 0.1, Warning),
+        Cause::LbInternalError => rule(10, 0.05, Warning),
+        // Normal noise from here on: the application's own errors, then client-driven
+        // causes whose background trickle is normal, so only a large share of a busy group
+        // counts while the baseline is cold.
+        Cause::LambdaError | Cause::LambdaRequestTooLarge => noise(5, 0.1, Warning, 0.05),
+        Cause::Target5xx => noise(10, 0.1, Warning, 0.05),
+        Cause::ProtocolMismatch => noise(10, 0.2, Warning, 0.1),
+        Cause::Http2StreamReset => noise(20, 0.1, Warning, 0.05),
+        Cause::ClientClosedEarly | Cause::DesyncBlocked | Cause::XffTooManyIps => {
+            noise(20, 0.2, Warning, 0.1)
+        }
+        Cause::MalformedRequest => noise(20, 0.3, Warning, 0.1),
+        Cause::ClientIdleTimeout
+        | Cause::MethodNotAllowed
+        | Cause::PayloadTooLarge
+        | Cause::UriTooLong
+        | Cause::UnsupportedTransferEncoding
+        | Cause::HttpVersionMismatch => noise(20, 0.3, Info, 0.1),
+        Cause::AuthDenied => noise(50, 0.3, Warning, 0.1),
+        Cause::WafBlocked => noise(50, 0.5, Warning, 0.05),
+        // Only reachable with `include_target_4xx` or an explicit `enabled = true`.
+        Cause::Target4xx => noise(50, 0.5, Warning, 0.1),
     }
 }
 
@@ -411,96 +466,11 @@ pub const fn default_rule(cause: Cause) -> Option<Rule> {
 /// | `waf_blocked` | 50 | 0.05 |
 ///
 /// Every other alerting cause means something on our side (or AWS's) is broken, whatever
-/// the group usually sees: it keeps the absolute thresholds alone.
+/// the group usually sees: it keeps the absolute thresholds alone. The split is made in
+/// [`default_rule`], whose match has no wildcard arm.
 pub const fn default_surge(cause: Cause) -> Option<Surge> {
-    const fn surge(min_count: u64, min_rise: f64) -> Option<Surge> {
-        Some(Surge {
-            min_count,
-            min_rise,
-        })
-    }
-    // No wildcard arm: a new cause does not compile until someone decides whether it is
-    // noise.
-    match cause {
-        Cause::TargetOk | Cause::LbOk | Cause::FixedResponse | Cause::Redirect => None,
-        Cause::TargetRefusedConnection
-        | Cause::TargetConnectTimeout
-        | Cause::NoRegisteredTargets
-        | Cause::TargetTooSlow
-        | Cause::LambdaThrottled
-        | Cause::WafUnavailable
-        | Cause::IdpError
-        | Cause::JwksError
-        | Cause::TargetResetConnection
-        | Cause::TargetBadResponse
-        | Cause::TargetTimeoutOther
-        | Cause::LambdaTimeout
-        | Cause::LambdaResponseTooLarge
-        | Cause::RewriteFailed
-        | Cause::RedirectUrlTooLong
-        | Cause::LbInternalError
-        | Cause::LbUnknown => None,
-        Cause::Target5xx => surge(10, 0.05),
-        Cause::Http2StreamReset => surge(20, 0.05),
-        Cause::LambdaError | Cause::LambdaRequestTooLarge => surge(5, 0.05),
-        Cause::ProtocolMismatch => surge(10, 0.1),
-        Cause::ClientClosedEarly
-        | Cause::DesyncBlocked
-        | Cause::XffTooManyIps
-        | Cause::MalformedRequest
-        | Cause::ClientIdleTimeout
-        | Cause::MethodNotAllowed
-        | Cause::PayloadTooLarge
-        | Cause::UriTooLong
-        | Cause::UnsupportedTransferEncoding
-        | Cause::HttpVersionMismatch => surge(20, 0.1),
-        Cause::AuthDenied | Cause::Target4xx => surge(50, 0.1),
-        Cause::WafBlocked => surge(50, 0.05),
-    }
-}
-
-/// The absolute thresholds of every cause, before the surge floors are attached.
-const fn absolute_rule(cause: Cause) -> Option<Rule> {
-    use Severity::{Critical, Info, Warning};
-    // No wildcard arm: a new cause does not compile until someone decides how it alerts.
-    match cause {
-        Cause::TargetOk | Cause::LbOk | Cause::FixedResponse | Cause::Redirect => None,
-        // Our side is down: the smallest counts and shares that rule out a single retry.
-        Cause::TargetRefusedConnection
-        | Cause::TargetConnectTimeout
-        | Cause::NoRegisteredTargets
-        | Cause::TargetTooSlow
-        | Cause::LambdaThrottled
-        | Cause::WafUnavailable
-        | Cause::IdpError
-        | Cause::JwksError => rule(5, 0.05, Critical),
-        // Faults on our side that degrade rather than take down.
-        Cause::TargetResetConnection
-        | Cause::TargetBadResponse
-        | Cause::TargetTimeoutOther
-        | Cause::LambdaTimeout
-        | Cause::LambdaResponseTooLarge
-        | Cause::RewriteFailed => rule(5, 0.05, Warning),
-        Cause::LambdaError | Cause::LambdaRequestTooLarge => rule(5, 0.1, Warning),
-        Cause::Target5xx | Cause::RedirectUrlTooLong | Cause::LbUnknown => rule(10, 0.1, Warning),
-        Cause::LbInternalError => rule(10, 0.05, Warning),
-        Cause::ProtocolMismatch => rule(10, 0.2, Warning),
-        Cause::Http2StreamReset => rule(20, 0.1, Warning),
-        // Client-driven causes: a background trickle is normal, so only a large share of a
-        // busy group counts.
-        Cause::ClientClosedEarly | Cause::DesyncBlocked | Cause::XffTooManyIps => {
-            rule(20, 0.2, Warning)
-        }
-        Cause::MalformedRequest => rule(20, 0.3, Warning),
-        Cause::ClientIdleTimeout
-        | Cause::MethodNotAllowed
-        | Cause::PayloadTooLarge
-        | Cause::UriTooLong
-        | Cause::UnsupportedTransferEncoding
-        | Cause::HttpVersionMismatch => rule(20, 0.3, Info),
-        Cause::AuthDenied => rule(50, 0.3, Warning),
-        Cause::WafBlocked => rule(50, 0.5, Warning),
-        // Only reachable with `include_target_4xx` or an explicit `enabled = true`.
-        Cause::Target4xx => rule(50, 0.5, Warning),
+    match default_rule(cause) {
+        Some(rule) => rule.surge,
+        None => None,
     }
 }

@@ -7,25 +7,25 @@ use crate::classify::{LbSettings, classify};
 use crate::parse::parse_line;
 use crate::test_support::{CAUSES_LOG, retimed_tokens};
 
-const T0: i64 = 1_795_514_400_000_000; // 2026-11-24T10:00:00Z
-const SECOND: i64 = 1_000_000;
-const MINUTE: i64 = 60 * SECOND;
+pub(super) const T0: i64 = 1_795_514_400_000_000; // 2026-11-24T10:00:00Z
+pub(super) const SECOND: i64 = 1_000_000;
+pub(super) const MINUTE: i64 = 60 * SECOND;
 
 // Fixture lines by cause: the line number in tests/fixtures/causes.expected minus 1.
-const OK: usize = 0;
+pub(super) const OK: usize = 0;
 const TARGET_4XX: usize = 1;
-const TARGET_5XX: usize = 2;
+pub(super) const TARGET_5XX: usize = 2;
 const H2_RESET: usize = 3;
-const WAF: usize = 7;
+pub(super) const WAF: usize = 7;
 const MALFORMED: usize = 19;
-const REFUSED: usize = 28;
+pub(super) const REFUSED: usize = 28;
 const NO_TARGETS: usize = 31;
 const CONNECT_TIMEOUT: usize = 32;
 
-const ELB: &str = "app/shop-prod/50dc6c495c0c9188";
+pub(super) const ELB: &str = "app/shop-prod/50dc6c495c0c9188";
 const ELB_B: &str = "app/shop-beta/0123456789abcdef";
-const FIXTURE_TARGET: &str = "10.0.1.17:8080";
-const A: &str = "10.0.3.12:8080";
+pub(super) const FIXTURE_TARGET: &str = "10.0.1.17:8080";
+pub(super) const A: &str = "10.0.3.12:8080";
 const B: &str = "10.0.1.17:8080";
 
 /// One fixture line, re-timed and moved to another target, target group or load balancer.
