@@ -347,7 +347,7 @@ const fn noise(min_count: u64, min_share: f64, severity: Severity, min_rise: f64
 ///
 /// Both a count and a share must be met: the count keeps a quiet target (3 requests, 1
 /// failed) from paging, the share keeps a busy load balancer's normal trickle from paging.
-
+///
 /// For the normal-noise causes these are the thresholds of a cold baseline only; their surge
 /// floors over a warm one are in [`default_surge`].
 ///
