@@ -5,7 +5,7 @@
 //! 2 bad usage, 64 bad configuration (an AWS set-up that cannot work included: no
 //! credentials or region, an unknown stream, access denied).
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -482,22 +482,10 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
 fn run_generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut traffic = albwatch::traffic::Traffic::scripted(args.seed, args.start, args.rate);
     let end = args.start + i64::from(args.seconds) * 1_000_000;
-    let mut out = io::stdout().lock();
-    let mut buf = Vec::with_capacity(1 << 20);
-    // A minute at a time keeps memory flat for a day of traffic.
-    let mut until = args.start;
-    while until < end {
-        until = (until + 60_000_000).min(end);
-        buf.clear();
-        traffic.generate_until(until, &mut buf);
-        if let Err(e) = out.write_all(&buf) {
-            return stdout_closed(e);
-        }
+    match traffic.write_until(end, &mut io::stdout().lock()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => stdout_closed(e),
     }
-    if let Err(e) = out.flush() {
-        return stdout_closed(e);
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn run_firehose_send(args: albwatch::firehose_send::FirehoseSendArgs) -> anyhow::Result<ExitCode> {

@@ -18,6 +18,7 @@
 //! page no one either.
 
 use std::collections::HashMap;
+use std::io::{self, Write};
 
 use crate::classify::Scope;
 use crate::rng::SplitMix64;
@@ -150,6 +151,18 @@ impl Traffic {
             lines += self.step(out);
         }
         lines
+    }
+
+    /// Writes every request with event time before `until_us` to `out`, a minute at a time,
+    /// so a day of traffic (`albwatch generate`) keeps memory flat.
+    pub fn write_until(&mut self, until_us: i64, out: &mut impl Write) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(1 << 20);
+        while self.next_us < until_us {
+            buf.clear();
+            self.generate_until((self.next_us + MINUTE_US).min(until_us), &mut buf);
+            out.write_all(&buf)?;
+        }
+        out.flush()
     }
 
     /// The incidents whose signature lines are being written at `at_us` (none before the
