@@ -85,6 +85,12 @@ python_tools target/test-deps/k8s-validate \
     kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0 pydantic==2.14.4
 python_tools target/test-deps/aws-tools cfn-lint==1.51.0 boto3==1.43.11 PyYAML==6.0.3
 
+# The fuzz crate's build (libfuzzer-sys) compiles libFuzzer's C++ with the system g++.
+if ! command -v g++ >/dev/null 2>&1; then
+    echo "install-test-deps: g++ missing; installing from Debian"
+    apt_install g++
+fi
+
 # Debian puts the binaries in /usr/bin; the packages start nothing (no systemd on CI).
 missing=()
 for tool in promtool prometheus prometheus-alertmanager amtool; do
