@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real servers and tools albwatch's tests use (Prometheus with promtool,
 # Alertmanager with amtool from Debian; kinesalite, the Kinesis emulator, from npm into
-# target/test-deps/kinesalite; the Kubernetes schema check, cfn-lint and boto3 from PyPI into
-# virtualenvs under target/test-deps) on a fresh Debian 12 machine.
+# target/test-deps/kinesalite; the Kubernetes schema check, cfn-lint, boto3 and moto's S3+SQS
+# server from PyPI into virtualenvs under target/test-deps) on a fresh Debian 12 machine.
 # Idempotent: does nothing when they are already there, so CI and developers can run it before
 # every test run.
 set -euo pipefail
@@ -45,15 +45,21 @@ else
 fi
 
 # Python tools, pinned, in virtualenvs inside the project (Debian's system Python is
-# "externally managed", so nothing goes there). Two of them, because cloudcoil's models and
-# cfn-lint pin incompatible pydantic versions:
+# "externally managed", so nothing goes there). Three of them, because cloudcoil's models and
+# cfn-lint pin incompatible pydantic versions, and moto 5.2.5 pulls in a newer boto3 (1.44),
+# PyYAML (6.0.4) and pydantic (2.14) than the aws-tools pins and cfn-lint's own dependencies:
 # - target/test-deps/k8s-validate: kubernetes-validate bundles the Kubernetes API's JSON
 #   schemas and cloudcoil's prometheus-operator models cover the ServiceMonitor
 #   (deploy/kubernetes/validate.py, tests/deploy_kubernetes.rs); pydantic is pinned because the
 #   check relies on its per-call extra="forbid";
 # - target/test-deps/aws-tools: cfn-lint judges the CloudFormation templates
 #   (tests/deploy_templates.rs); boto3 and PyYAML run the Kinesis template's forwarder Lambda
-#   code against kinesalite (tests/kinesis.rs).
+#   code against kinesalite (tests/kinesis.rs);
+# - target/test-deps/moto: moto's server, one process emulating S3 and SQS (bucket
+#   notifications to a queue, visibility timeouts, redrive to a dead-letter queue) for the S3
+#   input (tests/support/moto.rs, tests/s3_input.rs, tests/s3_replay.rs).
+# A requirement may name extras (`moto[server]==…`): the check compares the distribution's
+# version, without the extras.
 # Python 3.11 comes with the image; a machine without python3 gets Debian's.
 python_tools() {
     local dir=$1
@@ -62,7 +68,7 @@ python_tools() {
         "$dir/bin/python" -c '
 import sys
 from importlib.metadata import version
-sys.exit(any(version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
+sys.exit(any(version(n.split("[")[0]) != v for n, v in (p.split("==") for p in sys.argv[1:])))
 ' "$@" 2>/dev/null; then
         echo "install-test-deps: $* present"
         return
@@ -84,6 +90,7 @@ sys.exit(any(version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
 python_tools target/test-deps/k8s-validate \
     kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0 pydantic==2.14.4
 python_tools target/test-deps/aws-tools cfn-lint==1.51.0 boto3==1.43.11 PyYAML==6.0.3
+python_tools target/test-deps/moto 'moto[server]==5.2.5'
 
 # The fuzz crate's build (libfuzzer-sys) compiles libFuzzer's C++ with the system g++.
 if ! command -v g++ >/dev/null 2>&1; then
