@@ -2,10 +2,16 @@
 //! installed by `scripts/install-test-deps.sh`; a missing one fails the test, it never skips):
 //! resource types, properties, intrinsic functions, IAM policy shapes and the inline Lambda's
 //! size are all checked offline. The Kinesis template's forwarder code is also run against
-//! kinesalite by `tests/kinesis.rs`.
+//! kinesalite by `tests/kinesis.rs`. The S3 template is also read (through cfn-lint's own YAML
+//! decoder) and its intrinsic functions evaluated for a log prefix and for none, so the reader
+//! policy's exact actions and every key prefix (policy, notification filter, ELB delivery) are
+//! checked, and its queue settings against `deploy/albwatch.toml`'s `[s3]` section.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
+
+use serde_json::{Value, json};
 
 /// Runs cfn-lint through the test virtualenv's Python (the one the other Python-driven tests
 /// use), so it does not depend on where pip put the `cfn-lint` script.
@@ -40,4 +46,445 @@ fn kinesis_delivery_template_passes_cfn_lint() {
 #[test]
 fn firehose_template_passes_cfn_lint() {
     cfn_lint("deploy/firehose/cloudformation.yaml");
+}
+
+#[test]
+fn s3_template_passes_cfn_lint() {
+    cfn_lint("deploy/s3/cloudformation.yaml");
+}
+
+/// The template as JSON, decoded by cfn-lint's own loader (short-form tags become `Fn::…`).
+fn template(template: &str) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("target/test-deps/aws-tools/bin/python"))
+        .args([
+            "-c",
+            "import json, sys\nfrom cfnlint.decode import decode\n\
+             t, m = decode(sys.argv[1])\n\
+             if m: sys.exit('\\n'.join(str(x) for x in m))\n\
+             json.dump(t, sys.stdout)",
+        ])
+        .arg(root.join(template))
+        .output()
+        .expect(
+            "target/test-deps/aws-tools/bin/python runs (scripts/install-test-deps.sh installs it)",
+        );
+    assert!(
+        out.status.success(),
+        "decoding {template}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const ACCOUNT: &str = "123456789012";
+
+/// Evaluates the intrinsic functions the S3 template uses (Ref, Fn::Sub, Fn::If, Fn::GetAtt,
+/// conditions) for the given parameters, as CloudFormation would in account ACCOUNT of the `aws`
+/// partition. A resource's Ref or GetAtt becomes `<Name>` or `<Name.Attr>`, except the bucket,
+/// whose Ref is its name. `Fn::If` on a false condition with `AWS::NoValue` gives `Value::Null`.
+struct Eval<'a> {
+    template: &'a Value,
+    params: &'a [(&'a str, &'a str)],
+}
+
+impl Eval<'_> {
+    fn param(&self, name: &str) -> Option<String> {
+        match name {
+            "AWS::Partition" => return Some("aws".into()),
+            "AWS::AccountId" => return Some(ACCOUNT.into()),
+            "AWS::Region" => return Some("eu-west-1".into()),
+            _ => {}
+        }
+        if let Some((_, v)) = self.params.iter().find(|(k, _)| *k == name) {
+            return Some(v.to_string());
+        }
+        let declared = &self.template["Parameters"][name];
+        if declared.is_null() {
+            return None;
+        }
+        Some(match &declared["Default"] {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => panic!("parameter {name} is not given and its default is {other}"),
+        })
+    }
+
+    fn reference(&self, name: &str) -> String {
+        if let Some(v) = self.param(name) {
+            return v;
+        }
+        if name == "LogBucket" {
+            return self.param("BucketName").unwrap();
+        }
+        assert!(
+            !self.template["Resources"][name].is_null(),
+            "Ref to unknown {name}"
+        );
+        format!("<{name}>")
+    }
+
+    fn condition(&self, name: &str) -> bool {
+        let c = &self.template["Conditions"][name];
+        assert!(!c.is_null(), "unknown condition {name}");
+        self.truth(c)
+    }
+
+    fn truth(&self, v: &Value) -> bool {
+        let (f, args) = v.as_object().unwrap().iter().next().unwrap();
+        match f.as_str() {
+            "Fn::Equals" => self.eval(&args[0]) == self.eval(&args[1]),
+            "Fn::Not" => !self.truth(&args[0]),
+            "Fn::And" => args.as_array().unwrap().iter().all(|a| self.truth(a)),
+            "Fn::Or" => args.as_array().unwrap().iter().any(|a| self.truth(a)),
+            "Condition" => self.condition(args.as_str().unwrap()),
+            other => panic!("condition function {other}"),
+        }
+    }
+
+    fn sub(&self, text: &str, vars: &serde_json::Map<String, Value>) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..].find('}').expect("closing brace") + start;
+            let name = &rest[start + 2..end];
+            let value = match vars.get(name) {
+                Some(v) => self.eval(v).as_str().expect("a string").to_string(),
+                None => match name.split_once('.') {
+                    Some((res, attr)) if self.param(name).is_none() => format!("<{res}.{attr}>"),
+                    _ => self.reference(name),
+                },
+            };
+            out.push_str(&value);
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn eval(&self, v: &Value) -> Value {
+        match v {
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.eval(i))
+                    .filter(|i| !i.is_null())
+                    .collect(),
+            ),
+            Value::Object(map) if map.len() == 1 => {
+                let (f, args) = map.iter().next().unwrap();
+                match f.as_str() {
+                    "Ref" if args == "AWS::NoValue" => Value::Null,
+                    "Ref" => Value::String(self.reference(args.as_str().unwrap())),
+                    "Fn::GetAtt" => {
+                        let parts: Vec<&str> = match args {
+                            Value::String(s) => s.split('.').collect(),
+                            _ => args
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|a| a.as_str().unwrap())
+                                .collect(),
+                        };
+                        Value::String(format!("<{}>", parts.join(".")))
+                    }
+                    "Fn::Sub" => Value::String(match args {
+                        Value::String(s) => self.sub(s, &serde_json::Map::new()),
+                        _ => self.sub(args[0].as_str().unwrap(), args[1].as_object().unwrap()),
+                    }),
+                    "Fn::If" => {
+                        let branch = if self.condition(args[0].as_str().unwrap()) {
+                            1
+                        } else {
+                            2
+                        };
+                        self.eval(&args[branch])
+                    }
+                    f if f.starts_with("Fn::") => panic!("intrinsic {f} not evaluated here"),
+                    _ => {
+                        Value::Object(map.iter().map(|(k, v)| (k.clone(), self.eval(v))).collect())
+                    }
+                }
+            }
+            Value::Object(map) => {
+                Value::Object(map.iter().map(|(k, v)| (k.clone(), self.eval(v))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// A resource's properties, or None when its condition is false.
+    fn resource(&self, name: &str) -> Option<Value> {
+        let r = &self.template["Resources"][name];
+        assert!(!r.is_null(), "no resource {name}");
+        if let Some(c) = r["Condition"].as_str() {
+            if !self.condition(c) {
+                return None;
+            }
+        }
+        Some(self.eval(&r["Properties"]))
+    }
+
+    fn output(&self, name: &str) -> Option<Value> {
+        let o = &self.template["Outputs"][name];
+        assert!(!o.is_null(), "no output {name}");
+        if let Some(c) = o["Condition"].as_str() {
+            if !self.condition(c) {
+                return None;
+            }
+        }
+        Some(self.eval(&o["Value"]))
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().flat_map(strings).collect(),
+        other => panic!("not a string or list: {other}"),
+    }
+}
+
+/// albwatch's `[s3]` settings in deploy/albwatch.toml (the defaults).
+fn albwatch_s3_defaults() -> toml::Table {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/albwatch.toml"))
+            .unwrap();
+    let config: toml::Table = text.parse().unwrap();
+    config["s3"]
+        .as_table()
+        .expect("deploy/albwatch.toml has [s3]")
+        .clone()
+}
+
+#[test]
+fn s3_template_reader_policy_grants_exactly_what_albwatch_needs() {
+    let t = template("deploy/s3/cloudformation.yaml");
+    for (prefix, key_start) in [("shop-prod", "shop-prod/"), ("a/b", "a/b/"), ("", "")] {
+        for create in ["yes", "no"] {
+            let params = [
+                ("BucketName", "my-alb-logs"),
+                ("CreateBucket", create),
+                ("LogPrefix", prefix),
+            ];
+            let e = Eval {
+                template: &t,
+                params: &params,
+            };
+            let policy = e.resource("ReaderPolicy").unwrap();
+            let statements = policy["PolicyDocument"]["Statement"].as_array().unwrap();
+            let mut actions = BTreeSet::new();
+            for s in statements {
+                assert_eq!(s["Effect"], "Allow", "{s}");
+                assert!(
+                    s.get("NotAction").is_none() && s.get("NotResource").is_none(),
+                    "{s}"
+                );
+                let these = strings(&s["Action"]);
+                let resources = strings(&s["Resource"]);
+                assert_eq!(resources.len(), 1, "{s}");
+                let resource = &resources[0];
+                for a in &these {
+                    assert!(actions.insert(a.clone()), "{a} granted twice");
+                    match a.split_once(':').unwrap().0 {
+                        "sqs" => {
+                            assert_eq!(resource, "<Queue.Arn>", "{a}");
+                            assert!(s.get("Condition").is_none(), "{s}");
+                        }
+                        "s3" if a == "s3:GetObject" => {
+                            assert_eq!(
+                                resource,
+                                &format!("arn:aws:s3:::my-alb-logs/{key_start}AWSLogs/*")
+                            );
+                            assert!(s.get("Condition").is_none(), "{s}");
+                        }
+                        "s3" if a == "s3:ListBucket" => {
+                            assert_eq!(resource, "arn:aws:s3:::my-alb-logs");
+                            assert_eq!(
+                                s["Condition"],
+                                json!({"StringLike": {"s3:prefix": format!("{key_start}AWSLogs/*")}})
+                            );
+                        }
+                        _ => panic!("unexpected action {a}"),
+                    }
+                }
+                // One statement per resource kind: no action rides on another's resource.
+                let services: BTreeSet<_> =
+                    these.iter().map(|a| a.split_once(':').unwrap().0).collect();
+                assert_eq!(services.len(), 1, "{s}");
+            }
+            let wanted: BTreeSet<String> = [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+                "s3:GetObject",
+                "s3:ListBucket",
+            ]
+            .map(String::from)
+            .into();
+            assert_eq!(actions, wanted);
+        }
+    }
+}
+
+#[test]
+fn s3_template_wires_bucket_queue_and_dead_letter_queue() {
+    let t = template("deploy/s3/cloudformation.yaml");
+    let s3 = albwatch_s3_defaults();
+    for (prefix, key_start) in [("shop-prod", "shop-prod/"), ("", "")] {
+        for create in ["yes", "no"] {
+            let params = [
+                ("BucketName", "my-alb-logs"),
+                ("CreateBucket", create),
+                ("LogPrefix", prefix),
+            ];
+            let e = Eval {
+                template: &t,
+                params: &params,
+            };
+
+            // The queue: encrypted (SSE-SQS, which S3 can send to), long-polled, its visibility
+            // timeout and long poll those albwatch asks for, a dead-letter queue after
+            // MaxReceiveCount receives, which keeps messages longer than the queue.
+            let queue = e.resource("Queue").unwrap();
+            let dlq = e.resource("DeadLetterQueue").unwrap();
+            for q in [&queue, &dlq] {
+                assert_eq!(q["SqsManagedSseEnabled"], true);
+                assert!(q.get("KmsMasterKeyId").is_none());
+            }
+            assert_eq!(
+                queue["VisibilityTimeout"],
+                s3["visibility_timeout_secs"].to_string()
+            );
+            assert_eq!(
+                queue["ReceiveMessageWaitTimeSeconds"].to_string(),
+                s3["wait_time_secs"].to_string()
+            );
+            assert_eq!(queue["QueueName"], "albwatch-alb-logs");
+            assert_eq!(
+                queue["RedrivePolicy"]["deadLetterTargetArn"],
+                "<DeadLetterQueue.Arn>"
+            );
+            assert_eq!(queue["RedrivePolicy"]["maxReceiveCount"], "5");
+            assert!(
+                dlq["MessageRetentionPeriod"].as_u64().unwrap()
+                    > queue["MessageRetentionPeriod"].as_u64().unwrap()
+            );
+
+            // Only S3, only for this bucket in this account, may send.
+            let queue_policy = e.resource("QueuePolicy").unwrap();
+            assert_eq!(queue_policy["Queues"], json!(["<Queue>"]));
+            assert_eq!(
+                queue_policy["PolicyDocument"]["Statement"],
+                json!([{
+                    "Effect": "Allow",
+                    "Principal": {"Service": "s3.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": "<Queue.Arn>",
+                    "Condition": {
+                        "ArnEquals": {"aws:SourceArn": "arn:aws:s3:::my-alb-logs"},
+                        "StringEquals": {"aws:SourceAccount": ACCOUNT},
+                    },
+                }])
+            );
+
+            // Where ELB writes, what the notification selects and what albwatch may read agree.
+            let filter = json!([
+                {"Name": "prefix", "Value": format!("{key_start}AWSLogs/")},
+                {"Name": "suffix", "Value": ".log.gz"},
+            ]);
+            match create {
+                "yes" => {
+                    assert!(e.output("BucketNotification").is_none());
+                    let bucket = e.resource("LogBucket").unwrap();
+                    assert_eq!(bucket["BucketName"], "my-alb-logs");
+                    assert_eq!(
+                        t["Resources"]["LogBucket"]["DependsOn"], "QueuePolicy",
+                        "S3 tests the queue when the notification is created"
+                    );
+                    assert_eq!(
+                        bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"],
+                        json!({"SSEAlgorithm": "AES256"}),
+                        "ELB access logs support SSE-S3 only"
+                    );
+                    let notifications = &bucket["NotificationConfiguration"];
+                    assert_eq!(
+                        notifications
+                            .as_object()
+                            .unwrap()
+                            .keys()
+                            .collect::<Vec<_>>(),
+                        ["QueueConfigurations"]
+                    );
+                    assert_eq!(
+                        notifications["QueueConfigurations"],
+                        json!([{
+                            "Event": "s3:ObjectCreated:*",
+                            "Queue": "<Queue.Arn>",
+                            "Filter": {"S3Key": {"Rules": filter}},
+                        }])
+                    );
+                    let bucket_policy = e.resource("LogBucketPolicy").unwrap();
+                    assert_eq!(bucket_policy["Bucket"], "my-alb-logs");
+                    assert_eq!(
+                        bucket_policy["PolicyDocument"]["Statement"],
+                        json!([{
+                            "Effect": "Allow",
+                            "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
+                            "Action": "s3:PutObject",
+                            "Resource": format!("arn:aws:s3:::my-alb-logs/{key_start}AWSLogs/{ACCOUNT}/*"),
+                        }])
+                    );
+                }
+                _ => {
+                    assert!(e.resource("LogBucket").is_none());
+                    assert!(e.resource("LogBucketPolicy").is_none());
+                    // The output is what `aws s3api put-bucket-notification-configuration` takes.
+                    let text = e.output("BucketNotification").unwrap();
+                    let config: Value = serde_json::from_str(text.as_str().unwrap()).unwrap();
+                    assert_eq!(
+                        config,
+                        json!({"QueueConfigurations": [{
+                            "Id": "albwatch",
+                            "QueueArn": "<Queue.Arn>",
+                            "Events": ["s3:ObjectCreated:*"],
+                            "Filter": {"Key": {"FilterRules": [
+                                {"Name": "Prefix", "Value": format!("{key_start}AWSLogs/")},
+                                {"Name": "Suffix", "Value": ".log.gz"},
+                            ]}},
+                        }]})
+                    );
+                }
+            }
+            for output in [
+                "QueueUrl",
+                "QueueArn",
+                "DeadLetterQueueUrl",
+                "DeadLetterQueueArn",
+                "PolicyArn",
+            ] {
+                assert!(e.output(output).is_some(), "{output}");
+            }
+        }
+    }
+
+    // The older regions' ELB account is added beside the service principal, same resource.
+    let params = [
+        ("BucketName", "my-alb-logs"),
+        ("CreateBucket", "yes"),
+        ("ElbAccountId", "156460612806"),
+    ];
+    let e = Eval {
+        template: &t,
+        params: &params,
+    };
+    let statements = e.resource("LogBucketPolicy").unwrap()["PolicyDocument"]["Statement"].clone();
+    assert_eq!(statements.as_array().unwrap().len(), 2);
+    assert_eq!(
+        statements[1]["Principal"],
+        json!({"AWS": "arn:aws:iam::156460612806:root"})
+    );
+    assert_eq!(statements[1]["Resource"], statements[0]["Resource"]);
 }
