@@ -4,7 +4,7 @@
 //! run with the virtualenv `scripts/install-test-deps.sh` puts in `target/test-deps/k8s-validate`
 //! (missing is a failure, never a skip), and broken copies of them fail it. The ConfigMap's
 //! `albwatch.toml` passes the real binary's `check-config` with the Secret's key in the
-//! environment; probes, ports, Service, ServiceMonitor, Secret and ConfigMap agree with that
+//! environment and reads S3 first, from the queue of `deploy/s3/cloudformation.yaml`; probes, ports, Service, ServiceMonitor, Secret and ConfigMap agree with that
 //! configuration and with each other; and the Dockerfile builds the binary with the command CI
 //! runs (`cargo build --release --locked --bin albwatch`) into a non-root runtime image.
 
@@ -342,6 +342,70 @@ fn the_configmap_config_passes_check_config_with_the_secret() {
     let out = check_config(None);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("firehose.access_key"));
+}
+
+/// The QueueName default of deploy/s3/cloudformation.yaml, read from its text (the template's
+/// `!Ref` tags are no plain YAML; tests/deploy_templates.rs checks the template itself).
+fn s3_stack_queue_name() -> String {
+    let text = fs::read_to_string(root().join("deploy/s3/cloudformation.yaml")).unwrap();
+    let mut lines = text.lines().skip_while(|l| *l != "  QueueName:").skip(1);
+    lines
+        .take_while(|l| l.starts_with("    "))
+        .find_map(|l| l.trim().strip_prefix("Default: "))
+        .expect("the S3 template's QueueName parameter has a default")
+        .to_string()
+}
+
+/// ALB access logs land in S3 by default, so the ConfigMap reads them there first: `[s3]` is the
+/// first input, its queue URL is the S3 stack's queue in SQS's URL form, and the ServiceAccount
+/// carries an IAM role of the same account for it.
+#[test]
+fn the_configmap_reads_s3_first_from_the_s3_stacks_queue() {
+    let text = config_text();
+    let at = |section: &str| {
+        text.lines()
+            .position(|l| l.trim() == section)
+            .unwrap_or_else(|| panic!("the ConfigMap's albwatch.toml has no {section}"))
+    };
+    for other in ["[firehose]", "[kinesis]"] {
+        assert!(at("[s3]") < at(other), "[s3] comes after {other}");
+    }
+
+    let url = config()["s3"]["queue_url"]
+        .as_str()
+        .expect("s3.queue_url is set")
+        .to_string();
+    let rest = url
+        .strip_prefix("https://sqs.")
+        .unwrap_or_else(|| panic!("{url} is not an https://sqs.REGION.amazonaws.com/ URL"));
+    let (host, path) = rest.split_once('/').unwrap();
+    let region = host
+        .strip_suffix(".amazonaws.com")
+        .unwrap_or_else(|| panic!("{url}: host"));
+    assert!(
+        !region.is_empty() && !region.contains('.'),
+        "{url}: region {region:?}"
+    );
+    let (account, queue) = path
+        .split_once('/')
+        .unwrap_or_else(|| panic!("{url}: /ACCOUNT/QUEUE"));
+    assert!(
+        account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()),
+        "{url}: account {account:?}"
+    );
+    assert_eq!(
+        queue,
+        s3_stack_queue_name(),
+        "{url} is not the S3 stack's default queue"
+    );
+
+    let role = object("ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        .as_str()
+        .expect("the ServiceAccount has an IRSA role annotation for the S3 input");
+    assert!(
+        role.starts_with(&format!("arn:aws:iam::{account}:role/")),
+        "{role} is not a role of account {account}, the queue's"
+    );
 }
 
 #[test]
