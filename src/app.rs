@@ -1,14 +1,15 @@
 //! The daemon's wiring and shutdown order — the only place that knows every stage. It first
-//! checks that the Kinesis stream (when configured) can be read, so an AWS set-up no retry can
-//! fix stops start-up before any port is bound; then it binds the admin port and the Firehose
-//! endpoint (when configured), starts the worker pool, the inputs (files, the demo generator,
-//! Firehose, Kinesis — each feeding the pool through its event-time partitions) and the
-//! evaluator, which runs the alert rules at every evaluation tick the event-time watermark
-//! passes, exactly as `replay` does. On SIGTERM/SIGINT (or the end of `--duration`) it stops
-//! the inputs first — Firehose answers 503 to new requests while those in flight finish;
-//! Kinesis stops polling, waits for its batches' acknowledgements and writes its final
-//! checkpoints — then drains the queue through the workers, evaluates once more and stops the
-//! admin server, each step within the grace period.
+//! checks that the Kinesis stream and the S3 input's queue (when configured) can be read, so
+//! an AWS set-up no retry can fix stops start-up before any port is bound; then it binds the
+//! admin port and the Firehose endpoint (when configured), starts the worker pool, the inputs
+//! (files, the demo generator, Firehose, Kinesis, S3 — each feeding the pool through its
+//! event-time partitions) and the evaluator, which runs the alert rules at every evaluation
+//! tick the event-time watermark passes, exactly as `replay` does. On SIGTERM/SIGINT (or the
+//! end of `--duration`) it stops the inputs first — Firehose answers 503 to new requests while
+//! those in flight finish; Kinesis stops polling, waits for its batches' acknowledgements and
+//! writes its final checkpoints; S3 hands the messages of objects still being read back to the
+//! queue — then drains the queue through the workers, evaluates once more and stops the admin
+//! server, each step within the grace period.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ use crate::input::firehose::{self, FirehoseMetrics};
 use crate::input::kinesis::checkpoint::FileCheckpointStore;
 use crate::input::kinesis::consumer::{self, ConsumerError};
 use crate::input::kinesis::{KinesisMetrics, SdkApi};
+use crate::input::s3;
 use crate::input::{Input, InputContext, PartitionTiming, Shutdown};
 use crate::pipeline::Pool;
 
@@ -56,6 +58,10 @@ pub async fn run(
     // denied) stops start-up here, as an `aws::SetupError`, before any port is bound.
     let kinesis_api = match &cfg.kinesis.stream {
         Some(stream) => Some(SdkApi::connect(stream, cfg.kinesis.region.as_deref()).await?),
+        None => None,
+    };
+    let s3_clients = match &cfg.s3.queue_url {
+        Some(queue) => Some(s3::Clients::connect(queue, cfg.s3.region.as_deref()).await?),
         None => None,
     };
     let listener = TcpListener::bind(cfg.admin_addr)
@@ -116,6 +122,9 @@ pub async fn run(
     // awaited (final checkpoints written after its batches are acknowledged) before the pool
     // finishes.
     let kinesis_task = start_kinesis(&cfg, kinesis_api, &registry, &ctx)?;
+    // The S3 input likewise: its objects being read stop, and their messages go back to the
+    // queue at once, before the pool finishes.
+    let s3_task = start_s3(&cfg, s3_clients, &registry, &ctx)?;
 
     // The evaluator and the notifier exist before the admin server, which shows the active
     // alerts; the notifier's senders start now so a slow Alertmanager is already being
@@ -188,6 +197,11 @@ pub async fn run(
         && tokio::time::timeout(GRACE_PERIOD, task).await.is_err()
     {
         eprintln!("albwatch: Kinesis shards did not stop within {GRACE_PERIOD:?}");
+    }
+    if let Some(task) = s3_task
+        && tokio::time::timeout(GRACE_PERIOD, task).await.is_err()
+    {
+        eprintln!("albwatch: S3 objects did not stop within {GRACE_PERIOD:?}");
     }
     let drained = tokio::task::spawn_blocking(move || {
         for t in input_threads {
@@ -320,6 +334,30 @@ fn start_kinesis(
         }
         result
     })))
+}
+
+/// Starts the S3 input over `clients`, the checked clients when `s3.queue_url` is set.
+fn start_s3(
+    cfg: &Config,
+    clients: Option<s3::Clients>,
+    registry: &prometheus::Registry,
+    ctx: &InputContext,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let (Some(clients), Some(queue)) = (clients, &cfg.s3.queue_url) else {
+        return Ok(None);
+    };
+    eprintln!("albwatch: reading S3 event notifications from {queue}");
+    let input = s3::queue::S3Input {
+        clients,
+        cfg: cfg.s3.clone(),
+        source: ctx.source(InputKind::S3),
+        metrics: s3::S3Metrics::register(registry)?,
+        wall: Arc::clone(&ctx.wall_clock),
+        batch_bytes: cfg.batch_bytes,
+        max_line: cfg.pool.max_line_bytes,
+        stop: ctx.stop.clone(),
+    };
+    Ok(Some(tokio::spawn(s3::queue::run(input))))
 }
 
 /// Steps `evaluation` every second until `stop` is set.

@@ -16,6 +16,7 @@ use crate::classify::{LbSettings, LoadBalancers};
 use crate::event_time::EventTimeConfig;
 use crate::input::firehose::{FirehoseConfig, ValidFirehoseConfig};
 use crate::input::kinesis::{KinesisConfig, ValidKinesisConfig};
+use crate::input::s3::{S3Config, ValidS3Config};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::pipeline::PoolConfig;
 use crate::setting::InvalidSetting;
@@ -57,6 +58,7 @@ pub struct RawConfig {
     pub inputs: RawInputs,
     pub firehose: FirehoseConfig,
     pub kinesis: KinesisConfig,
+    pub s3: S3Config,
     pub alertmanager: AlertmanagerConfig,
 }
 
@@ -171,6 +173,8 @@ pub struct Config {
     pub firehose: ValidFirehoseConfig,
     /// The Kinesis Data Streams input (`stream: None` = off).
     pub kinesis: ValidKinesisConfig,
+    /// The S3 input through SQS notifications (`queue_url: None` = off).
+    pub s3: ValidS3Config,
     /// Where alerts are pushed (no endpoints = nowhere).
     pub alertmanager: ValidAlertmanagerConfig,
 }
@@ -341,6 +345,7 @@ impl RawConfig {
         let mut firehose = self.firehose.validate()?;
         firehose.max_line_bytes = p.max_line_bytes;
         let mut kinesis = self.kinesis.validate()?;
+        let s3 = self.s3.validate()?;
         let alertmanager = self.alertmanager.validate()?;
         kinesis.batch_bytes = p.batch_bytes;
         // The Firehose attribute labels are dimensions of every series, so the aggregator
@@ -354,6 +359,7 @@ impl RawConfig {
             alertmanager,
             firehose,
             kinesis,
+            s3,
             admin_addr,
             pool: PoolConfig {
                 workers,

@@ -22,9 +22,11 @@ use albwatch::classify::{LbSettings, LoadBalancers};
 use albwatch::config::{Config, ConfigError, RawConfig};
 use albwatch::input::Input;
 use albwatch::input::aws::SetupError;
+use albwatch::input::s3::key;
+use albwatch::input::s3::listing::Selection;
 use albwatch::lines::DEFAULT_MAX_LINE_BYTES;
 use albwatch::render::{self, Format};
-use albwatch::replay::Pusher;
+use albwatch::replay::{Pusher, Source};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,9 +79,22 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ReplayArgs {
-    /// Log files to replay (plain or gzip); `-` or none reads stdin.
-    #[arg(value_name = "FILE")]
+    /// Log files to replay (plain or gzip); `-` or none reads stdin. Or one
+    /// s3://BUCKET/PREFIX: the ALB log objects under it (AWSLogs/… below the prefix) whose
+    /// 5-minute period overlaps --from..--to, fetched with the usual AWS credentials, region
+    /// and AWS_ENDPOINT_URL[_S3].
+    #[arg(value_name = "FILE|s3://BUCKET/PREFIX")]
     files: Vec<PathBuf>,
+    /// With s3://: the start of the time range (RFC 3339, e.g. 2026-12-06T10:00:00Z, or a
+    /// date, 2026-12-06, for its midnight UTC).
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// With s3://: the end of the time range (exclusive), as --from.
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+    /// With s3://: objects downloading at once.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    parallel: u16,
     /// Configuration file (TOML); defaults apply without it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -170,6 +185,11 @@ struct RunArgs {
     /// credentials and AWS_ENDPOINT_URL[_KINESIS] come from the usual AWS environment.
     #[arg(long, value_name = "NAME|ARN")]
     kinesis_stream: Option<String>,
+    /// Read ALB logs from S3 through the bucket's event notifications on this SQS queue
+    /// (overrides s3.queue_url). Region (from the URL when it is AWS's), credentials and
+    /// AWS_ENDPOINT_URL[_SQS|_S3] come from the usual AWS environment.
+    #[arg(long, value_name = "URL")]
+    s3_queue_url: Option<String>,
     /// Push alerts to this Alertmanager (base URL, e.g. http://127.0.0.1:9093); repeat for
     /// every replica of an HA cluster. Adds to alertmanager.urls.
     #[arg(long = "alertmanager-url", value_name = "URL")]
@@ -313,6 +333,42 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Local files, or the objects of one `s3://` URL over `--from..--to`.
+fn replay_source(args: &ReplayArgs) -> anyhow::Result<Source> {
+    let s3 = args
+        .files
+        .iter()
+        .any(|f| f.to_str().is_some_and(|f| f.starts_with("s3://")));
+    if !s3 {
+        if args.from.is_some() || args.to.is_some() {
+            anyhow::bail!(
+                "--from and --to select the objects of an s3:// URL; local files are replayed whole"
+            );
+        }
+        return Ok(Source::Files(args.files.clone()));
+    }
+    let [url] = args.files.as_slice() else {
+        anyhow::bail!("an s3:// URL is replayed on its own, without files");
+    };
+    let (Some(from), Some(to)) = (&args.from, &args.to) else {
+        anyhow::bail!(
+            "replaying s3:// needs --from and --to (e.g. --from 2026-12-06T10:00:00Z --to 2026-12-06T11:00:00Z)"
+        );
+    };
+    let url = key::parse_s3_url(&url.to_string_lossy())?;
+    let from_us = key::parse_time_arg(from).context("--from")?;
+    let to_us = key::parse_time_arg(to).context("--to")?;
+    if to_us <= from_us {
+        anyhow::bail!("--to must be after --from");
+    }
+    Ok(Source::S3(Selection {
+        url,
+        from_us,
+        to_us,
+        parallel: usize::from(args.parallel),
+    }))
+}
+
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let alertmanager_urls = args.alertmanager_urls.clone();
     let cfg = match load_config(args.config.as_deref(), |raw| {
@@ -329,7 +385,8 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let mut write_error = None;
     let pusher = Pusher::start(&cfg)?;
-    let report = albwatch::replay::replay(&cfg, &args.files, !args.no_progress, &mut |t| {
+    let source = replay_source(&args)?;
+    let report = albwatch::replay::replay(&cfg, &source, !args.no_progress, &mut |t| {
         if let Some(p) = &pusher {
             p.push(t);
         }
@@ -435,6 +492,9 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(stream) = args.kinesis_stream {
             raw.kinesis.stream = Some(stream);
+        }
+        if let Some(url) = args.s3_queue_url {
+            raw.s3.queue_url = Some(url);
         }
         raw.alertmanager.urls.extend(args.alertmanager_urls);
     }) {

@@ -21,7 +21,10 @@ use crate::classify::Cause;
 use crate::clock::wall_clock_us;
 use crate::config::Config;
 use crate::event_time::{Evaluator, Timeline};
-use crate::input::{PartitionInput, files};
+use crate::input::PartitionInput;
+use crate::input::files::{self, Unreadable};
+use crate::input::s3::listing::{self, Selection};
+use crate::lines::Chunk;
 use crate::parse::StatusText;
 use crate::pipeline::{BatchOutcome, Pool};
 
@@ -104,11 +107,20 @@ impl Coordinator<'_> {
     }
 }
 
-/// Replays `files` (stdin for `-` or none) through the pipeline configured by `cfg`, calling
-/// `sink` for each alert transition as it happens.
+/// What a replay reads.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Local files in the order given (stdin for `-` or none).
+    Files(Vec<PathBuf>),
+    /// The ELB log objects of a time range in S3, in the order of their periods.
+    S3(Selection),
+}
+
+/// Replays `source` through the pipeline configured by `cfg`, calling `sink` for each alert
+/// transition as it happens.
 pub fn replay(
     cfg: &Config,
-    files: &[PathBuf],
+    source: &Source,
     progress: bool,
     sink: &mut dyn FnMut(&Transition),
 ) -> anyhow::Result<ReplayReport> {
@@ -159,8 +171,27 @@ pub fn replay(
     let mut bytes_read = 0u64;
     let mut bar = Progress::new(progress && io::stderr().is_terminal());
     let stdin = [PathBuf::from("-")];
-    let paths = if files.is_empty() { &stdin[..] } else { files };
-    for item in files::run_batches(paths, cfg.batch_bytes, cfg.pool.max_line_bytes) {
+    let batches: Box<dyn Iterator<Item = Result<Chunk, Unreadable>>> = match source {
+        Source::Files(files) => {
+            let paths = if files.is_empty() { &stdin[..] } else { files };
+            Box::new(files::run_batches(
+                paths,
+                cfg.batch_bytes,
+                cfg.pool.max_line_bytes,
+            ))
+        }
+        Source::S3(selection) => {
+            let objects = listing::open(selection.clone())?;
+            if progress {
+                eprintln!(
+                    "albwatch replay: {} objects in s3://{}/{}",
+                    objects.count, selection.url.bucket, selection.url.prefix
+                );
+            }
+            Box::new(objects.chunks(cfg.batch_bytes, cfg.pool.max_line_bytes))
+        }
+    };
+    for item in batches {
         let chunk = match item {
             Ok(chunk) => chunk,
             Err(u) => {

@@ -95,14 +95,16 @@ pub enum InputKind {
     Demo,
     Firehose,
     Kinesis,
+    S3,
 }
 
 impl InputKind {
-    pub const ALL: [InputKind; 4] = [
+    pub const ALL: [InputKind; 5] = [
         InputKind::Files,
         InputKind::Demo,
         InputKind::Firehose,
         InputKind::Kinesis,
+        InputKind::S3,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -111,6 +113,7 @@ impl InputKind {
             InputKind::Demo => "demo",
             InputKind::Firehose => "firehose",
             InputKind::Kinesis => "kinesis",
+            InputKind::S3 => "s3",
         }
     }
 }

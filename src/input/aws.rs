@@ -75,9 +75,18 @@ const ACCESS_DENIED: &[&str] = &[
     "AccessDenied",
     "AccessDeniedException",
     "KMSAccessDeniedException",
+    // SQS's own name for a denied or unsigned call.
+    "AWS.SimpleQueueService.AccessDenied",
 ];
 
-const NOT_FOUND: &[&str] = &["ResourceNotFoundException"];
+const NOT_FOUND: &[&str] = &[
+    "ResourceNotFoundException",
+    // SQS (query and JSON protocols) and S3.
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+    "NoSuchBucket",
+    "NoSuchKey",
+];
 
 /// Error codes of a service that failed or is busy for now.
 const UNAVAILABLE: &[&str] = &[
@@ -447,6 +456,23 @@ impl Target {
             .as_deref()
             .map_or_else(String::new, |url| format!(" (endpoint {url})"))
     }
+}
+
+/// The AWS configuration every input's clients are built from: the standard chain (region,
+/// credentials, `AWS_ENDPOINT_URL[_<SERVICE>]`, profile) over an HTTPS client with rustls and
+/// *ring*, the region overridden by `region` when the config file sets one.
+pub async fn load(region: Option<&str>) -> SdkConfig {
+    use aws_smithy_http_client::tls;
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_owned()));
+    }
+    loader.load().await
 }
 
 /// The endpoint URL the SDK will use for `service_id` (e.g. "Kinesis"), as its client config

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod files;
 pub mod firehose;
 pub mod kinesis;
+pub mod s3;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -61,18 +61,7 @@ impl SdkApi {
     /// [`SetupError`], one line naming what is missing and how to provide it. A failure that
     /// may pass (the network, throttling, the service) is not: the consumer retries it.
     pub async fn connect(stream: &str, region: Option<&str>) -> Result<SdkApi, SetupError> {
-        use aws_smithy_http_client::tls;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mut loader =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
-        if let Some(region) = region {
-            loader = loader.region(aws_config::Region::new(region.to_owned()));
-        }
-        let sdk = loader.load().await;
+        let sdk = aws::load(region).await;
         let target = target(
             stream,
             sdk.region().map(ToString::to_string),
