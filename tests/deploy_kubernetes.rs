@@ -348,7 +348,7 @@ fn the_configmap_config_passes_check_config_with_the_secret() {
 /// `!Ref` tags are no plain YAML; tests/deploy_templates.rs checks the template itself).
 fn s3_stack_queue_name() -> String {
     let text = fs::read_to_string(root().join("deploy/s3/cloudformation.yaml")).unwrap();
-    let mut lines = text.lines().skip_while(|l| *l != "  QueueName:").skip(1);
+    let lines = text.lines().skip_while(|l| *l != "  QueueName:").skip(1);
     lines
         .take_while(|l| l.starts_with("    "))
         .find_map(|l| l.trim().strip_prefix("Default: "))

@@ -218,10 +218,10 @@ impl Eval<'_> {
     fn resource(&self, name: &str) -> Option<Value> {
         let r = &self.template["Resources"][name];
         assert!(!r.is_null(), "no resource {name}");
-        if let Some(c) = r["Condition"].as_str() {
-            if !self.condition(c) {
-                return None;
-            }
+        if let Some(c) = r["Condition"].as_str()
+            && !self.condition(c)
+        {
+            return None;
         }
         Some(self.eval(&r["Properties"]))
     }
@@ -229,10 +229,10 @@ impl Eval<'_> {
     fn output(&self, name: &str) -> Option<Value> {
         let o = &self.template["Outputs"][name];
         assert!(!o.is_null(), "no output {name}");
-        if let Some(c) = o["Condition"].as_str() {
-            if !self.condition(c) {
-                return None;
-            }
+        if let Some(c) = o["Condition"].as_str()
+            && !self.condition(c)
+        {
+            return None;
         }
         Some(self.eval(&o["Value"]))
     }
