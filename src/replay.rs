@@ -181,7 +181,7 @@ pub fn replay(
             ))
         }
         Source::S3(selection) => {
-            let objects = listing::open(selection.clone())?;
+            let objects = listing::open(selection.clone(), cfg.s3.region.clone())?;
             if progress {
                 eprintln!(
                     "albwatch replay: {} objects in s3://{}/{}",

@@ -43,11 +43,13 @@ pub struct Objects {
     bucket: String,
     /// Each object's key and body, as the fetching thread starts them.
     rx: std_mpsc::Receiver<(String, Body)>,
+    /// Runs the listing and the downloads; it lives as long as the objects are read.
+    runtime: tokio::runtime::Runtime,
 }
 
 /// Lists the selection's objects (failing before any line if that is impossible) and starts
-/// fetching them.
-pub fn open(selection: Selection) -> Result<Objects, ListError> {
+/// fetching them; `region` overrides the AWS chain's (`s3.region`).
+pub fn open(selection: Selection, region: Option<String>) -> Result<Objects, ListError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -56,40 +58,42 @@ pub fn open(selection: Selection) -> Result<Objects, ListError> {
     let (tx, rx) = std_mpsc::sync_channel(selection.parallel.max(1));
     let (listed_tx, listed_rx) = std_mpsc::channel();
     let bucket = selection.url.bucket.clone();
-    std::thread::spawn(move || {
-        runtime.block_on(async move {
-            let clients = match Clients::for_bucket(&selection.url.bucket).await {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = listed_tx.send(Err(ListError::from(e)));
-                    return;
-                }
-            };
-            let keys = match list(&clients, &selection).await {
-                Ok(keys) => keys,
-                Err(e) => {
-                    let _ = listed_tx.send(Err(ListError::List(e)));
-                    return;
-                }
-            };
-            let _ = listed_tx.send(Ok(keys.len()));
-            for k in keys {
-                let body = object::fetch(&clients, &selection.url.bucket, &k);
-                // The bounded channel holds `parallel` bodies ahead of the reader, each
-                // already downloading into its own small buffer.
-                let send = tx.clone();
-                let delivered =
-                    tokio::task::spawn_blocking(move || send.send((k, body)).is_ok()).await;
-                if !matches!(delivered, Ok(true)) {
-                    return;
-                }
+    runtime.spawn(async move {
+        let clients = match Clients::for_bucket(&selection.url.bucket, region.as_deref()).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = listed_tx.send(Err(ListError::from(e)));
+                return;
             }
-        });
+        };
+        let keys = match list(&clients, &selection).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                let _ = listed_tx.send(Err(ListError::List(e)));
+                return;
+            }
+        };
+        let _ = listed_tx.send(Ok(keys.len()));
+        for k in keys {
+            let body = object::fetch(&clients, &selection.url.bucket, &k);
+            // The bounded channel holds `parallel` bodies ahead of the reader, each
+            // already downloading into its own small buffer.
+            let send = tx.clone();
+            let delivered = tokio::task::spawn_blocking(move || send.send((k, body)).is_ok()).await;
+            if !matches!(delivered, Ok(true)) {
+                return;
+            }
+        }
     });
     let count = listed_rx
         .recv()
         .map_err(|_| ListError::Runtime(io::Error::other("the S3 thread stopped")))??;
-    Ok(Objects { count, bucket, rx })
+    Ok(Objects {
+        count,
+        bucket,
+        rx,
+        runtime,
+    })
 }
 
 impl Objects {
@@ -100,8 +104,14 @@ impl Objects {
         batch_bytes: usize,
         max_line: usize,
     ) -> impl Iterator<Item = Result<Chunk, Unreadable>> {
-        let Objects { bucket, rx, .. } = self;
+        let Objects {
+            bucket,
+            rx,
+            runtime,
+            ..
+        } = self;
         rx.into_iter().flat_map(move |(key, body)| {
+            let _runs_the_downloads = &runtime;
             let path = PathBuf::from(format!("s3://{bucket}/{key}"));
             object::chunks(body, batch_bytes, max_line).map(move |item| {
                 item.map_err(|e| Unreadable {

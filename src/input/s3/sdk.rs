@@ -106,8 +106,8 @@ impl Clients {
     }
 
     /// Clients for `replay s3://bucket/…`, checked like [`Clients::connect`] but for S3.
-    pub async fn for_bucket(bucket: &str) -> Result<Clients, SetupError> {
-        let sdk = aws::load(None).await;
+    pub async fn for_bucket(bucket: &str, region: Option<&str>) -> Result<Clients, SetupError> {
+        let sdk = aws::load(region).await;
         let clients = Clients::new(&sdk, None, Some(bucket));
         aws::check_setup(&sdk, &clients.s3_target).await?;
         Ok(clients)
