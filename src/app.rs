@@ -193,15 +193,20 @@ pub async fn run(
             }
         }
     }
-    if let Some(task) = kinesis_task
-        && tokio::time::timeout(GRACE_PERIOD, task).await.is_err()
-    {
-        eprintln!("albwatch: Kinesis shards did not stop within {GRACE_PERIOD:?}");
-    }
-    if let Some(task) = s3_task
-        && tokio::time::timeout(GRACE_PERIOD, task).await.is_err()
-    {
-        eprintln!("albwatch: S3 objects did not stop within {GRACE_PERIOD:?}");
+    // Kinesis and S3 stop side by side, within one grace period between them.
+    let kinesis_stopped = async {
+        if let Some(task) = kinesis_task {
+            let _ = task.await;
+        }
+    };
+    let s3_stopped = async {
+        if let Some(task) = s3_task {
+            let _ = task.await;
+        }
+    };
+    let stopped = async { tokio::join!(kinesis_stopped, s3_stopped) };
+    if tokio::time::timeout(GRACE_PERIOD, stopped).await.is_err() {
+        eprintln!("albwatch: Kinesis shards or S3 objects did not stop within {GRACE_PERIOD:?}");
     }
     let drained = tokio::task::spawn_blocking(move || {
         for t in input_threads {
