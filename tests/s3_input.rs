@@ -35,6 +35,10 @@ use moto::{MY_LB, Moto, alb_lines, count_lines, elb_key, epoch_us, gzip};
 /// work takes, so only a hang or a lost message gets there.
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// `[pipeline]` of most tests; one worker reads an object slowly.
+const TWO_WORKERS: &str = "workers = 2\n";
+const ONE_WORKER: &str = "workers = 1\n";
+
 /// Five minutes in microseconds: the period of one ELB log object.
 const PERIOD_US: i64 = 300_000_000;
 
@@ -57,8 +61,8 @@ impl Drop for TempDir {
 }
 
 /// `albwatch run --s3-queue-url QUEUE` pointed at moto through the standard AWS environment,
-/// its admin server on a free port (announced on stderr), its config `[pipeline] workers` and
-/// the `[s3]` keys given. Killed (SIGKILL) on drop, so a failing test leaves no daemon behind.
+/// its admin server on a free port (announced on stderr), its config the `[pipeline]` and
+/// `[s3]` keys given. Killed (SIGKILL) on drop, so a failing test leaves no daemon behind.
 /// Its stderr is kept for failure messages.
 struct Daemon {
     child: Child,
@@ -73,14 +77,10 @@ impl Daemon {
         name: &str,
         queue: &str,
         s3: &str,
-        workers: u32,
+        pipeline: &str,
     ) -> Daemon {
         let config = dir.0.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!("[pipeline]\nworkers = {workers}\n\n[s3]\n{s3}"),
-        )
-        .expect("config");
+        std::fs::write(&config, format!("[pipeline]\n{pipeline}\n[s3]\n{s3}")).expect("config");
         let mut cmd = Command::new(BIN);
         cmd.args(["run", "--admin-addr", "127.0.0.1:0", "--config"])
             .arg(&config)
@@ -319,7 +319,14 @@ async fn objects_are_counted_line_for_line_once_and_their_messages_deleted() {
     let stored: usize = objects_put.iter().map(|o| o.bytes.len()).sum();
 
     let dir = TempDir::new("counted");
-    let mut daemon = Daemon::start(&moto, &dir, "albwatch", &queue, &s3_config(5, ""), 2);
+    let mut daemon = Daemon::start(
+        &moto,
+        &dir,
+        "albwatch",
+        &queue,
+        &s3_config(5, ""),
+        TWO_WORKERS,
+    );
     let body = daemon
         .wait_metrics("5 objects counted and 1 skipped, nothing in flight", |b| {
             objects(b, "counted") >= 5.0
@@ -397,7 +404,7 @@ async fn a_hard_killed_instance_leaves_its_object_to_the_next() {
     let dir = TempDir::new("hardkill");
     // One worker, so reading the object takes a while.
     let config = s3_config(VISIBILITY, "max_messages = 1\n");
-    let mut a = Daemon::start(&moto, &dir, "a", &queue, &config, 1);
+    let mut a = Daemon::start(&moto, &dir, "a", &queue, &config, ONE_WORKER);
     a.wait_metrics("the test event handled", |b| {
         messages(b, "test_event") >= 1.0 && in_flight(b) == (0.0, 0.0)
     })
@@ -430,7 +437,7 @@ async fn a_hard_killed_instance_leaves_its_object_to_the_next() {
                 break;
             }
             eprintln!("A finished the {lines}-line object between scrape and kill; retrying");
-            a = Daemon::start(&moto, &dir, "a", &queue, &config, 1);
+            a = Daemon::start(&moto, &dir, "a", &queue, &config, ONE_WORKER);
         } else {
             eprintln!("A counted the {lines}-line object before it was seen in flight");
             moto.wait_queue(&queue, "the object's message deleted", LIMIT, |v, h| {
@@ -445,7 +452,7 @@ async fn a_hard_killed_instance_leaves_its_object_to_the_next() {
     drop(a);
     eprintln!("A killed after reading {read_by_a} of {} lines", o.lines);
 
-    let mut b = Daemon::start(&moto, &dir, "b", &queue, &config, 1);
+    let mut b = Daemon::start(&moto, &dir, "b", &queue, &config, ONE_WORKER);
     let body = b
         .wait_metrics("the killed instance's object counted", |b| {
             objects(b, "counted") >= 1.0 && in_flight(b) == (0.0, 0.0)
@@ -479,8 +486,8 @@ async fn two_instances_share_a_queue_and_count_each_object_once() {
         .await;
     let dir = TempDir::new("shared");
     let config = s3_config(5, "max_messages = 2\n");
-    let mut a = Daemon::start(&moto, &dir, "a", &queue, &config, 2);
-    let mut b = Daemon::start(&moto, &dir, "b", &queue, &config, 2);
+    let mut a = Daemon::start(&moto, &dir, "a", &queue, &config, TWO_WORKERS);
+    let mut b = Daemon::start(&moto, &dir, "b", &queue, &config, TWO_WORKERS);
     let objects_put: Vec<Object> = (0..20)
         .map(|i| object(i, 1500 + 97 * i, i % 3 != 0))
         .collect();
@@ -593,7 +600,14 @@ async fn corrupt_and_non_alb_objects_go_to_the_dead_letter_queue() {
     let lines: usize = good.iter().map(|o| o.lines).sum();
 
     let dir = TempDir::new("bad");
-    let mut daemon = Daemon::start(&moto, &dir, "albwatch", &queue, &s3_config(2, ""), 2);
+    let mut daemon = Daemon::start(
+        &moto,
+        &dir,
+        "albwatch",
+        &queue,
+        &s3_config(2, ""),
+        TWO_WORKERS,
+    );
     moto.wait_queue(&dlq, "the two bad objects' messages", LIMIT, |v, h| {
         v + h >= 2
     })
@@ -639,9 +653,11 @@ async fn corrupt_and_non_alb_objects_go_to_the_dead_letter_queue() {
     assert!(status.success(), "{status}");
 }
 
-/// An object of ~70 MB, plain, with `max_bytes_in_flight` at 1 MiB: it streams through and is
-/// counted in full, and the daemon's peak RSS grows by far less than the object (it never holds
-/// the object whole) — a bound on memory, not on time.
+/// An object of ~65 MiB, plain, with `max_bytes_in_flight` at 1 MiB: it streams through and
+/// is counted in full, and the daemon's peak RSS grows by far less than the object (it never
+/// holds the object whole) — a bound on memory, not on time. The pipeline's own queue is made
+/// small too (4 batches of 256 KiB instead of 64 of 1 MiB): with the default a reader ahead of
+/// slow workers may rightly queue 64 MiB of batches, which would hide an object held whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_larger_than_the_memory_bound_streams_through() {
     let moto = Moto::start();
@@ -652,7 +668,8 @@ async fn an_object_larger_than_the_memory_bound_streams_through() {
         5,
         "max_bytes_in_flight = 1048576\nmax_objects_in_flight = 1\n",
     );
-    let mut daemon = Daemon::start(&moto, &dir, "albwatch", &queue, &config, 2);
+    let pipeline = "workers = 2\nqueue_batches = 4\nbatch_bytes = 262144\n";
+    let mut daemon = Daemon::start(&moto, &dir, "albwatch", &queue, &config, pipeline);
     daemon
         .wait_metrics("the test event handled", |b| {
             messages(b, "test_event") >= 1.0 && in_flight(b) == (0.0, 0.0)
@@ -683,7 +700,8 @@ async fn an_object_larger_than_the_memory_bound_streams_through() {
     );
     assert!(
         peak - before < size as u64 / 2,
-        "peak RSS grew by {} MiB reading a {} MiB object with max_bytes_in_flight = 1 MiB",
+        "peak RSS grew by {} MiB reading a {} MiB object with max_bytes_in_flight = 1 MiB and \
+         a 1 MiB pipeline queue",
         (peak - before) >> 20,
         size >> 20
     );
