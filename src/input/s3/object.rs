@@ -220,3 +220,78 @@ pub fn count(
     }
     result.map(|()| counted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body whose fetching task sends `pieces` and then goes.
+    fn body(pieces: Vec<Piece>) -> Body {
+        let (tx, rx) = async_mpsc::channel(pieces.len().max(1));
+        for p in pieces {
+            let _ = tx.try_send(p);
+        }
+        Body {
+            rx,
+            current: Bytes::new(),
+            ended: false,
+        }
+    }
+
+    fn lines_of(body: Body) -> Result<Vec<u8>, ObjectError> {
+        let mut all = Vec::new();
+        for chunk in chunks(body, 8, 1024) {
+            all.extend_from_slice(&chunk?.lines);
+        }
+        Ok(all)
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn a_body_in_pieces_reads_as_its_lines() {
+        let b = body(vec![
+            Piece::Data(Bytes::from_static(b"one\ntw")),
+            Piece::Data(Bytes::from_static(b"o\nthree")),
+            Piece::End,
+        ]);
+        assert_eq!(lines_of(b).unwrap(), b"one\ntwo\nthree\n");
+    }
+
+    #[test]
+    fn gzip_is_decoded_as_it_streams_across_pieces() {
+        let packed = gzip(b"a\nb\nc\n");
+        let (head, tail) = packed.split_at(5);
+        let b = body(vec![
+            Piece::Data(Bytes::copy_from_slice(head)),
+            Piece::Data(Bytes::copy_from_slice(tail)),
+            Piece::End,
+        ]);
+        assert_eq!(lines_of(b).unwrap(), b"a\nb\nc\n");
+    }
+
+    #[test]
+    fn a_download_that_stops_early_is_unreadable_never_a_short_object() {
+        let b = body(vec![Piece::Data(Bytes::from_static(b"one\n"))]);
+        assert!(matches!(lines_of(b), Err(ObjectError::Unreadable(_))));
+        let failed = AwsError::new(Fault::Network, "connection reset");
+        let b = body(vec![Piece::Failed(failed)]);
+        match lines_of(b) {
+            Err(ObjectError::Unreadable(e)) => assert_eq!(e.message, "connection reset"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn broken_gzip_is_corrupt() {
+        let mut packed = gzip(b"a line\n".repeat(100).as_slice());
+        packed.truncate(packed.len() / 2);
+        let b = body(vec![Piece::Data(Bytes::from(packed)), Piece::End]);
+        assert!(matches!(lines_of(b), Err(ObjectError::Corrupt(_))));
+    }
+}
