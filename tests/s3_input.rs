@@ -476,6 +476,68 @@ async fn a_hard_killed_instance_leaves_its_object_to_the_next() {
     assert!(status.success(), "{status}");
 }
 
+/// SIGTERM while an instance reads an object: it stops, exits 0 and hands the message back
+/// at once (visibility 0), so with a visibility timeout of 300 s — far beyond this test's
+/// waits — the next instance still gets the object straight away and counts all its lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_instance_hands_its_message_back_at_once() {
+    const VISIBILITY: u32 = 300;
+    let moto = Moto::start();
+    let (queue, dlq) = moto.create_queue_with_dlq("stopped", VISIBILITY, 5).await;
+    moto.create_bucket_notifying("alb-logs-stopped", &queue)
+        .await;
+    let dir = TempDir::new("stopped");
+    let config = s3_config(VISIBILITY, "max_messages = 1\n");
+    let mut a = Daemon::start(&moto, &dir, "a", &queue, &config, ONE_WORKER);
+    a.wait_metrics("the test event handled", |b| {
+        messages(b, "test_event") >= 1.0 && in_flight(b) == (0.0, 0.0)
+    })
+    .await;
+    let o = object(0, 100_000, true);
+    moto.put_log_object("alb-logs-stopped", &o.key, o.bytes.clone())
+        .await;
+    let body = a
+        .wait_metrics("the object in flight with lines read, or counted", |b| {
+            (sample(b, "albwatch_s3_objects_in_flight") == 1.0 && lines_read(b) > 0.0)
+                || objects(b, "counted") > 0.0
+        })
+        .await;
+    assert_eq!(
+        objects(&body, "counted"),
+        0.0,
+        "A counted the {}-line object before it was seen in flight: make it bigger",
+        o.lines
+    );
+    let status = a.terminate();
+    assert!(status.success(), "A exits 0 on SIGTERM: {status}");
+    moto.wait_queue(&queue, "the message visible again", LIMIT, |v, h| {
+        (v, h) == (1, 0)
+    })
+    .await;
+
+    let mut b = Daemon::start(&moto, &dir, "b", &queue, &config, ONE_WORKER);
+    let body = b
+        .wait_metrics("the stopped instance's object counted", |b| {
+            objects(b, "counted") >= 1.0 && in_flight(b) == (0.0, 0.0)
+        })
+        .await;
+    moto.wait_queue(&queue, "the object's message deleted", LIMIT, |v, h| {
+        v + h == 0
+    })
+    .await;
+    let body = b.metrics().unwrap_or(body);
+    let shown = s3_lines_of(&body);
+    assert_eq!(objects(&body, "counted"), 1.0, "{shown}");
+    assert_eq!(s3_lines(&body), o.lines as f64, "{shown}");
+    assert_eq!(
+        moto.queue_counts(&dlq).await,
+        (0, 0),
+        "nothing dead-lettered"
+    );
+    let status = b.terminate();
+    assert!(status.success(), "{status}");
+}
+
 /// Two instances on one queue: 20 objects, each counted by exactly one of them, the lines
 /// of both adding up to exactly the lines put, and every message deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,12 +633,12 @@ fn form_decode(s: &str) -> String {
     String::from_utf8(out).expect("UTF-8 key")
 }
 
-/// A corrupt gzip object and an object of other text under an ELB key, among good ones: the
-/// good ones are counted in full, the bad ones counted as `corrupt` and `not_alb` and their
-/// messages never deleted, so the redrive policy (2 receives) moves exactly those two to the
-/// dead-letter queue.
+/// A corrupt gzip object, an object of other text under an ELB key and an object deleted
+/// after its event, among good ones: the good ones are counted in full, the bad ones counted
+/// as `corrupt`, `not_alb` and `unreadable` and their messages never deleted, so the redrive
+/// policy (2 receives) moves exactly those three to the dead-letter queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_and_non_alb_objects_go_to_the_dead_letter_queue() {
+async fn corrupt_non_alb_and_missing_objects_go_to_the_dead_letter_queue() {
     let moto = Moto::start();
     let (queue, dlq) = moto.create_queue_with_dlq("bad", 2, 2).await;
     moto.create_bucket_notifying("alb-logs-bad", &queue).await;
@@ -593,10 +655,20 @@ async fn corrupt_and_non_alb_objects_go_to_the_dead_letter_queue() {
             .repeat(300)
             .into_bytes(),
     );
-    for o in good.iter().chain([&corrupt, &other]) {
+    // Announced, then gone before anyone reads it: GetObject fails (NoSuchKey).
+    let gone = object(5, 10, true);
+    for o in good.iter().chain([&corrupt, &other, &gone]) {
         moto.put_log_object("alb-logs-bad", &o.key, o.bytes.clone())
             .await;
     }
+    moto.s3()
+        .await
+        .delete_object()
+        .bucket("alb-logs-bad")
+        .key(&gone.key)
+        .send()
+        .await
+        .expect("delete an object");
     let lines: usize = good.iter().map(|o| o.lines).sum();
 
     let dir = TempDir::new("bad");
@@ -608,8 +680,8 @@ async fn corrupt_and_non_alb_objects_go_to_the_dead_letter_queue() {
         &s3_config(2, ""),
         TWO_WORKERS,
     );
-    moto.wait_queue(&dlq, "the two bad objects' messages", LIMIT, |v, h| {
-        v + h >= 2
+    moto.wait_queue(&dlq, "the three bad objects' messages", LIMIT, |v, h| {
+        v + h >= 3
     })
     .await;
     let body = daemon
@@ -625,13 +697,14 @@ async fn corrupt_and_non_alb_objects_go_to_the_dead_letter_queue() {
     assert_eq!(s3_lines(&body), lines as f64, "{shown}");
     assert!(objects(&body, "corrupt") >= 1.0, "{shown}");
     assert!(objects(&body, "not_alb") >= 1.0, "{shown}");
-    assert!(messages(&body, "left") >= 2.0, "{shown}");
+    assert!(objects(&body, "unreadable") >= 1.0, "{shown}");
+    assert!(messages(&body, "left") >= 3.0, "{shown}");
     assert_eq!(objects(&body, "duplicate"), 0.0, "{shown}");
 
     let sqs = moto.sqs().await;
     let mut bodies = Vec::new();
     let deadline = Instant::now() + LIMIT;
-    while bodies.len() < 2 && Instant::now() < deadline {
+    while bodies.len() < 3 && Instant::now() < deadline {
         let out = sqs
             .receive_message()
             .queue_url(&dlq)
@@ -646,11 +719,25 @@ async fn corrupt_and_non_alb_objects_go_to_the_dead_letter_queue() {
                 .filter_map(|m| m.body().map(str::to_owned)),
         );
     }
-    let mut expected = vec![corrupt.key.clone(), other.key.clone()];
+    let mut expected = vec![corrupt.key.clone(), other.key.clone(), gone.key.clone()];
     expected.sort();
     assert_eq!(keys_in(&bodies), expected, "dead-lettered: {bodies:?}");
+    // Each failure is logged naming its object; the missing one is not blamed on a bucket
+    // that exists.
+    let log = daemon.stderr();
     let status = daemon.terminate();
     assert!(status.success(), "{status}");
+    for key in [&corrupt.key, &other.key, &gone.key] {
+        assert!(log.contains(key.as_str()), "no line names {key}:\n{log}");
+    }
+    let missing = log
+        .lines()
+        .find_map(|l| l.split_once(gone.key.as_str()).map(|(_, why)| why))
+        .unwrap_or_default();
+    assert!(
+        !missing.contains("bucket"),
+        "a missing object (NoSuchKey) is reported as a missing bucket: {missing}"
+    );
 }
 
 /// An object of ~65 MiB, plain, with `max_bytes_in_flight` at 1 MiB: it streams through and
@@ -661,11 +748,13 @@ async fn corrupt_and_non_alb_objects_go_to_the_dead_letter_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_larger_than_the_memory_bound_streams_through() {
     let moto = Moto::start();
-    let (queue, dlq) = moto.create_queue_with_dlq("large", 5, 5).await;
+    let (queue, dlq) = moto.create_queue_with_dlq("large", 2, 5).await;
     moto.create_bucket_notifying("alb-logs-large", &queue).await;
     let dir = TempDir::new("large");
+    // A 2 s visibility timeout, shorter than reading the object takes on a slow machine:
+    // the message must be kept invisible meanwhile, or the object is counted twice.
     let config = s3_config(
-        5,
+        2,
         "max_bytes_in_flight = 1048576\nmax_objects_in_flight = 1\n",
     );
     let pipeline = "workers = 2\nqueue_batches = 4\nbatch_bytes = 262144\n";
@@ -692,6 +781,7 @@ async fn an_object_larger_than_the_memory_bound_streams_through() {
     assert_eq!(s3_lines(&body), o.lines as f64, "{shown}");
     assert_eq!(lines_read(&body), o.lines as f64, "{shown}");
     assert_eq!(object_bytes(&body, "counted"), size as f64, "{shown}");
+    assert_eq!(objects(&body, "duplicate"), 0.0, "{shown}");
     eprintln!(
         "peak RSS {} MiB before the {} MiB object, {} MiB after",
         before >> 20,
