@@ -79,6 +79,7 @@ pub fn fetch(clients: &Clients, bucket: &str, key: &str) -> Body {
     let (tx, rx) = async_mpsc::channel(CHUNKS_AHEAD);
     let request = clients.s3.get_object().bucket(bucket).key(key).send();
     let clients = clients.clone();
+    let bucket = bucket.to_owned();
     tokio::spawn(async move {
         let piece = match request.await {
             Ok(out) => match stream(out.body, &tx).await {
@@ -88,7 +89,7 @@ pub fn fetch(clients: &Clients, bucket: &str, key: &str) -> Body {
                     &Failure::new(Fault::Network, crate::input::aws::cause_chain(Some(&e))),
                 )),
             },
-            Err(e) => Piece::Failed(clients.s3_error("GetObject", &e)),
+            Err(e) => Piece::Failed(clients.get_object_error(&bucket, &e)),
         };
         let _ = tx.send(piece).await;
     });

@@ -129,6 +129,26 @@ impl Clients {
         self.s3_target.explain(operation, &aws::classify(err))
     }
 
+    /// `err` of GetObject on `bucket`'s object, in words. A missing key is not a missing
+    /// bucket: it was deleted (or expired) between its notification and the read.
+    pub fn get_object_error<E>(&self, bucket: &str, err: &SdkError<E, HttpResponse>) -> AwsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let failure = aws::classify(err);
+        if failure.code.as_deref() == Some("NoSuchKey") {
+            return AwsError::new(
+                failure.fault,
+                "no such object: it was deleted or expired after its notification was sent",
+            );
+        }
+        let target = Target {
+            resource: format!("bucket {bucket}"),
+            ..Target::clone(&self.s3_target)
+        };
+        target.explain("GetObject", &failure)
+    }
+
     /// A failure found outside an SDK call (a body cut short), in words.
     pub fn s3_failure(&self, operation: &str, failure: &Failure) -> AwsError {
         self.s3_target.explain(operation, failure)
