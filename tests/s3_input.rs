@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 #[path = "support/cli.rs"]
@@ -288,6 +288,27 @@ fn object(i: usize, lines: usize, gzipped: bool) -> Object {
     Object { key, bytes, lines }
 }
 
+/// Lines of the large object several tests read (~65 MiB plain, ~13 MiB gzip'd).
+const BIG_LINES: usize = 100_000;
+
+/// Object 0 with [`BIG_LINES`] lines, made once per test binary: generating and compressing
+/// it takes seconds in a debug build.
+fn big_object(gzipped: bool) -> Object {
+    static PLAIN: OnceLock<Vec<u8>> = OnceLock::new();
+    static GZIPPED: OnceLock<Vec<u8>> = OnceLock::new();
+    let plain = PLAIN.get_or_init(|| object(0, BIG_LINES, false).bytes);
+    let bytes = if gzipped {
+        GZIPPED.get_or_init(|| gzip(plain)).clone()
+    } else {
+        plain.clone()
+    };
+    Object {
+        key: object(0, 1, false).key,
+        bytes,
+        lines: BIG_LINES,
+    }
+}
+
 fn s3_config(visibility_secs: u32, extra: &str) -> String {
     format!("visibility_timeout_secs = {visibility_secs}\nwait_time_secs = 1\n{extra}")
 }
@@ -415,8 +436,12 @@ async fn a_hard_killed_instance_leaves_its_object_to_the_next() {
     // The object grows until instance A is caught in the middle of it (a fast machine may
     // finish a small one between two scrapes); each attempt is a new object.
     let mut killed_in = None;
-    for (attempt, lines) in [100_000, 400_000].into_iter().enumerate() {
-        let o = object(attempt, lines, true);
+    for (attempt, lines) in [BIG_LINES, 4 * BIG_LINES].into_iter().enumerate() {
+        let o = if attempt == 0 {
+            big_object(true)
+        } else {
+            object(attempt, lines, true)
+        };
         let counted_before = objects(&a.metrics().unwrap_or_default(), "counted");
         moto.put_log_object("alb-logs-hardkill", &o.key, o.bytes.clone())
             .await;
@@ -493,7 +518,7 @@ async fn a_stopped_instance_hands_its_message_back_at_once() {
         messages(b, "test_event") >= 1.0 && in_flight(b) == (0.0, 0.0)
     })
     .await;
-    let o = object(0, 100_000, true);
+    let o = big_object(true);
     moto.put_log_object("alb-logs-stopped", &o.key, o.bytes.clone())
         .await;
     let body = a
@@ -764,7 +789,7 @@ async fn an_object_larger_than_the_memory_bound_streams_through() {
             messages(b, "test_event") >= 1.0 && in_flight(b) == (0.0, 0.0)
         })
         .await;
-    let o = object(0, 100_000, false);
+    let o = big_object(false);
     let size = o.bytes.len();
     assert!(size > 50 << 20, "the object is {size} bytes");
     let before = daemon.peak_rss();
