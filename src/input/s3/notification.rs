@@ -151,7 +151,8 @@ fn s3_records(records: &Value) -> Result<Notification, NotificationError> {
             .unwrap_or(name)
             .starts_with("ObjectCreated:")
         {
-            if !ignored.contains(&name) {
+            // One past those shown is enough to know there are more.
+            if ignored.len() <= SHOWN_EVENTS && !ignored.contains(&name) {
                 ignored.push(name);
             }
             continue;
