@@ -315,7 +315,8 @@ fn s3_config(visibility_secs: u32, extra: &str) -> String {
 
 /// Several objects, gzip'd and plain, and one key outside the ELB layout: each ELB object is
 /// counted line for line exactly once, the other key is skipped (its ALB lines not read), the
-/// test event recognised, and every message deleted — the queue ends empty.
+/// test event recognised, and every message deleted — the queue ends empty. A notification
+/// delivered again after its object was counted is a duplicate: deleted, no line read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_are_counted_line_for_line_once_and_their_messages_deleted() {
     let moto = Moto::start();
@@ -338,6 +339,32 @@ async fn objects_are_counted_line_for_line_once_and_their_messages_deleted() {
     .await;
     let lines: usize = objects_put.iter().map(|o| o.lines).sum();
     let stored: usize = objects_put.iter().map(|o| o.bytes.len()).sum();
+    // A copy of the first object's notification, to deliver again once it is counted (SQS
+    // delivers at least once). Peeked with visibility 0, so the queue is left as it was.
+    let sqs = moto.sqs().await;
+    let deadline = Instant::now() + LIMIT;
+    let first_event = loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("peek at the queue");
+        let found = out
+            .messages()
+            .iter()
+            .filter_map(|m| m.body())
+            .find(|b| keys_in(&[(*b).to_owned()]) == [objects_put[0].key.clone()]);
+        if let Some(body) = found {
+            break body.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no notification of the first object"
+        );
+    };
 
     let dir = TempDir::new("counted");
     let mut daemon = Daemon::start(
@@ -407,6 +434,31 @@ async fn objects_are_counted_line_for_line_once_and_their_messages_deleted() {
         moto.queue_counts(&dlq).await,
         (0, 0),
         "nothing dead-lettered"
+    );
+
+    // The same notification again: a duplicate, deleted without counting a line.
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body(first_event)
+        .send()
+        .await
+        .expect("send the notification again");
+    daemon
+        .wait_metrics("the redelivery recognised", |b| {
+            objects(b, "duplicate") >= 1.0 && in_flight(b) == (0.0, 0.0)
+        })
+        .await;
+    moto.wait_queue(&queue, "the redelivery deleted", LIMIT, |v, h| v + h == 0)
+        .await;
+    let body = daemon.metrics().expect("/metrics");
+    let shown = s3_lines_of(&body);
+    assert_eq!(objects(&body, "duplicate"), 1.0, "{shown}");
+    assert_eq!(objects(&body, "counted"), 5.0, "{shown}");
+    assert_eq!(s3_lines(&body), lines as f64, "{shown}");
+    assert_eq!(
+        lines_read(&body),
+        lines as f64,
+        "no line read twice\n{shown}"
     );
     let status = daemon.terminate();
     assert!(status.success(), "{status}");
