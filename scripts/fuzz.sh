@@ -56,6 +56,7 @@ seeds = {
     "gzip": [gzip.compress(b"\n".join(sample[:3])), gzip.compress(sample[0]) + gzip.compress(sample[1]), sample[0]],
     "log_file": [b"\n".join(sample[:8]) + b"\n", gzip.compress(b"\n".join(sample[:8])), b"a\n\nb" + b"x" * 60 + b"\nc"],
     "config_file": configs,
+    "s3_notification": [open(p, "rb").read() for p in sorted(glob.glob("../tests/fixtures/s3/notifications/*.json"))],
 }
 for target in sys.argv[1:]:
     os.makedirs(f"corpus/{target}", exist_ok=True)
