@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real servers and tools albwatch's tests use (Prometheus with promtool,
-# Alertmanager with amtool from Debian; kinesalite, the Kinesis emulator, from npm into
-# target/test-deps/kinesalite; the Kubernetes schema check, cfn-lint, boto3 and moto's S3+SQS
-# server from PyPI into virtualenvs under target/test-deps) on a fresh Debian 12 machine.
+# Alertmanager with amtool from Debian; kinesalite, the Kinesis emulator, and dynalite, the
+# DynamoDB one, from npm into target/test-deps/kinesalite and target/test-deps/dynalite; the
+# Kubernetes schema check, cfn-lint, boto3 and moto's S3+SQS server from PyPI into virtualenvs
+# under target/test-deps) on a fresh Debian 12 machine.
 # Idempotent: does nothing when they are already there, so CI and developers can run it before
 # every test run.
 set -euo pipefail
@@ -42,6 +43,25 @@ else
     mkdir -p "$KINESALITE_DIR"
     npm install --no-audit --no-fund --silent --prefix "$KINESALITE_DIR" "kinesalite@$KINESALITE_VERSION"
     echo "install-test-deps: installed kinesalite $KINESALITE_VERSION into $KINESALITE_DIR"
+fi
+
+# dynalite, the DynamoDB emulator behind the shard-lease table's tests (tests/lease_table.rs
+# looks for it in target/test-deps/dynalite), the same way, pinned. Its one native part, the
+# on-disk store (classic-level), comes prebuilt for linux-x64 and arm64; the tests keep tables
+# in memory.
+DYNALITE_DIR=target/test-deps/dynalite
+DYNALITE_VERSION=4.0.0
+if [ -f "$DYNALITE_DIR/node_modules/dynalite/package.json" ] &&
+    grep -q "\"version\": \"$DYNALITE_VERSION\"" "$DYNALITE_DIR/node_modules/dynalite/package.json"; then
+    echo "install-test-deps: dynalite $DYNALITE_VERSION present"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "install-test-deps: npm missing; installing npm (and Node.js) from Debian"
+        apt_install npm
+    fi
+    mkdir -p "$DYNALITE_DIR"
+    npm install --no-audit --no-fund --silent --prefix "$DYNALITE_DIR" "dynalite@$DYNALITE_VERSION"
+    echo "install-test-deps: installed dynalite $DYNALITE_VERSION into $DYNALITE_DIR"
 fi
 
 # Python tools, pinned, in virtualenvs inside the project (Debian's system Python is
