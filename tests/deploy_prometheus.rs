@@ -148,6 +148,7 @@ fn rule_unit_tests_pass() {
         "target-group-alerts.yml",
         "recording.yml",
         "health-alerts.yml",
+        "fleet.yml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
