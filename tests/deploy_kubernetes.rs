@@ -5,7 +5,9 @@
 //! (missing is a failure, never a skip), and broken copies of them fail it. The ConfigMap's
 //! `albwatch.toml` passes the real binary's `check-config` with the Secret's key in the
 //! environment and reads S3 first, from the queue of `deploy/s3/cloudformation.yaml`; probes, ports, Service, ServiceMonitor, Secret and ConfigMap agree with that
-//! configuration and with each other; and the Dockerfile builds the binary with the command CI
+//! configuration and with each other; the PodDisruptionBudget covers exactly the StatefulSet's
+//! pods, one eviction at a time, and the ConfigMap's commented Kinesis alternative names the
+//! lease table of `deploy/kinesis/cloudformation.yaml`; and the Dockerfile builds the binary with the command CI
 //! runs (`cargo build --release --locked --bin albwatch`) into a non-root runtime image.
 
 use std::collections::BTreeSet;
@@ -199,6 +201,7 @@ fn kustomization_lists_every_manifest_once() {
         "Secret",
         "Service",
         "StatefulSet",
+        "PodDisruptionBudget",
         "ServiceMonitor",
     ] {
         object(kind);
@@ -273,6 +276,13 @@ fn broken_copies_fail_the_schema_check() {
             "kind: Service\n",
             "kind: Servise\n",
             "Servise",
+        ),
+        // A misspelt budget, which would leave the pods with none.
+        (
+            "poddisruptionbudget.yaml",
+            "maxUnavailable: 1",
+            "maxUnavailible: 1",
+            "maxUnavailible",
         ),
         // A key given twice, which YAML loaders settle silently.
         (
@@ -534,6 +544,68 @@ fn the_pod_runs_unprivileged_on_its_configmap() {
         image.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))),
         "image {image} is not the crate's version"
     );
+}
+
+/// N replicas (an S3 or Kinesis fleet) are drained one pod at a time: the budget selects exactly
+/// the StatefulSet's pods (same selector, so no other pod counts against it and none of
+/// albwatch's escapes it) and allows one of them to be unavailable, which also never blocks a
+/// drain of the default single replica.
+#[test]
+fn the_disruption_budget_covers_the_statefulset_pods_one_at_a_time() {
+    let pdb = object("PodDisruptionBudget");
+    let sts = object("StatefulSet");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    let selector = &pdb["spec"]["selector"];
+    assert_eq!(
+        selector["matchLabels"], sts["spec"]["selector"]["matchLabels"],
+        "the budget's selector is the StatefulSet's"
+    );
+    assert!(
+        selector.get("matchExpressions").is_none(),
+        "matchExpressions would narrow the budget"
+    );
+    assert!(selects(
+        &selector["matchLabels"],
+        &sts["spec"]["template"]["metadata"]["labels"]
+    ));
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert!(
+        pdb["spec"].get("minAvailable").is_none(),
+        "minAvailable would block draining a single replica"
+    );
+}
+
+/// The default of a parameter of deploy/kinesis/cloudformation.yaml, read from its text.
+fn kinesis_stack_default(parameter: &str) -> String {
+    let text = fs::read_to_string(root().join("deploy/kinesis/cloudformation.yaml")).unwrap();
+    let header = format!("  {parameter}:");
+    let lines = text.lines().skip_while(|l| *l != header).skip(1);
+    lines
+        .take_while(|l| l.starts_with("    "))
+        .find_map(|l| l.trim().strip_prefix("Default: "))
+        .unwrap_or_else(|| panic!("the Kinesis template's {parameter} has a default"))
+        .trim_matches('"')
+        .to_string()
+}
+
+/// The ConfigMap's commented Kinesis alternative is the fleet's: uncommenting `lease_table`
+/// points it at the table the Kinesis stack's reader policy grants.
+#[test]
+fn the_configmap_kinesis_alternative_names_the_stacks_lease_table() {
+    let commented = |key: &str| {
+        config_text()
+            .lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(&format!("# {key} = ")))
+            .unwrap_or_else(|| panic!("the ConfigMap has no commented {key}"))
+            .trim_matches('"')
+            .to_string()
+    };
+    assert_eq!(
+        commented("lease_table"),
+        kinesis_stack_default("LeaseTableName")
+    );
+    assert!(!commented("stream").is_empty());
 }
 
 /// One Dockerfile instruction: keyword and arguments, continuation lines joined.

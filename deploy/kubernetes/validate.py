@@ -15,7 +15,8 @@ loaders would otherwise resolve silently to the last one.
 Run it with the virtualenv that scripts/install-test-deps.sh makes, on the files that
 kustomization.yaml lists (itself is no API object, so check refuses it):
     cd deploy/kubernetes && ../../target/test-deps/k8s-validate/bin/python validate.py check \
-        serviceaccount.yaml configmap.yaml secret.yaml service.yaml statefulset.yaml servicemonitor.yaml
+        serviceaccount.yaml configmap.yaml secret.yaml service.yaml statefulset.yaml \
+        poddisruptionbudget.yaml servicemonitor.yaml
 tests/deploy_kubernetes.rs does exactly that, and proves that broken copies fail.
 """
 
