@@ -488,3 +488,195 @@ fn s3_template_wires_bucket_queue_and_dead_letter_queue() {
     );
     assert_eq!(statements[1]["Resource"], statements[0]["Resource"]);
 }
+
+/// The Kinesis template's reader policy: the stream's three read actions, and the lease
+/// table's actions on exactly the table `LeaseTableName` names, `dynamodb:CreateTable` only
+/// when albwatch (not the stack) creates the table, which the stack then does in the KCL's
+/// schema.
+#[test]
+fn kinesis_template_reader_policy_grants_the_stream_and_the_lease_table() {
+    let t = template("deploy/kinesis/cloudformation.yaml");
+    for table in [None, Some("shop-leases")] {
+        for create in ["no", "yes"] {
+            let mut params = vec![("CreateLeaseTable", create)];
+            if let Some(name) = table {
+                params.push(("LeaseTableName", name));
+            }
+            let e = Eval {
+                template: &t,
+                params: &params,
+            };
+            let name = table.unwrap_or("albwatch-leases");
+            let table_arn = format!("arn:aws:dynamodb:eu-west-1:{ACCOUNT}:table/{name}");
+            let policy = e.resource("ReaderPolicy").unwrap();
+            let mut granted = BTreeSet::new();
+            for s in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+                assert_eq!(s["Effect"], "Allow", "{s}");
+                assert!(s.get("Condition").is_none(), "{s}");
+                let resources = strings(&s["Resource"]);
+                assert_eq!(resources.len(), 1, "{s}");
+                for a in strings(&s["Action"]) {
+                    let wanted = match a.split_once(':').unwrap().0 {
+                        "kinesis" => "<Stream.Arn>",
+                        "dynamodb" => table_arn.as_str(),
+                        _ => panic!("unexpected action {a}"),
+                    };
+                    assert_eq!(resources[0], wanted, "{a}");
+                    assert!(granted.insert(a.clone()), "{a} granted twice");
+                }
+            }
+            let mut wanted: BTreeSet<String> = [
+                "kinesis:ListShards",
+                "kinesis:GetShardIterator",
+                "kinesis:GetRecords",
+                "dynamodb:DescribeTable",
+                "dynamodb:Scan",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+            ]
+            .map(String::from)
+            .into();
+            if create == "no" {
+                wanted.insert("dynamodb:CreateTable".into());
+            }
+            assert_eq!(granted, wanted, "CreateLeaseTable={create}");
+
+            match e.resource("LeaseTable") {
+                None => assert_eq!(create, "no"),
+                Some(lease) => {
+                    assert_eq!(create, "yes");
+                    assert_eq!(lease["TableName"], name);
+                    assert_eq!(
+                        lease["KeySchema"],
+                        json!([{"AttributeName": "leaseKey", "KeyType": "HASH"}])
+                    );
+                    assert_eq!(
+                        lease["AttributeDefinitions"],
+                        json!([{"AttributeName": "leaseKey", "AttributeType": "S"}])
+                    );
+                    assert_eq!(lease["BillingMode"], "PAY_PER_REQUEST");
+                    assert_eq!(lease["SSESpecification"]["SSEEnabled"], true);
+                    assert_eq!(
+                        lease["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+                        true
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Runs the Kinesis template's forwarder code (the Lambda's inline ZipFile, as shipped) on the
+/// plain access-log file `log` with PARTITION_KEY=`mode`, its PutRecords replaced by a
+/// recorder: every record as (partition key, its lines).
+fn forwarded_records(log: &Path, mode: &str) -> Vec<(String, Vec<String>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("target/test-deps/aws-tools/bin/python"))
+        .args([
+            "-c",
+            "import gzip, json, sys, types, yaml\n\
+             class L(yaml.SafeLoader): pass\n\
+             L.add_multi_constructor('!', lambda loader, suffix, node: None)\n\
+             t = yaml.load(open(sys.argv[1]), Loader=L)\n\
+             index = types.ModuleType('index')\n\
+             exec(compile(t['Resources']['Forwarder']['Properties']['Code']['ZipFile'], 'index.py', 'exec'), index.__dict__)\n\
+             out = []\n\
+             def put_records(StreamName, Records):\n\
+             \x20   out.extend([r['PartitionKey'], gzip.decompress(r['Data']).decode()] for r in Records)\n\
+             \x20   return {'FailedRecordCount': 0, 'Records': [{} for r in Records]}\n\
+             index.kinesis.put_records = put_records\n\
+             index.forward(open(sys.argv[2], 'rb'))\n\
+             json.dump(out, sys.stdout)",
+        ])
+        .arg(root.join("deploy/kinesis/cloudformation.yaml"))
+        .arg(log)
+        .env("PARTITION_KEY", mode)
+        .env("STREAM_NAME", "alb-logs")
+        // A few dozen lines a record, so each target group fills several records.
+        .env("RECORD_BYTES", "20000")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .output()
+        .expect("target/test-deps/aws-tools/bin/python (boto3, PyYAML: scripts/install-test-deps.sh) runs");
+    assert!(
+        out.status.success(),
+        "forwarder ({mode}) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<(String, String)> = serde_json::from_slice(&out.stdout).unwrap();
+    records
+        .into_iter()
+        .map(|(key, text)| {
+            assert!(text.ends_with('\n'), "a record of whole lines");
+            (key, text.lines().map(String::from).collect())
+        })
+        .collect()
+}
+
+/// PartitionKeyMode: `random` keys every record at random and keeps the object's lines in order
+/// (today's forwarder); `target_group` keys each record by the target_group_arn its lines all
+/// share (`-` for the lines of no target group), so one target group's lines all go to one
+/// shard. Either way every line of the object is sent exactly once.
+#[test]
+fn kinesis_forwarder_partition_key_modes() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deploy_templates");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("forwarder-partition-keys.log");
+    let mut text = albwatch::traffic::corpus(11, 3000);
+    // A line without a target group (a fixed response) and a truncated one.
+    text.extend_from_slice(
+        b"http 2018-07-02T22:23:00.186641Z app/my-loadbalancer/50dc6c495c0c9188 192.168.131.39:2817 - -1 -1 -1 404 - 34 366 \"GET http://www.example.com:80/ HTTP/1.1\" \"curl/7.46.0\" - - - \"Root=1-58337262-36d228ad5d99923122bbe354\" \"-\" \"-\" 0 2018-07-02T22:22:48.364000Z \"fixed-response\" \"-\" \"-\" \"-\" \"-\" \"-\" \"-\" TID_1 \"-\" \"-\" \"-\"\n\
+          http 2018-07-02T22:23:00.186641Z app/my-loadbalancer/50dc6c495c0c9188\n",
+    );
+    std::fs::write(&log, &text).unwrap();
+    let input: Vec<String> = String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    let random = forwarded_records(&log, "random");
+    assert!(random.len() > 10, "{} records", random.len());
+    let keys: BTreeSet<&str> = random.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys.len(), random.len(), "a fresh key per record");
+    assert!(
+        keys.iter()
+            .all(|k| k.len() == 32 && k.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{keys:?}"
+    );
+    let in_order: Vec<String> = random.into_iter().flat_map(|(_, lines)| lines).collect();
+    assert_eq!(in_order, input, "random: the object's lines, in order");
+
+    let grouped = forwarded_records(&log, "target_group");
+    let mut records_per_key: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut sent = Vec::new();
+    for (key, lines) in grouped {
+        for line in &lines {
+            let group = albwatch::parse::parse_line(line.as_bytes())
+                .ok()
+                .and_then(|e| e.target_group_arn().map(|t| t.to_str_lossy().into_owned()))
+                .unwrap_or_else(|| "-".into());
+            assert_eq!(key, group, "{line}");
+        }
+        *records_per_key.entry(key).or_default() += 1;
+        sent.extend(lines);
+    }
+    assert_eq!(sorted(sent), sorted(input.clone()), "every line once");
+    assert!(records_per_key.contains_key("-"), "{records_per_key:?}");
+    let groups = records_per_key
+        .keys()
+        .filter(|k| k.starts_with("arn:aws:elasticloadbalancing:"))
+        .count();
+    assert!(groups >= 3, "{records_per_key:?}");
+    assert!(
+        records_per_key.values().any(|&n| n > 1),
+        "a target group over several records: {records_per_key:?}"
+    );
+}
