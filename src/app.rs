@@ -34,6 +34,8 @@ use crate::export::{new_registry, register_snapshot_metrics};
 use crate::input::firehose::{self, FirehoseMetrics};
 use crate::input::kinesis::checkpoint::FileCheckpointStore;
 use crate::input::kinesis::consumer::{self, ConsumerError};
+use crate::input::kinesis::lease::fleet::{self, LeaseMetrics};
+use crate::input::kinesis::lease::table::DynamoLeaseTable;
 use crate::input::kinesis::{KinesisMetrics, SdkApi};
 use crate::input::s3;
 use crate::input::{Input, InputContext, PartitionTiming, Shutdown};
@@ -59,6 +61,12 @@ pub async fn run(
     let kinesis_api = match &cfg.kinesis.stream {
         Some(stream) => Some(SdkApi::connect(stream, cfg.kinesis.region.as_deref()).await?),
         None => None,
+    };
+    let lease_table = match (&cfg.kinesis.stream, &cfg.kinesis.leases) {
+        (Some(_), Some(leases)) => {
+            Some(DynamoLeaseTable::connect(&leases.table, cfg.kinesis.region.as_deref()).await?)
+        }
+        _ => None,
     };
     let s3_clients = match &cfg.s3.queue_url {
         Some(queue) => Some(s3::Clients::connect(queue, cfg.s3.region.as_deref()).await?),
@@ -121,7 +129,7 @@ pub async fn run(
     // The Kinesis consumer holds the pool's submitter until it returns, so it is stopped and
     // awaited (final checkpoints written after its batches are acknowledged) before the pool
     // finishes.
-    let kinesis_task = start_kinesis(&cfg, kinesis_api, &registry, &ctx)?;
+    let kinesis_task = start_kinesis(&cfg, kinesis_api, lease_table, &registry, &ctx)?;
     // The S3 input likewise: its objects being read stop, and their messages go back to the
     // queue at once, before the pool finishes.
     let s3_task = start_s3(&cfg, s3_clients, &registry, &ctx)?;
@@ -305,32 +313,61 @@ async fn start_firehose(
     ))))
 }
 
-/// Starts the Kinesis consumer over `api`, the checked client when `kinesis.stream` is set.
-/// Checkpoints are opened now, so a bad directory fails before anything runs.
+/// Starts the Kinesis consumer over `api`, the checked client when `kinesis.stream` is set:
+/// alone with file checkpoints (opened now, so a bad directory fails before anything runs),
+/// or as one of a fleet over `leases` when `kinesis.lease_table` is set.
 fn start_kinesis(
     cfg: &Config,
     api: Option<SdkApi>,
+    leases: Option<DynamoLeaseTable>,
     registry: &prometheus::Registry,
     ctx: &InputContext,
 ) -> anyhow::Result<Option<JoinHandle<Result<(), ConsumerError>>>> {
     let (Some(api), Some(stream)) = (api, &cfg.kinesis.stream) else {
         return Ok(None);
     };
-    let store = FileCheckpointStore::open(cfg.kinesis.checkpoint_dir.clone())?;
     let metrics = KinesisMetrics::register(registry)?;
-    eprintln!("albwatch: reading Kinesis stream {stream}");
-    let consumer = consumer::run(
-        api,
-        cfg.kinesis.clone(),
-        Arc::new(store),
-        ctx.source(InputKind::Kinesis),
-        metrics,
-        crate::decode::DecodeLimits {
-            max_line_bytes: cfg.pool.max_line_bytes,
-            ..Default::default()
-        },
-        ctx.stop.receiver(),
-    );
+    let limits = crate::decode::DecodeLimits {
+        max_line_bytes: cfg.pool.max_line_bytes,
+        ..Default::default()
+    };
+    let partitions = ctx.source(InputKind::Kinesis);
+    let stop = ctx.stop.receiver();
+    let consumer: std::pin::Pin<Box<dyn Future<Output = Result<(), ConsumerError>> + Send>> = match (
+        leases,
+        &cfg.kinesis.leases,
+    ) {
+        (Some(table), Some(settings)) => {
+            eprintln!(
+                "albwatch: reading Kinesis stream {stream} as {} of the fleet in lease table {}",
+                settings.worker_id, settings.table
+            );
+            Box::pin(fleet::run(
+                api,
+                cfg.kinesis.clone(),
+                settings.clone(),
+                table,
+                partitions,
+                metrics,
+                LeaseMetrics::register(registry)?,
+                limits,
+                stop,
+            ))
+        }
+        _ => {
+            let store = FileCheckpointStore::open(cfg.kinesis.checkpoint_dir.clone())?;
+            eprintln!("albwatch: reading Kinesis stream {stream}");
+            Box::pin(consumer::run(
+                api,
+                cfg.kinesis.clone(),
+                Arc::new(store),
+                partitions,
+                metrics,
+                limits,
+                stop,
+            ))
+        }
+    };
     Ok(Some(tokio::spawn(async move {
         // Said at once, not at shutdown: the rest of the daemon keeps running.
         let result = consumer.await;

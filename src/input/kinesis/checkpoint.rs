@@ -229,6 +229,10 @@ impl SaveOutcome {
 pub enum CheckpointError {
     #[error("the stream name is empty")]
     EmptyStreamName,
+    /// The shard's lease in the lease table refused the write (another instance holds it now)
+    /// or could not be written.
+    #[error("lease of {shard}: {message}")]
+    Lease { shard: String, message: String },
     #[error("checkpoint directory {path}: {source}")]
     Dir { path: PathBuf, source: io::Error },
     #[error("cannot {op} checkpoint file {path}: {source}")]

@@ -63,6 +63,18 @@ pub struct KinesisConfig {
     /// Shortest gap between two checkpoint writes of one shard (shard end and shutdown
     /// always write): bounds disk syncs, at the price of re-reading up to this much on a crash.
     pub checkpoint_interval_secs: u64,
+    /// A DynamoDB table of shard leases in the Kinesis Client Library's schema, shared by
+    /// every instance reading the stream; absent = one instance, checkpoints in files.
+    pub lease_table: Option<String>,
+    /// Create the lease table (on-demand billing) when it is missing.
+    pub create_lease_table: bool,
+    /// This instance's name in the lease table; absent = `HOSTNAME` (a pod's name).
+    pub worker_id: Option<String>,
+    /// A lease whose counter has not moved for this long is free to take.
+    pub failover_ms: u64,
+    pub renew_interval_ms: u64,
+    pub take_interval_ms: u64,
+    pub max_leases_to_steal: usize,
 }
 
 impl Default for KinesisConfig {
@@ -78,8 +90,27 @@ impl Default for KinesisConfig {
             read_bytes_per_sec: SHARD_READ_BYTES_PER_SEC,
             shard_discovery_secs: 30,
             checkpoint_interval_secs: 5,
+            lease_table: None,
+            create_lease_table: true,
+            worker_id: None,
+            failover_ms: 10_000,
+            renew_interval_ms: 3_333,
+            take_interval_ms: 20_000,
+            max_leases_to_steal: 1,
         }
     }
+}
+
+/// How an instance shares the stream with others through a lease table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    pub table: String,
+    pub create_table: bool,
+    pub worker_id: String,
+    pub failover: Duration,
+    pub renew_every: Duration,
+    pub take_every: Duration,
+    pub max_steal: usize,
 }
 
 /// A `[kinesis]` key that cannot be used, named `kinesis.<key>`.
@@ -112,6 +143,8 @@ pub struct ValidKinesisConfig {
     /// Decoded bytes per batch handed to the pipeline; a GetRecords page larger than this is
     /// cut into several batches. Set from `pipeline.batch_bytes` by the app's config.
     pub batch_bytes: usize,
+    /// `None` = this instance reads every shard, with file checkpoints.
+    pub leases: Option<LeaseSettings>,
 }
 
 impl ValidKinesisConfig {
@@ -204,6 +237,7 @@ impl KinesisConfig {
         if !(1..=3600).contains(&self.checkpoint_interval_secs) {
             return Err(invalid("checkpoint_interval_secs", "must be 1..=3600"));
         }
+        let leases = self.lease_settings()?;
         Ok(ValidKinesisConfig {
             stream: self.stream,
             region: self.region,
@@ -215,7 +249,78 @@ impl KinesisConfig {
             shard_discovery: Duration::from_secs(self.shard_discovery_secs),
             checkpoint_interval: Duration::from_secs(self.checkpoint_interval_secs),
             batch_bytes: DEFAULT_BATCH_BYTES,
+            leases,
         })
+    }
+
+    /// The lease settings when `lease_table` is set, every timing checked against the others:
+    /// an owner must renew several times within the failover time, or a slow renewal costs it
+    /// the lease.
+    fn lease_settings(&self) -> Result<Option<LeaseSettings>, InvalidSetting> {
+        let Some(table) = &self.lease_table else {
+            return Ok(None);
+        };
+        // DynamoDB's own rule for table names.
+        let valid_name = (3..=255).contains(&table.len())
+            && table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !valid_name {
+            return Err(invalid(
+                "lease_table",
+                "must be a DynamoDB table name: 3..=255 of a-z A-Z 0-9 _ - .",
+            ));
+        }
+        let worker_id = match &self.worker_id {
+            Some(w) if w.trim().is_empty() || w.len() > 256 => {
+                return Err(invalid("worker_id", "must be 1..=256 bytes"));
+            }
+            Some(w) => w.clone(),
+            None => default_worker_id(),
+        };
+        if !(1_000..=600_000).contains(&self.failover_ms) {
+            return Err(invalid("failover_ms", "must be 1000..=600000"));
+        }
+        if self.renew_interval_ms == 0
+            || self.renew_interval_ms.saturating_mul(2) > self.failover_ms
+        {
+            return Err(invalid(
+                "renew_interval_ms",
+                format!(
+                    "must be 1..={} (at most half of failover_ms, so a lease is renewed at least twice before others may take it)",
+                    self.failover_ms / 2
+                ),
+            ));
+        }
+        if !(100..=600_000).contains(&self.take_interval_ms) {
+            return Err(invalid("take_interval_ms", "must be 100..=600000"));
+        }
+        if !(1..=1000).contains(&self.max_leases_to_steal) {
+            return Err(invalid("max_leases_to_steal", "must be 1..=1000"));
+        }
+        Ok(Some(LeaseSettings {
+            table: table.clone(),
+            create_table: self.create_lease_table,
+            worker_id,
+            failover: Duration::from_millis(self.failover_ms),
+            renew_every: Duration::from_millis(self.renew_interval_ms),
+            take_every: Duration::from_millis(self.take_interval_ms),
+            max_steal: self.max_leases_to_steal,
+        }))
+    }
+}
+
+/// `HOSTNAME` (a pod's name, stable in a StatefulSet), else a name made from the process id
+/// and start time, unique enough among the instances of one table.
+fn default_worker_id() -> String {
+    match std::env::var("HOSTNAME") {
+        Ok(h) if !h.trim().is_empty() && h.len() <= 200 => h,
+        _ => {
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            format!("albwatch-{}-{started}", std::process::id())
+        }
     }
 }
 
@@ -249,6 +354,19 @@ mod tests {
             ("shard_discovery_secs = 0", "kinesis.shard_discovery_secs"),
             ("read_bytes_per_sec = 10", "kinesis.read_bytes_per_sec"),
             ("stream = \"\"", "kinesis.stream"),
+            ("lease_table = \"x\"", "kinesis.lease_table"),
+            (
+                "lease_table = \"leases\"\nrenew_interval_ms = 6000",
+                "kinesis.renew_interval_ms",
+            ),
+            (
+                "lease_table = \"leases\"\nfailover_ms = 10",
+                "kinesis.failover_ms",
+            ),
+            (
+                "lease_table = \"leases\"\nworker_id = \" \"",
+                "kinesis.worker_id",
+            ),
         ] {
             let err = parse(text).expect_err(text);
             assert!(err.starts_with(key), "{text}: {err}");

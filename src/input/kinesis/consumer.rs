@@ -108,23 +108,23 @@ pub enum ConsumerError {
 }
 
 /// Everything a shard task shares with the others.
-struct Ctx<A> {
-    api: A,
-    stream: String,
-    cfg: ValidKinesisConfig,
-    store: Arc<dyn CheckpointStore>,
+pub(super) struct Ctx<A> {
+    pub(super) api: A,
+    pub(super) stream: String,
+    pub(super) cfg: ValidKinesisConfig,
+    pub(super) store: Arc<dyn CheckpointStore>,
     /// One event-time partition per shard.
-    partitions: PartitionSource,
-    metrics: KinesisMetrics,
-    limits: DecodeLimits,
+    pub(super) partitions: PartitionSource,
+    pub(super) metrics: KinesisMetrics,
+    pub(super) limits: DecodeLimits,
     /// Shared by every shard: an outage that fails them all is one line per interval.
-    errors: ErrorLog,
+    pub(super) errors: ErrorLog,
 }
 
 impl<A> Ctx<A> {
     /// Logs a failed call `what` (e.g. `ListShards`, `shardId-… GetRecords`), rate-limited
     /// per kind; an expired iterator is routine and not logged.
-    fn log_failure(&self, what: &str, e: &ApiError) {
+    pub(super) fn log_failure(&self, what: &str, e: &ApiError) {
         if let Some(fault) = e.fault() {
             self.errors
                 .write(fault, || format!("albwatch: kinesis {what}: {e}"));
@@ -133,7 +133,7 @@ impl<A> Ctx<A> {
 }
 
 /// How a shard task ended.
-enum ShardExit {
+pub(super) enum ShardExit {
     /// Read to its end and `ShardEnd` saved: its children may start. They are the
     /// `ChildShards` of the last response, or empty when it named none (ListShards finds them).
     Ended(Vec<ShardInfo>),
@@ -343,7 +343,7 @@ pub async fn run<A: KinesisApi>(
 }
 
 /// Saves the stopped shards' last positions with one [`CheckpointStore::save_many`].
-async fn save_all<A: KinesisApi>(ctx: &Ctx<A>, positions: Vec<(String, Position)>) {
+pub(super) async fn save_all<A: KinesisApi>(ctx: &Ctx<A>, positions: Vec<(String, Position)>) {
     if positions.is_empty() {
         return;
     }
@@ -403,7 +403,7 @@ fn parents_done(
 /// A child shard found after the consumer started holds only data written after its parents
 /// closed; reading it from LATEST would skip what arrived between the split and our discovery.
 /// So a shard with a parent starts at TRIM_HORIZON unless AT_TIMESTAMP was asked for.
-fn initial_for_child(cfg: &ValidKinesisConfig, shard: &ShardInfo) -> InitialPosition {
+pub(super) fn initial_for_child(cfg: &ValidKinesisConfig, shard: &ShardInfo) -> InitialPosition {
     match cfg.initial {
         InitialPosition::Latest if shard.parent.is_some() || shard.adjacent_parent.is_some() => {
             InitialPosition::TrimHorizon
@@ -414,12 +414,12 @@ fn initial_for_child(cfg: &ValidKinesisConfig, shard: &ShardInfo) -> InitialPosi
 
 /// Exponential backoff with full jitter, 100 ms doubling up to [`MAX_BACKOFF`].
 #[derive(Debug, Default)]
-struct Backoff {
+pub(super) struct Backoff {
     failures: u32,
 }
 
 impl Backoff {
-    fn next(&mut self) -> Duration {
+    pub(super) fn next(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let cap = Duration::from_millis(100)
             .saturating_mul(1u32 << self.failures.min(9))
@@ -432,7 +432,7 @@ impl Backoff {
         cap.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
     }
 
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.failures = 0;
     }
 }
@@ -518,7 +518,7 @@ async fn wait_for_acks(released: &Released, limit: Duration) -> bool {
 }
 
 /// Reads one shard from `start` until it ends or `stop` turns true.
-async fn read_shard<A: KinesisApi>(
+pub(super) async fn read_shard<A: KinesisApi>(
     ctx: &Ctx<A>,
     shard: &str,
     series: &ShardMetrics,
@@ -831,7 +831,7 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 
 /// Resolves once `stop` is true (or its sender is gone). Returns nothing, so no `watch::Ref`
 /// lives in a `select!` output across an await, which would make the future `!Send`.
-async fn wait_stop(stop: &mut watch::Receiver<bool>) {
+pub(super) async fn wait_stop(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
