@@ -531,7 +531,6 @@ fn kinesis_template_reader_policy_grants_the_stream_and_the_lease_table() {
                 "kinesis:GetRecords",
                 "dynamodb:DescribeTable",
                 "dynamodb:Scan",
-                "dynamodb:GetItem",
                 "dynamodb:PutItem",
                 "dynamodb:UpdateItem",
                 "dynamodb:DeleteItem",
