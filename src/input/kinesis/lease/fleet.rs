@@ -402,12 +402,25 @@ impl<A: KinesisApi, T: LeaseTable> Fleet<A, T> {
             self.lose(&key, "the table names another owner");
         }
         let now = Instant::now();
+        let held: HashSet<String> = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
         let claims: Vec<Claim<'_>> = self
             .leases
             .iter()
             .map(|l| Claim {
                 key: &l.key,
-                owner: l.owner.as_deref(),
+                // A lease in this instance's name that it does not hold (given up unrenewed,
+                // or held by its previous run under the same name) is free for it to take
+                // back at once.
+                owner: l
+                    .owner
+                    .as_deref()
+                    .filter(|o| *o != me.as_str() || held.contains(&l.key)),
                 counter: l.counter,
                 finished: l.is_finished(),
             })
