@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::aggregate::Aggregator;
+use crate::alert::hold::AlertHold;
 use crate::alert::notify::{AlertmanagerMetrics, Notifier, Timestamps, ValidAlertmanagerConfig};
 use crate::alert::{AlertEngine, Status, Transition};
 use crate::clock::{daemon_clock, wall_clock_us};
@@ -34,7 +35,7 @@ use crate::export::{new_registry, register_snapshot_metrics};
 use crate::input::firehose::{self, FirehoseMetrics};
 use crate::input::kinesis::checkpoint::FileCheckpointStore;
 use crate::input::kinesis::consumer::{self, ConsumerError};
-use crate::input::kinesis::lease::fleet::{self, LeaseMetrics};
+use crate::input::kinesis::lease::fleet::{self, FleetHooks, LeaseMetrics};
 use crate::input::kinesis::lease::table::DynamoLeaseTable;
 use crate::input::kinesis::{KinesisMetrics, SdkApi};
 use crate::input::s3;
@@ -129,7 +130,19 @@ pub async fn run(
     // The Kinesis consumer holds the pool's submitter until it returns, so it is stopped and
     // awaited (final checkpoints written after its batches are acknowledged) before the pool
     // finishes.
-    let kinesis_task = start_kinesis(&cfg, kinesis_api, lease_table, &registry, &ctx)?;
+    let alert_hold = cfg.kinesis.leases.as_ref().map(|_| {
+        Arc::new(AlertHold::new(
+            i64::from(cfg.alerts.window_secs) * 1_000_000,
+        ))
+    });
+    let kinesis_task = start_kinesis(
+        &cfg,
+        kinesis_api,
+        lease_table,
+        alert_hold.clone(),
+        &registry,
+        &ctx,
+    )?;
     // The S3 input likewise: its objects being read stop, and their messages go back to the
     // queue at once, before the pool finishes.
     let s3_task = start_s3(&cfg, s3_clients, &registry, &ctx)?;
@@ -183,6 +196,7 @@ pub async fn run(
         metrics: event_metrics,
         on_alert,
         wall,
+        hold: alert_hold,
     };
     let alert_task = tokio::spawn(evaluate_every(evaluation.clone(), outputs_stop.clone()));
     health.set_ready(true);
@@ -252,6 +266,9 @@ pub struct Evaluation {
     pub metrics: EventTimeMetrics,
     pub on_alert: Arc<dyn Fn(&Transition) + Send + Sync>,
     pub wall: WallClock,
+    /// Holds this instance's own alerts while windows are partial after a Kinesis lease moved
+    /// here (a fleet only).
+    pub hold: Option<Arc<AlertHold>>,
 }
 
 impl Evaluation {
@@ -266,6 +283,12 @@ impl Evaluation {
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(progress) = progress {
             evaluator.advance_to(progress, &mut |t| transitions.push(t));
+        }
+        if let Some(hold) = &self.hold {
+            let engine = evaluator.engine();
+            transitions = hold.pass(transitions, evaluator.evaluated_to(), |a| {
+                engine.active().any(|x| x.labels == a.labels)
+            });
         }
         for t in &transitions {
             if t.status == Status::Firing {
@@ -320,6 +343,7 @@ fn start_kinesis(
     cfg: &Config,
     api: Option<SdkApi>,
     leases: Option<DynamoLeaseTable>,
+    hold: Option<Arc<AlertHold>>,
     registry: &prometheus::Registry,
     ctx: &InputContext,
 ) -> anyhow::Result<Option<JoinHandle<Result<(), ConsumerError>>>> {
@@ -342,6 +366,15 @@ fn start_kinesis(
                 "albwatch: reading Kinesis stream {stream} as {} of the fleet in lease table {}",
                 settings.worker_id, settings.table
             );
+            // A shard read before by another instance is complete here only from the
+            // current watermark on: hold this instance's own alerts one window past it.
+            let timeline = ctx.timeline.clone();
+            let wall = Arc::clone(&ctx.wall_clock);
+            let on_gain: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+                if let (Some(hold), Some(from)) = (&hold, timeline.with(|w| w.watermark(wall()))) {
+                    hold.start(from);
+                }
+            });
             Box::pin(fleet::run(
                 api,
                 cfg.kinesis.clone(),
@@ -349,7 +382,10 @@ fn start_kinesis(
                 table,
                 partitions,
                 metrics,
-                LeaseMetrics::register(registry)?,
+                FleetHooks {
+                    metrics: LeaseMetrics::register(registry)?,
+                    on_gain,
+                },
                 limits,
                 stop,
             ))

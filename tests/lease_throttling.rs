@@ -26,7 +26,7 @@ use albwatch::input::aws::{AwsError, Fault};
 use albwatch::input::kinesis::KinesisMetrics;
 use albwatch::input::kinesis::config::{KinesisConfig, StartAt};
 use albwatch::input::kinesis::consumer::SdkApi;
-use albwatch::input::kinesis::lease::fleet::{self, LeaseMetrics};
+use albwatch::input::kinesis::lease::fleet::{self, FleetHooks, LeaseMetrics};
 use albwatch::input::kinesis::lease::table::{
     Checkpoint, DynamoLeaseTable, Lease, LeaseError, LeaseTable, Listing,
 };
@@ -220,7 +220,10 @@ async fn leases_survive_throttling_shorter_than_the_failover_and_are_given_up_af
         table,
         PartitionSource::standalone(InputKind::Kinesis, pool.submitter()),
         KinesisMetrics::register(&registry).expect("metrics"),
-        LeaseMetrics::register(&registry).expect("lease metrics"),
+        FleetHooks {
+            metrics: LeaseMetrics::register(&registry).expect("lease metrics"),
+            on_gain: Arc::new(|| {}),
+        },
         DecodeLimits::default(),
         stop_rx,
     ));

@@ -19,6 +19,7 @@
 //! aggregator's capped series table (a group whose series are evicted loses its baselines).
 
 pub mod baseline;
+pub mod hold;
 pub mod log;
 pub mod notify;
 mod rules;

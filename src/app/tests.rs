@@ -71,6 +71,7 @@ impl Harness {
                 sink.lock().expect("lock").push(t.clone());
             }),
             wall: Arc::clone(&wall),
+            hold: None,
         };
         let (stop, stopped) = Shutdown::channel();
         let task = tokio::spawn(evaluate_every(evaluation, stopped));

@@ -464,6 +464,11 @@ impl Evaluator {
         &self.engine
     }
 
+    /// The last tick evaluated, if any.
+    pub fn evaluated_to(&self) -> Option<i64> {
+        self.next_tick.map(|t| t - self.tick_us)
+    }
+
     /// Evaluates every tick up to and including the watermark (when drained, up to the end
     /// of the bucket holding it), the first one just after the first event, handing each
     /// transition to `sink` in order. Ticks whose window holds no data while no alert is

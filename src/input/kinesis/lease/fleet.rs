@@ -81,6 +81,15 @@ impl LeaseMetrics {
     }
 }
 
+/// What the fleet reports to the rest of the daemon.
+#[derive(Clone)]
+pub struct FleetHooks {
+    pub metrics: LeaseMetrics,
+    /// Called when a lease that another instance read before is taken: this instance's
+    /// windows for that shard's groups are partial for a while.
+    pub on_gain: Arc<dyn Fn() + Send + Sync>,
+}
+
 /// The leases this instance holds, each behind its own lock so a renewal and a checkpoint
 /// of one lease never race each other's counter.
 type Held = Mutex<HashMap<String, Arc<tokio::sync::Mutex<Lease>>>>;
@@ -149,7 +158,7 @@ pub async fn run<A: KinesisApi, T: LeaseTable>(
     table: T,
     partitions: PartitionSource,
     metrics: KinesisMetrics,
-    lease_metrics: LeaseMetrics,
+    hooks: FleetHooks,
     limits: DecodeLimits,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ConsumerError> {
@@ -182,7 +191,8 @@ pub async fn run<A: KinesisApi, T: LeaseTable>(
         table,
         settings,
         held,
-        metrics: lease_metrics,
+        metrics: hooks.metrics,
+        on_gain: hooks.on_gain,
         watch: Watch::default(),
         leases: Vec::new(),
         shards: Vec::new(),
@@ -229,6 +239,7 @@ struct Fleet<A, T> {
     settings: LeaseSettings,
     held: Arc<Held>,
     metrics: LeaseMetrics,
+    on_gain: Arc<dyn Fn() + Send + Sync>,
     watch: Watch,
     /// The last listing of the table.
     leases: Vec<Lease>,
@@ -447,6 +458,9 @@ impl<A: KinesisApi, T: LeaseTable> Fleet<A, T> {
             match self.table.take(&seen, &me).await {
                 Ok(mine) => {
                     self.metrics.event(event);
+                    if matches!(mine.checkpoint, Checkpoint::Sequence(_)) {
+                        (self.on_gain)();
+                    }
                     self.metrics.held.inc();
                     self.last_renewed.insert(key.clone(), Instant::now());
                     self.held
