@@ -1,7 +1,8 @@
-//! The polling Kinesis Data Streams consumer. It owns the shard DAG (which
+//! The Kinesis Data Streams consumer. It owns the shard DAG (which
 //! shards are readable: a child only once its parents are at `SHARD_END`; children come from
 //! ListShards or, sooner, from the parent's last response's `ChildShards`), one tokio task per
-//! readable shard running the GetShardIterator/GetRecords loop, and the shard's checkpoints.
+//! readable shard running the GetShardIterator/GetRecords loop (or, with `[kinesis] consumer`,
+//! the enhanced fan-out subscription loop of [`super::fanout`]), and the shard's checkpoints.
 //! Each GetRecords response becomes one [`RawBatch`] of records for the workers to decode
 //! (several, cut between records, past `batch_bytes`), queued through the shard's event-time
 //! partition, whose acknowledgement goes through [`InOrderCommits`]; released
@@ -36,12 +37,12 @@ use crate::input::{PartitionSource, RecordBatcher};
 use crate::pipeline::RawBatch;
 
 /// Longest backoff after repeated throttling or transient errors.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// After a throttle AWS asks for at least a second.
-const THROTTLE_BACKOFF: Duration = Duration::from_secs(1);
+pub(super) const THROTTLE_BACKOFF: Duration = Duration::from_secs(1);
 /// How long a stopping shard waits for its batches in flight before saving what it has:
 /// under the app's 10 s grace period, so the final save still fits inside it.
-const ACK_WAIT: Duration = Duration::from_secs(8);
+pub(super) const ACK_WAIT: Duration = Duration::from_secs(8);
 /// At shard end the children wait for ShardEnd, so the acks are waited for much longer.
 const SHARD_END_ACK_WAIT: Duration = Duration::from_secs(3600);
 
@@ -79,7 +80,71 @@ pub struct RecordsPage {
     pub child_shards: Vec<ShardInfo>,
 }
 
-/// The three Kinesis calls the consumer makes; [`SdkApi`] is the real one.
+/// A registered stream consumer (enhanced fan-out), as DescribeStreamConsumer or
+/// RegisterStreamConsumer describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConsumer {
+    pub arn: String,
+    pub status: ConsumerStatus,
+}
+
+/// A stream consumer's `ConsumerStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerStatus {
+    Creating,
+    Active,
+    Deleting,
+}
+
+/// One `SubscribeToShardEvent`.
+#[derive(Debug, Clone, Default)]
+pub struct ShardEvent {
+    pub records: Vec<ApiRecord>,
+    /// Where the next subscription continues (`ContinuationSequenceNumber`); `None` = the shard
+    /// is closed and this was its last event.
+    pub continuation: Option<String>,
+    pub millis_behind_latest: Option<i64>,
+    /// At shard end, the shards that continue it.
+    pub child_shards: Vec<ShardInfo>,
+}
+
+/// An open SubscribeToShard event stream: its events in order until it ends (`None`, the
+/// service's 5-minute limit or a closed connection) or fails. Dropping it closes the
+/// subscription; events not yet taken are never acknowledged, so nothing is lost.
+pub struct Subscription {
+    events: tokio::sync::mpsc::Receiver<Result<ShardEvent, ApiError>>,
+}
+
+impl Subscription {
+    /// A subscription fed through the returned sender (the SDK's event stream, or a test's);
+    /// `capacity` events may wait in it, past that the sender waits, which is backpressure.
+    pub fn channel(
+        capacity: usize,
+    ) -> (
+        tokio::sync::mpsc::Sender<Result<ShardEvent, ApiError>>,
+        Subscription,
+    ) {
+        let (tx, events) = tokio::sync::mpsc::channel(capacity.max(1));
+        (tx, Subscription { events })
+    }
+
+    /// The next event; `None` once the stream has ended.
+    pub async fn next(&mut self) -> Option<Result<ShardEvent, ApiError>> {
+        self.events.recv().await
+    }
+}
+
+/// What a fan-out call answers on an API that has none (a test double of the polling calls).
+fn not_supported(operation: &str) -> ApiError {
+    use crate::input::aws::{AwsError, Fault};
+    ApiError::Fatal(AwsError::new(
+        Fault::Request,
+        format!("{operation} is not supported by this Kinesis API"),
+    ))
+}
+
+/// The Kinesis calls the consumer makes; [`SdkApi`] is the real one. The last three are
+/// enhanced fan-out's (`[kinesis] consumer`); an API without them answers them with an error.
 pub trait KinesisApi: Send + Sync + 'static {
     /// Every shard of the stream, all pages.
     fn list_shards(&self) -> impl Future<Output = Result<Vec<ShardInfo>, ApiError>> + Send;
@@ -93,6 +158,33 @@ pub trait KinesisApi: Send + Sync + 'static {
         iterator: &str,
         limit: i32,
     ) -> impl Future<Output = Result<RecordsPage, ApiError>> + Send;
+    /// DescribeStreamConsumer of the stream's consumer `name`; `NotFound` if it is not
+    /// registered.
+    fn describe_consumer(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<StreamConsumer, ApiError>> + Send {
+        let _ = name;
+        async { Err(not_supported("DescribeStreamConsumer")) }
+    }
+    /// RegisterStreamConsumer `name` on the stream (usually answered `Creating`).
+    fn register_consumer(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<StreamConsumer, ApiError>> + Send {
+        let _ = name;
+        async { Err(not_supported("RegisterStreamConsumer")) }
+    }
+    /// SubscribeToShard: `shard` through the consumer `consumer_arn`, from `start`.
+    fn subscribe(
+        &self,
+        consumer_arn: &str,
+        shard: &str,
+        start: &IteratorStart,
+    ) -> impl Future<Output = Result<Subscription, ApiError>> + Send {
+        let _ = (consumer_arn, shard, start);
+        async { Err(not_supported("SubscribeToShard")) }
+    }
 }
 
 /// Why the consumer stopped on its own.
@@ -144,8 +236,8 @@ pub(super) enum ShardExit {
     Gone,
 }
 
-/// Why a shard's polling loop stopped before the shard ended.
-enum Halt {
+/// Why a shard's reading loop stopped before the shard ended.
+pub(super) enum Halt {
     Stopped,
     Gone,
 }
@@ -185,6 +277,15 @@ pub async fn run<A: KinesisApi>(
         limits,
         errors: ErrorLog::new(LOG_EVERY),
     });
+    // With enhanced fan-out the consumer is registered (or found) before any shard is read, so
+    // a refusal no retry fixes (access denied) stops the input here with one line.
+    if let Some(name) = ctx.cfg.consumer.clone() {
+        match super::fanout::consumer_arn(&ctx, &name, &mut stop).await {
+            Ok(_) => {}
+            Err(Some(e)) => return Err(ConsumerError::Api(e)),
+            Err(None) => return Ok(()),
+        }
+    }
     // Shards at ShardEnd, from the store or finished in this run.
     let mut ended: HashSet<String> = loaded
         .iter()
@@ -439,7 +540,7 @@ impl Backoff {
 
 /// Acknowledged positions waiting to be saved, shared with the pipeline's ack closures.
 #[derive(Default)]
-struct Released {
+pub(super) struct Released {
     commits: Mutex<InOrderCommits>,
     /// The newest released position not yet saved.
     unsaved: Mutex<Option<Position>>,
@@ -479,7 +580,7 @@ impl Released {
 }
 
 /// Saves `position` for `shard` off the async threads; true if it is durable (or already was).
-async fn save<A: KinesisApi>(ctx: &Ctx<A>, shard: &str, position: Position) -> bool {
+pub(super) async fn save<A: KinesisApi>(ctx: &Ctx<A>, shard: &str, position: Position) -> bool {
     let store = Arc::clone(&ctx.store);
     let stream = ctx.stream.clone();
     let shard_id = shard.to_owned();
@@ -504,7 +605,7 @@ async fn save<A: KinesisApi>(ctx: &Ctx<A>, shard: &str, position: Position) -> b
 }
 
 /// Waits until every batch in flight is acknowledged, or `limit` passes.
-async fn wait_for_acks(released: &Released, limit: Duration) -> bool {
+pub(super) async fn wait_for_acks(released: &Released, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let notified = released.changed.notified();
@@ -525,22 +626,15 @@ pub(super) async fn read_shard<A: KinesisApi>(
     start: IteratorStart,
     mut stop: watch::Receiver<bool>,
 ) -> ShardExit {
+    if let Some(name) = ctx.cfg.consumer.clone() {
+        return super::fanout::read_shard(ctx, shard, series, start, stop, &name).await;
+    }
     let released = Arc::new(Released::default());
     let mut backoff = Backoff::default();
     // The newest record handed to the pipeline: an expired iterator is renewed after it, not
     // after the last checkpoint, because every record up to it is already queued with an ack.
     let mut resume = start;
-    // LATEST names no record, so until the first one is processed the checkpoint is the time
-    // reading began: a restart resumes there (AT_TIMESTAMP) rather than at a later LATEST that
-    // would skip what arrived while albwatch was down. Taken before the iterator is opened, so
-    // it can only re-read, never skip (up to the host clock's lead on AWS's). A failed save is
-    // counted and reading goes on, no worse off than without it.
-    let mut latest_started = None;
-    if resume == IteratorStart::Initial(InitialPosition::Latest) {
-        let started = unix_millis();
-        save(ctx, shard, Position::AtTimestamp(started)).await;
-        latest_started = Some(started);
-    }
+    let mut latest_started = started_at_latest(ctx, shard, &resume).await;
     let mut iterator: Option<String> = None;
     let mut last_save = Instant::now();
     let mut last_call: Option<tokio::time::Instant> = None;
@@ -552,22 +646,7 @@ pub(super) async fn read_shard<A: KinesisApi>(
         if stopped(&stop) {
             break Halt::Stopped;
         }
-        // Periodic checkpoint of what the pipeline has finished.
-        if last_save.elapsed() >= ctx.cfg.checkpoint_interval {
-            if let Some(position) = released.take_unsaved()
-                && !save(ctx, shard, position.clone()).await
-            {
-                // Keep it for the next attempt rather than lose it.
-                let mut unsaved = released
-                    .unsaved
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if unsaved.is_none() {
-                    *unsaved = Some(position);
-                }
-            }
-            last_save = Instant::now();
-        }
+        save_if_due(ctx, shard, &released, &mut last_save).await;
         let it = match &iterator {
             Some(it) => it.clone(),
             None => {
@@ -672,46 +751,125 @@ pub(super) async fn read_shard<A: KinesisApi>(
         }
         match page.next_iterator {
             Some(next) => iterator = Some(next),
-            None => {
-                // Closed and read to its end: wait for the pipeline, then ShardEnd is final.
-                let now = released
-                    .commits
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .finish();
-                if let Some(p) = now {
-                    *released
-                        .unsaved
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(p);
-                }
-                if !wait_for_acks(&released, SHARD_END_ACK_WAIT).await {
-                    break Halt::Stopped;
-                }
-                // Every batch is acknowledged and the shard finished, so ShardEnd supersedes
-                // any unsaved position. Retried until durable: the children wait for it.
-                let _ = released.take_unsaved();
-                // Every line of the shard is counted: it stops holding the watermark back.
-                ctx.partitions.finish(shard);
-                loop {
-                    if save(ctx, shard, Position::ShardEnd).await {
-                        return ShardExit::Ended(page.child_shards);
-                    }
-                    if sleep_or_stop(backoff.next(), &mut stop).await {
-                        return ShardExit::Stopped(Some(Position::ShardEnd));
-                    }
-                }
-            }
+            None => match end_shard(ctx, shard, &released, &mut backoff, &mut stop).await {
+                Some(exit) => return exit.with_children(page.child_shards),
+                None => break Halt::Stopped,
+            },
         }
         // Adaptive polling: straight on while records flow, the full interval when idle.
         if !got_records && sleep_or_stop(ctx.cfg.poll_interval, &mut stop).await {
             break Halt::Stopped;
         }
     };
-    // The pipeline is still running (the app stops inputs before the pool), so the batches in
-    // flight come back. A stopping shard hands its newest released position to `run`, which
-    // saves all shards' at once; a gone one saves its own, since the others read on.
-    wait_for_acks(&released, ACK_WAIT).await;
+    halted(ctx, shard, &released, halt).await
+}
+
+/// LATEST names no record, so until the first one is processed the checkpoint is the time
+/// reading began: a restart resumes there (AT_TIMESTAMP) rather than at a later LATEST that
+/// would skip what arrived while albwatch was down. Taken before the iterator (or subscription)
+/// is opened, so it can only re-read, never skip (up to the host clock's lead on AWS's). A
+/// failed save is counted and reading goes on, no worse off than without it. Returns the time
+/// saved when `start` is LATEST.
+pub(super) async fn started_at_latest<A: KinesisApi>(
+    ctx: &Ctx<A>,
+    shard: &str,
+    start: &IteratorStart,
+) -> Option<u64> {
+    if *start != IteratorStart::Initial(InitialPosition::Latest) {
+        return None;
+    }
+    let started = unix_millis();
+    save(ctx, shard, Position::AtTimestamp(started)).await;
+    Some(started)
+}
+
+/// Periodic checkpoint of what the pipeline has finished, once `checkpoint_interval` has
+/// passed since `last_save`.
+pub(super) async fn save_if_due<A: KinesisApi>(
+    ctx: &Ctx<A>,
+    shard: &str,
+    released: &Released,
+    last_save: &mut Instant,
+) {
+    if last_save.elapsed() < ctx.cfg.checkpoint_interval {
+        return;
+    }
+    if let Some(position) = released.take_unsaved()
+        && !save(ctx, shard, position.clone()).await
+    {
+        // Keep it for the next attempt rather than lose it.
+        let mut unsaved = released
+            .unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if unsaved.is_none() {
+            *unsaved = Some(position);
+        }
+    }
+    *last_save = Instant::now();
+}
+
+/// The shard is closed and read to its end: waits for the pipeline, then saves ShardEnd.
+/// Returns [`ShardExit::Ended`] without children (the caller adds them), a `Stopped` one if
+/// told to stop while ShardEnd would not save, or `None` if told to stop while batches were
+/// still in flight (the caller then stops as usual).
+pub(super) async fn end_shard<A: KinesisApi>(
+    ctx: &Ctx<A>,
+    shard: &str,
+    released: &Released,
+    backoff: &mut Backoff,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<ShardExit> {
+    let now = released
+        .commits
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .finish();
+    if let Some(p) = now {
+        *released
+            .unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(p);
+    }
+    if !wait_for_acks(released, SHARD_END_ACK_WAIT).await {
+        return None;
+    }
+    // Every batch is acknowledged and the shard finished, so ShardEnd supersedes any unsaved
+    // position. Retried until durable: the children wait for it.
+    let _ = released.take_unsaved();
+    // Every line of the shard is counted: it stops holding the watermark back.
+    ctx.partitions.finish(shard);
+    loop {
+        if save(ctx, shard, Position::ShardEnd).await {
+            return Some(ShardExit::Ended(Vec::new()));
+        }
+        if sleep_or_stop(backoff.next(), stop).await {
+            return Some(ShardExit::Stopped(Some(Position::ShardEnd)));
+        }
+    }
+}
+
+impl ShardExit {
+    /// An `Ended` exit naming `children`; any other unchanged.
+    pub(super) fn with_children(self, children: Vec<ShardInfo>) -> ShardExit {
+        match self {
+            ShardExit::Ended(_) => ShardExit::Ended(children),
+            other => other,
+        }
+    }
+}
+
+/// A shard's reading loop stopped before the shard ended. The pipeline is still running (the
+/// app stops inputs before the pool), so the batches in flight come back. A stopping shard
+/// hands its newest released position to `run`, which saves all shards' at once; a gone one
+/// saves its own, since the others read on.
+pub(super) async fn halted<A: KinesisApi>(
+    ctx: &Ctx<A>,
+    shard: &str,
+    released: &Released,
+    halt: Halt,
+) -> ShardExit {
+    wait_for_acks(released, ACK_WAIT).await;
     let last = released.take_unsaved();
     match halt {
         Halt::Stopped => ShardExit::Stopped(last),
@@ -732,7 +890,7 @@ fn pause_for(bytes: usize, per_sec: u64) -> Duration {
 
 /// Now as Unix milliseconds; a clock before 1970 reads 0, which resumes at the oldest record
 /// (duplicates, never a gap).
-fn unix_millis() -> u64 {
+pub(super) fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -742,7 +900,7 @@ fn unix_millis() -> u64 {
 /// records so each batch's last sequence number covers only records it holds whole,
 /// registers each with the shard's commits and queues it; the workers decode the records.
 /// Returns the last sequence number queued.
-async fn submit_page<A: KinesisApi>(
+pub(super) async fn submit_page<A: KinesisApi>(
     ctx: &Ctx<A>,
     shard: &str,
     series: &ShardMetrics,
@@ -821,7 +979,7 @@ async fn submit_batch<A: KinesisApi>(
 }
 
 /// Sleeps for `d`; true if `stop` turned true first.
-async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+pub(super) async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     let stopped = tokio::select! {
         _ = tokio::time::sleep(d) => false,
         _ = wait_stop(stop) => true,

@@ -27,13 +27,22 @@ pub enum Operation {
     ListShards,
     GetShardIterator,
     GetRecords,
+    /// Enhanced fan-out (`[kinesis] consumer`): the consumer registered when missing,
+    RegisterStreamConsumer,
+    /// looked up (and waited for until ACTIVE),
+    DescribeStreamConsumer,
+    /// and each shard's subscriptions.
+    SubscribeToShard,
 }
 
 impl Operation {
-    const ALL: [Operation; 3] = [
+    const ALL: [Operation; 6] = [
         Operation::ListShards,
         Operation::GetShardIterator,
         Operation::GetRecords,
+        Operation::RegisterStreamConsumer,
+        Operation::DescribeStreamConsumer,
+        Operation::SubscribeToShard,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -41,6 +50,45 @@ impl Operation {
             Operation::ListShards => "list_shards",
             Operation::GetShardIterator => "get_shard_iterator",
             Operation::GetRecords => "get_records",
+            Operation::RegisterStreamConsumer => "register_stream_consumer",
+            Operation::DescribeStreamConsumer => "describe_stream_consumer",
+            Operation::SubscribeToShard => "subscribe_to_shard",
+        }
+    }
+}
+
+/// How one SubscribeToShard subscription ended, as the `outcome` label of
+/// `albwatch_kinesis_subscriptions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionEnd {
+    /// Read for `resubscribe_after` (under the service's 5 minutes) and subscribed again.
+    Renewed,
+    /// The service ended the event stream; subscribed again.
+    Ended,
+    /// The event stream failed mid-way; subscribed again after a backoff.
+    Failed,
+    /// Its last event closed the shard (`ChildShards`).
+    ShardEnd,
+    /// Reading stopped (shutdown, a lost lease, a closed pipeline).
+    Stopped,
+}
+
+impl SubscriptionEnd {
+    const ALL: [SubscriptionEnd; 5] = [
+        SubscriptionEnd::Renewed,
+        SubscriptionEnd::Ended,
+        SubscriptionEnd::Failed,
+        SubscriptionEnd::ShardEnd,
+        SubscriptionEnd::Stopped,
+    ];
+
+    const fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionEnd::Renewed => "renewed",
+            SubscriptionEnd::Ended => "ended",
+            SubscriptionEnd::Failed => "failed",
+            SubscriptionEnd::ShardEnd => "shard_end",
+            SubscriptionEnd::Stopped => "stopped",
         }
     }
 }
@@ -117,6 +165,7 @@ pub struct KinesisMetrics {
     checkpoints: IntCounter,
     errors: IntCounterVec,
     shards_owned: IntGauge,
+    subscriptions: IntCounterVec,
 }
 
 /// One shard's series, taken once when its task starts.
@@ -199,6 +248,13 @@ impl KinesisMetrics {
                 "albwatch_kinesis_shards_owned",
                 "Shards this process is reading now (one task each)",
             )?,
+            subscriptions: IntCounterVec::new(
+                Opts::new(
+                    "albwatch_kinesis_subscriptions_total",
+                    "Enhanced fan-out SubscribeToShard subscriptions read, by how each ended (renewed, ended, failed, shard_end, stopped)",
+                ),
+                &["outcome"],
+            )?,
         };
         // Pre-created so a failure that has not happened reads 0 rather than absent.
         for op in Operation::ALL {
@@ -220,6 +276,9 @@ impl KinesisMetrics {
         for fault in ConsumerFault::ALL {
             m.errors.with_label_values(&[fault.as_str()]);
         }
+        for end in SubscriptionEnd::ALL {
+            m.subscriptions.with_label_values(&[end.as_str()]);
+        }
         registry.register(Box::new(m.records.clone()))?;
         registry.register(Box::new(m.bytes.clone()))?;
         registry.register(Box::new(m.lines.clone()))?;
@@ -233,6 +292,7 @@ impl KinesisMetrics {
         registry.register(Box::new(m.checkpoints.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
         registry.register(Box::new(m.shards_owned.clone()))?;
+        registry.register(Box::new(m.subscriptions.clone()))?;
         Ok(m)
     }
 
@@ -269,6 +329,11 @@ impl KinesisMetrics {
             Err(e) => e.kind(),
         };
         self.calls.with_label_values(&[op.as_str(), outcome]).inc();
+    }
+
+    /// A SubscribeToShard subscription was read until it ended this way.
+    pub fn subscription_ended(&self, end: SubscriptionEnd) {
+        self.subscriptions.with_label_values(&[end.as_str()]).inc();
     }
 
     pub fn iterator_renewed(&self, reason: Renewal) {
@@ -429,6 +494,8 @@ mod tests {
             "albwatch_kinesis_payload_formats_total{format=\"kpl\"} 0",
             "albwatch_kinesis_decode_errors_total{kind=\"bad_gzip\"} 0",
             "albwatch_kinesis_errors_total{kind=\"checkpoint_write\"} 0",
+            "albwatch_kinesis_api_calls_total{operation=\"subscribe_to_shard\",outcome=\"throttled\"} 0",
+            "albwatch_kinesis_subscriptions_total{outcome=\"renewed\"} 0",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }

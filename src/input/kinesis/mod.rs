@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod consumer;
 pub mod error;
+pub mod fanout;
 pub mod lease;
 pub mod metrics;
 pub mod sdk;
