@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers and tools albwatch's tests use (Prometheus with promtool,
-# Alertmanager with amtool from Debian; kinesalite, the Kinesis emulator, and dynalite, the
-# DynamoDB one, from npm into target/test-deps/kinesalite and target/test-deps/dynalite; the
+# Alertmanager with amtool from Debian; kinesalite and kinesis-local, Kinesis emulators, and
+# dynalite, the DynamoDB one, from npm into target/test-deps/<name>; the
 # Kubernetes schema check, cfn-lint, boto3 and moto's S3+SQS server from PyPI into virtualenvs
 # under target/test-deps) on a fresh Debian 12 machine.
 # Idempotent: does nothing when they are already there, so CI and developers can run it before
@@ -62,6 +62,25 @@ else
     mkdir -p "$DYNALITE_DIR"
     npm install --no-audit --no-fund --silent --prefix "$DYNALITE_DIR" "dynalite@$DYNALITE_VERSION"
     echo "install-test-deps: installed dynalite $DYNALITE_VERSION into $DYNALITE_DIR"
+fi
+
+# kinesis-local, a Kinesis emulator that implements what kinesalite does not: enhanced fan-out
+# (RegisterStreamConsumer, SubscribeToShard's event stream) and ChildShards at a shard's end
+# (tests/kinesis_fanout.rs looks for it in target/test-deps/kinesis-local), the same way,
+# pinned. One main.js, no dependencies.
+KINESIS_LOCAL_DIR=target/test-deps/kinesis-local
+KINESIS_LOCAL_VERSION=0.6.2
+if [ -f "$KINESIS_LOCAL_DIR/node_modules/kinesis-local/package.json" ] &&
+    grep -q "\"version\": \"$KINESIS_LOCAL_VERSION\"" "$KINESIS_LOCAL_DIR/node_modules/kinesis-local/package.json"; then
+    echo "install-test-deps: kinesis-local $KINESIS_LOCAL_VERSION present"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "install-test-deps: npm missing; installing npm (and Node.js) from Debian"
+        apt_install npm
+    fi
+    mkdir -p "$KINESIS_LOCAL_DIR"
+    npm install --no-audit --no-fund --silent --prefix "$KINESIS_LOCAL_DIR" "kinesis-local@$KINESIS_LOCAL_VERSION"
+    echo "install-test-deps: installed kinesis-local $KINESIS_LOCAL_VERSION into $KINESIS_LOCAL_DIR"
 fi
 
 # Python tools, pinned, in virtualenvs inside the project (Debian's system Python is
