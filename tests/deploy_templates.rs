@@ -496,9 +496,9 @@ fn s3_template_wires_bucket_queue_and_dead_letter_queue() {
 #[test]
 fn kinesis_template_reader_policy_grants_the_stream_and_the_lease_table() {
     let t = template("deploy/kinesis/cloudformation.yaml");
-    for table in [None, Some("shop-leases")] {
+    for (table, fan_out) in [(None, "no"), (Some("shop-leases"), "yes")] {
         for create in ["no", "yes"] {
-            let mut params = vec![("CreateLeaseTable", create)];
+            let mut params = vec![("CreateLeaseTable", create), ("EnhancedFanOut", fan_out)];
             if let Some(name) = table {
                 params.push(("LeaseTableName", name));
             }
@@ -516,15 +516,29 @@ fn kinesis_template_reader_policy_grants_the_stream_and_the_lease_table() {
                 let resources = strings(&s["Resource"]);
                 assert_eq!(resources.len(), 1, "{s}");
                 for a in strings(&s["Action"]) {
-                    let wanted = match a.split_once(':').unwrap().0 {
-                        "kinesis" => "<Stream.Arn>",
-                        "dynamodb" => table_arn.as_str(),
+                    let wanted = match a.as_str() {
+                        // Through the consumer's ARN: the stream's, /consumer/NAME:TIME.
+                        "kinesis:SubscribeToShard" => "<Stream.Arn>/consumer/*",
+                        "kinesis:DescribeStreamConsumer"
+                            if resources[0] == "<Stream.Arn>/consumer/*" =>
+                        {
+                            "<Stream.Arn>/consumer/*"
+                        }
+                        a if a.starts_with("kinesis:") => "<Stream.Arn>",
+                        a if a.starts_with("dynamodb:") => table_arn.as_str(),
                         _ => panic!("unexpected action {a}"),
                     };
                     assert_eq!(resources[0], wanted, "{a}");
-                    assert!(granted.insert(a.clone()), "{a} granted twice");
+                    assert!(
+                        granted.insert(format!("{a} {}", resources[0])),
+                        "{a} granted twice"
+                    );
                 }
             }
+            let granted: BTreeSet<String> = granted
+                .iter()
+                .map(|g| g.split_once(' ').unwrap().0.to_owned())
+                .collect();
             let mut wanted: BTreeSet<String> = [
                 "kinesis:ListShards",
                 "kinesis:GetShardIterator",
@@ -540,7 +554,21 @@ fn kinesis_template_reader_policy_grants_the_stream_and_the_lease_table() {
             if create == "no" {
                 wanted.insert("dynamodb:CreateTable".into());
             }
-            assert_eq!(granted, wanted, "CreateLeaseTable={create}");
+            if fan_out == "yes" {
+                wanted.extend(
+                    [
+                        "kinesis:DescribeStreamSummary",
+                        "kinesis:RegisterStreamConsumer",
+                        "kinesis:DescribeStreamConsumer",
+                        "kinesis:SubscribeToShard",
+                    ]
+                    .map(String::from),
+                );
+            }
+            assert_eq!(
+                granted, wanted,
+                "CreateLeaseTable={create} EnhancedFanOut={fan_out}"
+            );
 
             match e.resource("LeaseTable") {
                 None => assert_eq!(create, "no"),
