@@ -1,7 +1,8 @@
 //! The Kinesis consumer of a fleet: several albwatch instances read one stream, each the
 //! shards whose leases it holds in the lease table. Every instance lists the shards and
 //! creates the leases that are missing (with their parents, so a child is read only after
-//! its parents' leases reach `SHARD_END`); renews its own every `renew_every`; and every
+//! its parents' leases reach `SHARD_END`); renews its own every `renew_every`, on a task of its
+//! own so nothing else the instance does can delay the heartbeat; and every
 //! `take_every` lists the table and takes what [`plan`] says. A held lease's shard is read by
 //! the same shard task as a lone instance's; its checkpoints go to the lease, each write
 //! conditional on the owner and counter this instance holds, so an instance that was paused
@@ -196,15 +197,26 @@ pub async fn run<A: KinesisApi, T: LeaseTable>(
         watch: Watch::default(),
         leases: Vec::new(),
         shards: Vec::new(),
-        last_renewed: HashMap::new(),
         reading: HashMap::new(),
         tasks: JoinSet::new(),
         finals: Vec::new(),
     };
+    // Renewals run on their own, so a slow round of listing and taking (or a slow table)
+    // never delays the heartbeat that keeps this instance's leases.
+    let (lost_tx, mut lost_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (renewer_stop, renewer_stopped) = watch::channel(false);
+    let renewer = tokio::spawn(renew_every(
+        Arc::clone(&ctx),
+        Arc::clone(&fleet.table),
+        Arc::clone(&fleet.held),
+        fleet.settings.clone(),
+        fleet.metrics.clone(),
+        lost_tx,
+        renewer_stopped,
+    ));
     let mut discovery = tokio::time::interval(ctx.cfg.shard_discovery);
-    let mut renew = tokio::time::interval(fleet.settings.renew_every);
     let mut take = tokio::time::interval(fleet.settings.take_every);
-    for t in [&mut discovery, &mut renew, &mut take] {
+    for t in [&mut discovery, &mut take] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     let mut result = Ok(());
@@ -212,8 +224,8 @@ pub async fn run<A: KinesisApi, T: LeaseTable>(
         let step = tokio::select! {
             () = consumer::wait_stop(&mut stop) => break,
             _ = discovery.tick() => fleet.discover().await,
-            _ = renew.tick() => {
-                fleet.renew().await;
+            Some((key, why)) = lost_rx.recv() => {
+                fleet.lose(&key, why);
                 Ok(())
             }
             _ = take.tick() => fleet.take().await,
@@ -228,8 +240,75 @@ pub async fn run<A: KinesisApi, T: LeaseTable>(
         }
         fleet.start_readable();
     }
+    // The final checkpoints and releases are conditional on the counters the renewer keeps
+    // current, so it stops first.
+    let _ = renewer_stop.send(true);
+    let _ = renewer.await;
     fleet.shut_down().await;
     result
+}
+
+/// Renews every held lease each `renew_every`; reports on `lost` a lease refused (another
+/// instance holds it now) or unrenewed for a whole failover time (others may have taken it).
+async fn renew_every<A, T: LeaseTable>(
+    ctx: Arc<Ctx<A>>,
+    table: Arc<T>,
+    held: Arc<Held>,
+    settings: LeaseSettings,
+    metrics: LeaseMetrics,
+    lost: tokio::sync::mpsc::UnboundedSender<(String, &'static str)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(settings.renew_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When each lease was last renewed (or first seen held), on the monotonic clock.
+    let mut renewed: HashMap<String, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = consumer::wait_stop(&mut stop) => return,
+            _ = tick.tick() => {}
+        }
+        let leases: Vec<(String, Arc<tokio::sync::Mutex<Lease>>)> = held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, l)| (k.clone(), Arc::clone(l)))
+            .collect();
+        renewed.retain(|k, _| leases.iter().any(|(held, _)| held == k));
+        for (key, lease) in leases {
+            let now = Instant::now();
+            let since = *renewed.entry(key.clone()).or_insert(now);
+            let mut guard = lease.lock().await;
+            match table.renew(&guard).await {
+                Ok(now_stored) => {
+                    *guard = now_stored;
+                    renewed.insert(key, Instant::now());
+                }
+                Err(LeaseError::Lost) => {
+                    let _ = lost.send((key, "another instance took it"));
+                }
+                Err(e) => {
+                    metrics.event("renew_failed");
+                    log_failure(&ctx, &metrics, "renew", &e);
+                    if now.saturating_duration_since(since) >= settings.failover {
+                        let _ = lost.send((key, "not renewed within the failover time"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts a failed lease-table call and logs it, one line per fault per interval.
+fn log_failure<A>(ctx: &Ctx<A>, metrics: &LeaseMetrics, what: &str, e: &LeaseError) {
+    if matches!(e, LeaseError::Throttled(_)) {
+        metrics.event("throttled");
+    }
+    if let Some(fault) = e.fault() {
+        ctx.errors.write(fault, || {
+            format!("albwatch: kinesis lease table {what}: {e}")
+        });
+    }
 }
 
 /// One instance's view of the fleet.
@@ -245,8 +324,6 @@ struct Fleet<A, T> {
     leases: Vec<Lease>,
     /// The last ListShards.
     shards: Vec<ShardInfo>,
-    /// When each held lease was last renewed (local monotonic clock).
-    last_renewed: HashMap<String, Instant>,
     /// Shards being read, with the signal that stops each.
     reading: HashMap<String, watch::Sender<bool>>,
     tasks: JoinSet<(String, ShardExit)>,
@@ -310,14 +387,7 @@ impl<A: KinesisApi, T: LeaseTable> Fleet<A, T> {
     }
 
     fn failed(&self, what: &str, e: &LeaseError) {
-        if matches!(e, LeaseError::Throttled(_)) {
-            self.metrics.event("throttled");
-        }
-        if let Some(fault) = e.fault() {
-            self.ctx.errors.write(fault, || {
-                format!("albwatch: kinesis lease table {what}: {e}")
-            });
-        }
+        log_failure(&self.ctx, &self.metrics, what, e);
     }
 
     fn held_leases(&self) -> Vec<(String, Arc<tokio::sync::Mutex<Lease>>)> {
@@ -327,33 +397,6 @@ impl<A: KinesisApi, T: LeaseTable> Fleet<A, T> {
             .iter()
             .map(|(k, l)| (k.clone(), Arc::clone(l)))
             .collect()
-    }
-
-    /// Renews every held lease; one refused, or unrenewed for a failover time, is lost.
-    async fn renew(&mut self) {
-        let now = Instant::now();
-        for (key, lease) in self.held_leases() {
-            let mut guard = lease.lock().await;
-            match self.table.renew(&guard).await {
-                Ok(renewed) => {
-                    *guard = renewed;
-                    self.last_renewed.insert(key, Instant::now());
-                }
-                Err(LeaseError::Lost) => {
-                    drop(guard);
-                    self.lose(&key, "another instance took it");
-                }
-                Err(e) => {
-                    drop(guard);
-                    self.metrics.event("renew_failed");
-                    self.failed("renew", &e);
-                    let since = self.last_renewed.get(&key).copied().unwrap_or(now);
-                    if now.saturating_duration_since(since) >= self.settings.failover {
-                        self.lose(&key, "not renewed within the failover time");
-                    }
-                }
-            }
-        }
     }
 
     /// Gives up `key`: its shard stops being read, and nothing of it is written any more.
@@ -368,7 +411,6 @@ impl<A: KinesisApi, T: LeaseTable> Fleet<A, T> {
         }
         self.metrics.event("lost");
         self.metrics.held.dec();
-        self.last_renewed.remove(key);
         eprintln!("albwatch: kinesis lease of {key} lost ({why}); stopped reading it");
         if let Some(halt) = self.reading.get(key) {
             let _ = halt.send(true);
@@ -462,7 +504,6 @@ impl<A: KinesisApi, T: LeaseTable> Fleet<A, T> {
                         (self.on_gain)();
                     }
                     self.metrics.held.inc();
-                    self.last_renewed.insert(key.clone(), Instant::now());
                     self.held
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -558,7 +599,6 @@ impl<A: KinesisApi, T: LeaseTable> Fleet<A, T> {
             return;
         };
         self.metrics.held.dec();
-        self.last_renewed.remove(key);
         let mut guard = lease.lock().await;
         if !children.is_empty() {
             match self
