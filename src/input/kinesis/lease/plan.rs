@@ -6,8 +6,10 @@
 //! counter, so a counter standing still means its owner stopped; hosts' wall clocks are never
 //! compared. Each instance aims at `ceil(leases / instances)`: it takes expired or unowned
 //! leases first, and only when there are none steals at most `max_steal` from the most loaded
-//! instance, and only from one above the target (or at it while this one is two short), so
-//! the fleet settles instead of trading leases back and forth.
+//! instance, and only from one above the target (or at it while this one is two short), and
+//! not while another owner's lease has gone unrenewed for half the failover (it is probably
+//! dying, and its leases will be free soon), so the fleet settles instead of trading leases
+//! back and forth.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -47,18 +49,23 @@ impl Watch {
         }
     }
 
+    /// How long `claim`'s counter has stood still as this process watched it.
+    fn still_for(&self, claim: &Claim<'_>, now: Instant) -> Duration {
+        match self.seen.get(claim.key) {
+            Some((counter, since)) if *counter == claim.counter => {
+                now.saturating_duration_since(*since)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
     /// Whether `claim`'s owner has not touched it for `failover`: unowned leases always are.
     /// A lease first seen now is not expired yet: its owner gets a full failover time.
     pub fn is_expired(&self, claim: &Claim<'_>, now: Instant, failover: Duration) -> bool {
         if claim.owner.is_none() {
             return true;
         }
-        match self.seen.get(claim.key) {
-            Some((counter, since)) if *counter == claim.counter => {
-                now.saturating_duration_since(*since) >= failover
-            }
-            _ => false,
-        }
+        self.still_for(claim, now) >= failover
     }
 }
 
@@ -113,6 +120,16 @@ pub fn plan(
             take: expired.into_iter().map(str::to_owned).collect(),
             steal: Vec::new(),
         };
+    }
+    // An owner whose lease has gone unrenewed for half the failover is probably gone: its
+    // leases will be free soon, and the balance will change. Instances do not see that at the
+    // same moment (each judges by its own listings), so stealing now would only move a lease
+    // that the next round shows was not needed.
+    let suspect = open
+        .iter()
+        .any(|c| c.owner.is_some_and(|o| o != me) && watch.still_for(c, now) >= failover / 2);
+    if suspect {
+        return Plan::default();
     }
     let Some((_, most)) = held
         .iter()
@@ -256,6 +273,40 @@ mod tests {
         let p = plan(&claims, &watch, "new", now, FAILOVER, 1);
         assert_eq!(p.steal.len(), 1);
         assert!(p.take.is_empty());
+    }
+
+    #[test]
+    fn no_steal_while_another_owner_looks_like_dying() {
+        let mut watch = Watch::default();
+        let t0 = Instant::now();
+        // c holds 4, a 2, and b's two leases have stood still for over half the failover:
+        // b is probably gone, so a waits for them instead of stealing from c.
+        let claims = vec![
+            claim("s0", Some("c"), 1),
+            claim("s1", Some("c"), 1),
+            claim("s2", Some("c"), 1),
+            claim("s3", Some("c"), 1),
+            claim("s4", Some("a"), 1),
+            claim("s5", Some("a"), 1),
+            claim("s6", Some("b"), 1),
+            claim("s7", Some("b"), 1),
+        ];
+        watch.observe(&claims, t0);
+        let mut renewed = claims.clone();
+        for c in renewed.iter_mut().filter(|c| c.owner != Some("b")) {
+            c.counter += 1;
+        }
+        let later = t0 + FAILOVER * 2 / 3;
+        watch.observe(&renewed, later);
+        assert_eq!(
+            plan(&renewed, &watch, "a", later, FAILOVER, 1),
+            Plan::default()
+        );
+        // Once b's leases expire, a takes them both (two instances left: four each).
+        let expired = t0 + FAILOVER;
+        let p = plan(&renewed, &watch, "a", expired, FAILOVER, 1);
+        assert_eq!(p.take.len(), 2, "{p:?}");
+        assert!(p.steal.is_empty());
     }
 
     #[test]
