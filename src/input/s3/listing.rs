@@ -173,32 +173,16 @@ async fn folders(
     prefix: &str,
 ) -> Result<Vec<String>, crate::input::aws::AwsError> {
     let mut names = Vec::new();
-    let mut token = None;
-    loop {
-        let page = clients
-            .s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .delimiter("/")
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(|e| clients.s3_error("ListObjectsV2", &e))?;
-        for p in page.common_prefixes() {
-            if let Some(name) = p
-                .prefix()
+    each_page(clients, bucket, prefix, Some("/"), |page| {
+        names.extend(page.common_prefixes().iter().filter_map(|p| {
+            p.prefix()
                 .and_then(|p| p.strip_prefix(prefix))
                 .and_then(|p| p.strip_suffix('/'))
-            {
-                names.push(name.to_owned());
-            }
-        }
-        token = page.next_continuation_token().map(str::to_owned);
-        if token.is_none() {
-            return Ok(names);
-        }
-    }
+                .map(str::to_owned)
+        }));
+    })
+    .await?;
+    Ok(names)
 }
 
 /// Every key under `prefix`.
@@ -208,6 +192,25 @@ async fn keys_under(
     prefix: &str,
 ) -> Result<Vec<String>, crate::input::aws::AwsError> {
     let mut keys = Vec::new();
+    each_page(clients, bucket, prefix, None, |page| {
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+    })
+    .await?;
+    Ok(keys)
+}
+
+/// Hands every ListObjectsV2 page under `prefix` (grouped at `delimiter`, if given) to `each`.
+async fn each_page(
+    clients: &Clients,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    mut each: impl FnMut(&aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output),
+) -> Result<(), crate::input::aws::AwsError> {
     let mut token = None;
     loop {
         let page = clients
@@ -215,18 +218,15 @@ async fn keys_under(
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
+            .set_delimiter(delimiter.map(str::to_owned))
             .set_continuation_token(token)
             .send()
             .await
             .map_err(|e| clients.s3_error("ListObjectsV2", &e))?;
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
+        each(&page);
         token = page.next_continuation_token().map(str::to_owned);
         if token.is_none() {
-            return Ok(keys);
+            return Ok(());
         }
     }
 }

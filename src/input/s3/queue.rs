@@ -211,7 +211,14 @@ async fn handle(shared: &Shared, message: Message) {
                     None
                 }
                 Settled::Interrupted => {
-                    change_visibility(shared, &receipt, 0).await;
+                    set_visibility(
+                        &shared.clients,
+                        &shared.queue_url,
+                        &receipt,
+                        0,
+                        &shared.metrics,
+                    )
+                    .await;
                     shared.metrics.message(MessageOutcome::Returned);
                     None
                 }
@@ -345,31 +352,27 @@ async fn keep_invisible(
     let every = (timeout / 2).max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
-        let r = clients
-            .sqs
-            .change_message_visibility()
-            .queue_url(&queue_url)
-            .receipt_handle(&receipt)
-            .visibility_timeout(secs(timeout))
-            .send()
-            .await;
-        metrics.request(Operation::ChangeMessageVisibility, r.is_ok());
+        set_visibility(&clients, &queue_url, &receipt, secs(timeout), &metrics).await;
     }
 }
 
-async fn change_visibility(shared: &Shared, receipt: &str, secs: i32) {
-    let r = shared
-        .clients
+/// Makes the message invisible for `secs` from now (0: visible at once).
+async fn set_visibility(
+    clients: &Clients,
+    queue_url: &str,
+    receipt: &str,
+    secs: i32,
+    metrics: &S3Metrics,
+) {
+    let r = clients
         .sqs
         .change_message_visibility()
-        .queue_url(&shared.queue_url)
+        .queue_url(queue_url)
         .receipt_handle(receipt)
         .visibility_timeout(secs)
         .send()
         .await;
-    shared
-        .metrics
-        .request(Operation::ChangeMessageVisibility, r.is_ok());
+    metrics.request(Operation::ChangeMessageVisibility, r.is_ok());
 }
 
 async fn delete(shared: &Shared, receipt: &str) {
