@@ -8,38 +8,33 @@
 //! one server (each test uses streams of its own); it is killed when the last of them drops it.
 //! Included with `#[path]` by `tests/kinesis_fanout.rs`.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+#[path = "emulator.rs"]
+#[allow(
+    dead_code,
+    clippy::duplicate_mod,
+    reason = "each emulator's support file includes it; a test binary may use several"
+)]
+mod emulator;
+
+use std::process::Command;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-pub struct KinesisLocal {
-    child: Child,
-    pub endpoint: String,
-}
+use emulator::Emulator;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+pub struct KinesisLocal {
+    _server: Emulator,
+    pub endpoint: String,
 }
 
 impl KinesisLocal {
     pub fn start() -> KinesisLocal {
-        let module = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target/test-deps/kinesis-local/node_modules/kinesis-local");
-        assert!(
-            module.join("main.js").is_file(),
-            "kinesis-local is not installed at {}: run scripts/install-test-deps.sh",
-            module.display()
-        );
-        let plain = free_port();
-        let tls = free_port();
+        let module = emulator::installed("kinesis-local", "kinesis-local", "main.js");
+        let plain = emulator::free_port();
+        let tls = emulator::free_port();
         let fast = "50ms";
-        let child = Command::new("node")
-            .arg(module.join("main.js"))
+        let mut node = Command::new("node");
+        node.arg(module.join("main.js"))
             // It crashes at start without its own certificate, even when only plain HTTP is
             // used.
             .env("KINESIS_MOCK_CERT_PATH", module.join("server.json"))
@@ -53,94 +48,24 @@ impl KinesisLocal {
             .env("SHOULD_PERSIST_DATA", "false")
             .env("LOAD_DATA_IF_EXISTS", "false")
             .env("LOG_LEVEL", "ERROR")
-            .env("AWS_REGION", "us-east-1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node must be installed (Node 20) to run kinesis-local");
-        let mut k = KinesisLocal {
-            child,
-            endpoint: format!("http://127.0.0.1:{plain}"),
-        };
-        for _ in 0..600 {
-            if std::net::TcpStream::connect(("127.0.0.1", plain)).is_ok() {
-                return k;
-            }
-            if let Ok(Some(status)) = k.child.try_wait() {
-                panic!("kinesis-local exited at start: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            .env("AWS_REGION", "us-east-1");
+        let server = Emulator::spawn("kinesis-local", node, plain, Duration::from_secs(30));
+        KinesisLocal {
+            endpoint: server.endpoint.clone(),
+            _server: server,
         }
-        panic!("kinesis-local did not listen on {plain} within 30 s");
     }
 }
 
-impl Drop for KinesisLocal {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The server the running tests share, started by the first and killed with the last
-/// reference: a static holding the server itself would never be dropped, so the process
-/// would outlive the test binary.
+/// The server the running tests share (see [`emulator::shared`]).
 pub fn shared() -> Arc<KinesisLocal> {
     static SHARED: Mutex<Weak<KinesisLocal>> = Mutex::new(Weak::new());
-    let mut slot = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(running) = slot.upgrade() {
-        return running;
-    }
-    let started = Arc::new(KinesisLocal::start());
-    *slot = Arc::downgrade(&started);
-    started
+    emulator::shared(&SHARED, KinesisLocal::start)
 }
 
 pub async fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
-    use aws_smithy_http_client::tls;
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "AKIDTEST", "secret", None, None, "static",
-        ))
-        .endpoint_url(endpoint)
-        .load()
-        .await;
-    aws_sdk_kinesis::Client::new(&conf)
+    aws_sdk_kinesis::Client::new(&emulator::sdk_config(endpoint).await)
 }
 
-pub async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
-    for _ in 0..400 {
-        let d = client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .expect("describe");
-        if d.stream_description_summary()
-            .is_some_and(|s| s.stream_status().as_str() == "ACTIVE")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stream {stream} never became ACTIVE");
-}
-
-pub async fn create_stream_with(client: &aws_sdk_kinesis::Client, stream: &str, shards: i32) {
-    client
-        .create_stream()
-        .stream_name(stream)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("create stream");
-    wait_active(client, stream).await;
-}
+#[allow(unused_imports, reason = "not every test binary creates streams")]
+pub use emulator::{create_stream_with, wait_active};
