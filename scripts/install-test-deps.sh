@@ -26,62 +26,37 @@ apt_install() {
         apt-get install -y -q --no-install-recommends "$@"
 }
 
-# kinesalite lives inside the project (tests/kinesis.rs looks for it there), pinned, and is
-# pure JavaScript: no compiler needed. The machine image has Node 20 and npm; a machine
-# without them gets Debian's.
-KINESALITE_DIR=target/test-deps/kinesalite
-KINESALITE_VERSION=3.3.3
-if [ -f "$KINESALITE_DIR/node_modules/kinesalite/package.json" ] &&
-    grep -q "\"version\": \"$KINESALITE_VERSION\"" "$KINESALITE_DIR/node_modules/kinesalite/package.json"; then
-    echo "install-test-deps: kinesalite $KINESALITE_VERSION present"
-else
+# The JavaScript emulators live inside the project, each pinned in target/test-deps/<name>
+# (where the tests' support files look for them). The machine image has Node 20 and npm; a
+# machine without them gets Debian's.
+npm_tool() {
+    local name=$1 version=$2
+    local dir=target/test-deps/$name
+    local manifest=$dir/node_modules/$name/package.json
+    # kinesis-local writes `"version" : "…"`, the others `"version": "…"`.
+    if [ -f "$manifest" ] && grep -Eq "\"version\"[[:space:]]*:[[:space:]]*\"$version\"" "$manifest"; then
+        echo "install-test-deps: $name $version present"
+        return
+    fi
     if ! command -v npm >/dev/null 2>&1; then
         # Debian's npm depends on its nodejs, so this brings Node.js too.
         echo "install-test-deps: npm missing; installing npm (and Node.js) from Debian"
         apt_install npm
     fi
-    mkdir -p "$KINESALITE_DIR"
-    npm install --no-audit --no-fund --silent --prefix "$KINESALITE_DIR" "kinesalite@$KINESALITE_VERSION"
-    echo "install-test-deps: installed kinesalite $KINESALITE_VERSION into $KINESALITE_DIR"
-fi
-
-# dynalite, the DynamoDB emulator behind the shard-lease table's tests (tests/lease_table.rs
-# looks for it in target/test-deps/dynalite), the same way, pinned. Its one native part, the
+    mkdir -p "$dir"
+    npm install --no-audit --no-fund --silent --prefix "$dir" "$name@$version"
+    echo "install-test-deps: installed $name $version into $dir"
+}
+# kinesalite: the Kinesis emulator (pure JavaScript, no compiler needed).
+npm_tool kinesalite 3.3.3
+# dynalite: the DynamoDB emulator behind the shard-lease tests. Its one native part, the
 # on-disk store (classic-level), comes prebuilt for linux-x64 and arm64; the tests keep tables
 # in memory.
-DYNALITE_DIR=target/test-deps/dynalite
-DYNALITE_VERSION=4.0.0
-if [ -f "$DYNALITE_DIR/node_modules/dynalite/package.json" ] &&
-    grep -q "\"version\": \"$DYNALITE_VERSION\"" "$DYNALITE_DIR/node_modules/dynalite/package.json"; then
-    echo "install-test-deps: dynalite $DYNALITE_VERSION present"
-else
-    if ! command -v npm >/dev/null 2>&1; then
-        echo "install-test-deps: npm missing; installing npm (and Node.js) from Debian"
-        apt_install npm
-    fi
-    mkdir -p "$DYNALITE_DIR"
-    npm install --no-audit --no-fund --silent --prefix "$DYNALITE_DIR" "dynalite@$DYNALITE_VERSION"
-    echo "install-test-deps: installed dynalite $DYNALITE_VERSION into $DYNALITE_DIR"
-fi
-
-# kinesis-local, a Kinesis emulator that implements what kinesalite does not: enhanced fan-out
-# (RegisterStreamConsumer, SubscribeToShard's event stream) and ChildShards at a shard's end
-# (tests/kinesis_fanout.rs looks for it in target/test-deps/kinesis-local), the same way,
-# pinned. One main.js, no dependencies.
-KINESIS_LOCAL_DIR=target/test-deps/kinesis-local
-KINESIS_LOCAL_VERSION=0.6.2
-if [ -f "$KINESIS_LOCAL_DIR/node_modules/kinesis-local/package.json" ] &&
-    grep -q "\"version\": \"$KINESIS_LOCAL_VERSION\"" "$KINESIS_LOCAL_DIR/node_modules/kinesis-local/package.json"; then
-    echo "install-test-deps: kinesis-local $KINESIS_LOCAL_VERSION present"
-else
-    if ! command -v npm >/dev/null 2>&1; then
-        echo "install-test-deps: npm missing; installing npm (and Node.js) from Debian"
-        apt_install npm
-    fi
-    mkdir -p "$KINESIS_LOCAL_DIR"
-    npm install --no-audit --no-fund --silent --prefix "$KINESIS_LOCAL_DIR" "kinesis-local@$KINESIS_LOCAL_VERSION"
-    echo "install-test-deps: installed kinesis-local $KINESIS_LOCAL_VERSION into $KINESIS_LOCAL_DIR"
-fi
+npm_tool dynalite 4.0.0
+# kinesis-local: a Kinesis emulator that implements what kinesalite does not, enhanced fan-out
+# (RegisterStreamConsumer, SubscribeToShard's event stream) and ChildShards at a shard's end.
+# One main.js, no dependencies.
+npm_tool kinesis-local 0.6.2
 
 # Python tools, pinned, in virtualenvs inside the project (Debian's system Python is
 # "externally managed", so nothing goes there). Three of them, because cloudcoil's models and
