@@ -754,6 +754,10 @@ fn split_request(field: &[u8]) -> [Option<&[u8]>; 3] {
     fn part(b: &[u8]) -> Option<&[u8]> {
         (b != b"-").then_some(b)
     }
+    // Spaces after the protocol separate nothing (some clients send one): the protocol is the
+    // last word.
+    let end = field.iter().rposition(|&c| c != b' ').map_or(0, |i| i + 1);
+    let field = &field[..end];
     let Some(first) = field.iter().position(|&c| c == b' ') else {
         return [part(field), None, None];
     };
