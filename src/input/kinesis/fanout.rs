@@ -21,12 +21,13 @@ use tokio::sync::watch;
 
 use super::checkpoint::SequenceNumber;
 use super::config::InitialPosition;
-use super::consumer::{
-    ApiError, Backoff, ConsumerStatus, Ctx, Halt, IteratorStart, KinesisApi, Released, ShardExit,
+use super::error::ApiError;
+use super::metrics::{ConsumerFault, Operation, ShardMetrics, SubscriptionEnd};
+use super::shard::{
+    Backoff, ConsumerStatus, Ctx, Halt, IteratorStart, KinesisApi, Released, ShardExit,
     THROTTLE_BACKOFF, end_shard, halted, save_if_due, sleep_or_stop, started_at_latest,
     submit_page, wait_stop,
 };
-use super::metrics::{ConsumerFault, Operation, ShardMetrics, SubscriptionEnd};
 
 /// How often a consumer being created (or deleted, before it is registered again) is looked
 /// at: DescribeStreamConsumer allows 20 calls per second per stream, shared by the shards.

@@ -12,11 +12,11 @@ use aws_sdk_kinesis::operation::list_shards::{ListShardsError, ListShardsOutput}
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use super::config::InitialPosition;
-use super::consumer::{
+use super::error::ApiError;
+use super::shard::{
     ApiRecord, ConsumerStatus, IteratorStart, KinesisApi, RecordsPage, ShardEvent, ShardInfo,
     StreamConsumer, Subscription,
 };
-use super::error::ApiError;
 use crate::input::aws::{self, Failure, SetupError, Target};
 
 /// The service id under which `AWS_ENDPOINT_URL_KINESIS` and the profile's `kinesis` section

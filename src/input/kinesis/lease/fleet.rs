@@ -31,10 +31,9 @@ use crate::input::kinesis::checkpoint::{
     CheckpointError, CheckpointStore, Position, SaveOutcome, SequenceNumber,
 };
 use crate::input::kinesis::config::{InitialPosition, LeaseSettings, ValidKinesisConfig};
-use crate::input::kinesis::consumer::{
-    self, ApiError, ConsumerError, Ctx, IteratorStart, KinesisApi, ShardExit, ShardInfo,
-};
+use crate::input::kinesis::consumer::{self, ApiError, ConsumerError};
 use crate::input::kinesis::metrics::Operation;
+use crate::input::kinesis::shard::{self, Ctx, IteratorStart, KinesisApi, ShardExit, ShardInfo};
 
 /// What happened to leases, as the `event` label.
 const EVENTS: [&str; 8] = [
@@ -222,7 +221,7 @@ pub async fn run<A: KinesisApi, T: LeaseTable>(
     let mut result = Ok(());
     loop {
         let step = tokio::select! {
-            () = consumer::wait_stop(&mut stop) => break,
+            () = shard::wait_stop(&mut stop) => break,
             _ = discovery.tick() => fleet.discover().await,
             Some((key, why)) = lost_rx.recv() => {
                 fleet.lose(&key, why);
@@ -265,7 +264,7 @@ async fn renew_every<A, T: LeaseTable>(
     let mut renewed: HashMap<String, Instant> = HashMap::new();
     loop {
         tokio::select! {
-            () = consumer::wait_stop(&mut stop) => return,
+            () = shard::wait_stop(&mut stop) => return,
             _ = tick.tick() => {}
         }
         let leases: Vec<(String, Arc<tokio::sync::Mutex<Lease>>)> = held
