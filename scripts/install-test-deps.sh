@@ -106,11 +106,21 @@ python_tools target/test-deps/k8s-validate \
 python_tools target/test-deps/aws-tools cfn-lint==1.51.0 boto3==1.43.11 PyYAML==6.0.3
 python_tools target/test-deps/moto 'moto[server]==5.2.5'
 
-# The fuzz crate's build (libfuzzer-sys) compiles libFuzzer's C++ with the system g++.
-if ! command -v g++ >/dev/null 2>&1; then
-    echo "install-test-deps: g++ missing; installing from Debian"
-    apt_install g++
-fi
+# Programs the checks run that a minimal Debian image may lack, each with the package that
+# brings it: the fuzz crate's build (libfuzzer-sys) compiles libFuzzer's C++ with g++; the
+# daemon tests signal albwatch processes with /bin/kill (SIGTERM, SIGSTOP/SIGCONT; bash's
+# builtin does not count, the tests run the program); the Firehose TLS test makes its
+# certificate with openssl.
+debian_program() {
+    local program=$1 package=$2
+    if ! type -P "$program" >/dev/null 2>&1; then
+        echo "install-test-deps: $program missing; installing $package from Debian"
+        apt_install "$package"
+    fi
+}
+debian_program g++ g++
+debian_program kill procps
+debian_program openssl openssl
 
 # Debian puts the binaries in /usr/bin; the packages start nothing (no systemd on CI).
 missing=()
