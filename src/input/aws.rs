@@ -490,6 +490,30 @@ pub fn configured_endpoint(sdk: &SdkConfig, service_id: &str) -> Option<String> 
         .or_else(|| sdk.endpoint_url().map(str::to_owned))
 }
 
+/// The start-up probe's verdict: the first call an input makes (`operation` on `target`)
+/// either worked, or failed in a way that may pass (the input retries it), or failed in a way
+/// no retry fixes — then it is the one line that stops start-up.
+pub fn probe<T, E>(
+    result: Result<T, SdkError<E, HttpResponse>>,
+    target: &Target,
+    operation: &str,
+) -> Result<(), SetupError>
+where
+    E: ProvideErrorMetadata + Error + 'static,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let failure = classify(&e);
+            if failure.fault.is_transient() {
+                Ok(())
+            } else {
+                Err(target.explain(operation, &failure).into())
+            }
+        }
+    }
+}
+
 /// What no retry can fix, found before the first call: no region, an endpoint URL that is not
 /// an http(s) URL, no credentials. Every problem found is reported at once, so a new user
 /// fixes them in one go.

@@ -103,17 +103,8 @@ impl SdkApi {
         };
         // ListShards is the call the consumer makes first and one the reader's IAM policy
         // already allows, so it proves the stream, the region and the permissions.
-        match api.list_page(None).await {
-            Ok(_) => Ok(api),
-            Err(e) => {
-                let failure = aws::classify(&e);
-                if failure.fault.is_transient() {
-                    Ok(api)
-                } else {
-                    Err(api.target.explain("ListShards", &failure).into())
-                }
-            }
-        }
+        aws::probe(api.list_page(None).await, &api.target, "ListShards")?;
+        Ok(api)
     }
 
     fn is_arn(&self) -> bool {

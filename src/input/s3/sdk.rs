@@ -92,17 +92,8 @@ impl Clients {
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
             .send()
             .await;
-        match checked {
-            Ok(_) => Ok(clients),
-            Err(e) => {
-                let failure = aws::classify(&e);
-                if failure.fault.is_transient() {
-                    Ok(clients)
-                } else {
-                    Err(clients.sqs_error("GetQueueAttributes", &e).into())
-                }
-            }
-        }
+        aws::probe(checked, &clients.sqs_target, "GetQueueAttributes")?;
+        Ok(clients)
     }
 
     /// Clients for `replay s3://bucket/…`, checked like [`Clients::connect`] but for S3.

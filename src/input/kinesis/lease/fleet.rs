@@ -94,6 +94,15 @@ pub struct FleetHooks {
 /// of one lease never race each other's counter.
 type Held = Mutex<HashMap<String, Arc<tokio::sync::Mutex<Lease>>>>;
 
+/// The leases held now, each with its lock (taken one at a time by the caller).
+fn held_now(held: &Held) -> Vec<(String, Arc<tokio::sync::Mutex<Lease>>)> {
+    held.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|(k, l)| (k.clone(), Arc::clone(l)))
+        .collect()
+}
+
 /// Checkpoints written to the held leases (the consumer's shard tasks save through it).
 struct LeaseStore<T> {
     table: Arc<T>,
@@ -267,12 +276,7 @@ async fn renew_every<A, T: LeaseTable>(
             () = shard::wait_stop(&mut stop) => return,
             _ = tick.tick() => {}
         }
-        let leases: Vec<(String, Arc<tokio::sync::Mutex<Lease>>)> = held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(k, l)| (k.clone(), Arc::clone(l)))
-            .collect();
+        let leases = held_now(&held);
         renewed.retain(|k, _| leases.iter().any(|(held, _)| held == k));
         for (key, lease) in leases {
             let now = Instant::now();
@@ -390,12 +394,7 @@ impl<A: KinesisApi, T: LeaseTable> Fleet<A, T> {
     }
 
     fn held_leases(&self) -> Vec<(String, Arc<tokio::sync::Mutex<Lease>>)> {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(k, l)| (k.clone(), Arc::clone(l)))
-            .collect()
+        held_now(&self.held)
     }
 
     /// Gives up `key`: its shard stops being read, and nothing of it is written any more.
