@@ -9,6 +9,7 @@ use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::Path;
 
 use crate::gzip;
+use crate::pipeline::Buffers;
 
 /// Default bound on one line: ALB truncates user agents at 8 KB and rejects request lines and
 /// headers over 16 KB, so 64 KiB leaves ample room for a real entry.
@@ -57,14 +58,18 @@ pub fn maybe_gzip<R: BufRead + 'static>(mut reader: R) -> io::Result<Box<dyn Buf
 }
 
 /// Cuts a reader into batches of whole lines of about `target` bytes without looking at each
-/// line: the workers split lines, so the reading thread only copies. A line longer than
-/// `max_line` is skipped (never held whole) and counted.
+/// line: the workers split lines (and count those over the limit), so the reading thread only
+/// reads. It reads straight into the batch's buffer — a recycled one from [`Buffers`] when
+/// given — so the bytes are copied once, by the kernel, and never again on this thread. Only
+/// the partial line at a batch's end is carried over; one that grows past `max_line` is
+/// skipped (never held whole) and counted.
 pub struct Chunker<R> {
     inner: R,
     max_line: usize,
     carry: Vec<u8>,
     /// Skipping the rest of an over-long line.
     skipping: bool,
+    buffers: Buffers,
 }
 
 /// One batch from [`Chunker::next_chunk`].
@@ -76,18 +81,26 @@ pub struct Chunk {
     pub too_long: u64,
 }
 
-impl<R: BufRead> Chunker<R> {
+impl<R: Read> Chunker<R> {
     pub fn new(inner: R, max_line: usize) -> Self {
         Chunker {
             inner,
             max_line,
             carry: Vec::new(),
             skipping: false,
+            buffers: Buffers::default(),
         }
     }
 
-    /// The next batch of at least `target` bytes (fewer at the end), or `None` when the
-    /// input is exhausted.
+    /// Fills batches in buffers taken from `buffers` (the pipeline's, handed back by the
+    /// workers) instead of new ones.
+    pub fn with_buffers(mut self, buffers: Buffers) -> Self {
+        self.buffers = buffers;
+        self
+    }
+
+    /// The next batch of about `target` bytes (fewer at the end), or `None` when the input is
+    /// exhausted.
     pub fn next_chunk(&mut self, target: usize) -> io::Result<Option<Chunk>> {
         let (mut chunk, at_end) = self.whole_lines(target)?;
         if at_end {
@@ -98,7 +111,11 @@ impl<R: BufRead> Chunker<R> {
             self.carry.clear();
         }
         let done = chunk.lines.is_empty() && chunk.too_long == 0;
-        Ok((!done).then_some(chunk))
+        if done {
+            self.buffers.give(chunk.lines);
+            return Ok(None);
+        }
+        Ok(Some(chunk))
     }
 
     /// For a file that is still being written (`tail -F`): the whole lines available now, up
@@ -108,61 +125,90 @@ impl<R: BufRead> Chunker<R> {
         self.whole_lines(target)
     }
 
-    /// Whole lines until `target` bytes or the reader's current end (`true`).
+    /// Whole lines until about `target` bytes or the reader's current end (`true`).
     fn whole_lines(&mut self, target: usize) -> io::Result<(Chunk, bool)> {
-        // Sized once for a full batch (plus one read's overshoot): growing from empty would
-        // copy each batch about twice more on the reading thread, which replay shares with
-        // the workers.
-        let mut chunk = Chunk {
-            lines: Vec::with_capacity(target.saturating_add(READ_BUFFER_BYTES)),
-            too_long: 0,
-        };
-        loop {
-            let buf = match self.inner.fill_buf() {
-                Ok(buf) => buf,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if buf.is_empty() {
-                return Ok((chunk, true));
-            }
-            let len = buf.len();
-            let mut rest = buf;
-            if self.skipping {
-                match memchr::memchr(b'\n', rest) {
-                    Some(at) => {
-                        self.skipping = false;
-                        rest = &rest[at + 1..];
-                    }
-                    None => rest = &[],
-                }
-            }
-            if let Some(first) = memchr::memchr(b'\n', rest) {
-                // The carried start of a line ends at the first newline; the lines after it
-                // are whole and go on as they are (the worker applies the length limit to
-                // them), up to the last newline.
-                let last = memchr::memrchr(b'\n', rest).unwrap_or(first);
-                if self.carry.len() + first > self.max_line {
-                    chunk.too_long += 1;
-                } else {
-                    chunk.lines.append(&mut self.carry);
-                    chunk.lines.extend_from_slice(&rest[..=first]);
-                }
-                self.carry.clear();
-                chunk.lines.extend_from_slice(&rest[first + 1..=last]);
-                rest = &rest[last + 1..];
-            }
-            self.carry.extend_from_slice(rest);
-            if self.carry.len() > self.max_line {
-                self.carry.clear();
-                self.skipping = true;
-                chunk.too_long += 1;
-            }
-            self.inner.consume(len);
-            if chunk.lines.len() >= target {
-                return Ok((chunk, false));
-            }
+        // A recycled buffer keeps the bytes of its last batch: reading over them spares
+        // zeroing the space first, and only growth past its old length is ever zeroed.
+        let mut buf = self.buffers.take_with_bytes();
+        let mut filled = self.carry.len();
+        if buf.len() < filled {
+            buf.resize(filled, 0);
         }
+        buf[..filled].copy_from_slice(&self.carry);
+        self.carry.clear();
+        let step = target.clamp(1, READ_BUFFER_BYTES);
+        let mut last_newline: Option<usize> = None;
+        let mut too_long = 0;
+        let at_end = loop {
+            // At least a whole `BufReader` buffer per read, so a buffered reader hands the
+            // read to the file (or the gzip decoder) directly instead of copying through its
+            // own buffer.
+            let want = target
+                .saturating_sub(filled)
+                .max(step)
+                .max(READ_BUFFER_BYTES);
+            if buf.len() < filled + want {
+                buf.resize(filled + want, 0);
+            }
+            let n = loop {
+                match self.inner.read(&mut buf[filled..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        buf.clear();
+                        self.buffers.give(buf);
+                        return Err(e);
+                    }
+                }
+            };
+            if n == 0 {
+                break true;
+            }
+            let read_from = filled;
+            filled += n;
+            let mut scan_from = read_from;
+            if self.skipping {
+                match memchr::memchr(b'\n', &buf[read_from..filled]) {
+                    Some(at) => {
+                        // The rest of the skipped line goes; what follows moves up.
+                        self.skipping = false;
+                        buf.copy_within(read_from + at + 1..filled, read_from);
+                        filled -= at + 1;
+                        scan_from = read_from;
+                    }
+                    None => {
+                        filled = read_from;
+                        continue;
+                    }
+                }
+            }
+            if let Some(at) = memchr::memrchr(b'\n', &buf[scan_from..filled]) {
+                last_newline = Some(scan_from + at);
+            }
+            let partial = filled - last_newline.map_or(0, |at| at + 1);
+            if partial > self.max_line {
+                // The line being read is already over the limit: it is dropped here and the
+                // rest of it skipped as it comes.
+                filled -= partial;
+                self.skipping = true;
+                too_long += 1;
+            }
+            if filled >= target && last_newline.is_some() {
+                break false;
+            }
+        };
+        let whole = last_newline.map_or(0, |at| at + 1).min(filled);
+        if !self.skipping {
+            self.carry.extend_from_slice(&buf[whole..filled]);
+        }
+        buf.truncate(whole);
+        Ok((
+            Chunk {
+                lines: buf,
+                too_long,
+            },
+            at_end,
+        ))
     }
 }
 
@@ -279,12 +325,23 @@ mod tests {
     }
 
     fn chunks(input: &[u8], max: usize, target: usize) -> (Vec<u8>, u64, usize) {
-        let reader = BufReader::with_capacity(4, Cursor::new(input.to_vec()));
-        let mut c = Chunker::new(reader, max);
+        chunks_in(input, max, target, Buffers::default())
+    }
+
+    /// Chunks of `input` read one byte at a time (so every line spans reads), in buffers from
+    /// `buffers`, handed back after each chunk as the workers do.
+    fn chunks_in(
+        input: &[u8],
+        max: usize,
+        target: usize,
+        buffers: Buffers,
+    ) -> (Vec<u8>, u64, usize) {
+        let mut c = Chunker::new(Trickle(input.to_vec(), 0), max).with_buffers(buffers.clone());
         let (mut all, mut too_long, mut n) = (Vec::new(), 0, 0);
         while let Some(chunk) = c.next_chunk(target).expect("reads") {
             assert!(chunk.lines.is_empty() || chunk.lines.ends_with(b"\n"));
-            all.extend(chunk.lines);
+            all.extend_from_slice(&chunk.lines);
+            buffers.give(chunk.lines);
             too_long += chunk.too_long;
             n += 1;
         }
@@ -324,6 +381,37 @@ mod tests {
         assert_eq!(too_long, 2);
         let (all, too_long, _) = chunks(b"ok\nendless without newline", 8, 1000);
         assert_eq!((all, too_long), (b"ok\n".to_vec(), 1));
+    }
+
+    #[test]
+    fn recycled_buffers_leave_no_old_bytes_in_a_chunk() {
+        let input = b"first line\nsecond\nthird line here\nx\n\nlast one";
+        let pool = Buffers::new(2);
+        // Dirty buffers, longer than any chunk, as workers hand them back.
+        pool.give(vec![b'#'; 300]);
+        pool.give(vec![b'@'; 5]);
+        for target in [1, 4, 16, 1000] {
+            let (all, too_long, _) = chunks_in(input, 100, target, pool.clone());
+            assert_eq!(all, b"first line\nsecond\nthird line here\nx\n\nlast one\n");
+            assert_eq!(too_long, 0);
+            let (all, too_long, _) = chunks_in(input, 9, target, pool.clone());
+            assert_eq!(all, b"second\nx\n\nlast one\n", "target {target}");
+            assert_eq!(too_long, 2, "target {target}");
+        }
+    }
+
+    #[test]
+    fn a_whole_read_skips_an_over_long_line_and_keeps_the_rest() {
+        let mut input = b"ok\n".to_vec();
+        input.extend(std::iter::repeat_n(b'z', 3 * READ_BUFFER_BYTES));
+        input.extend_from_slice(b"\nafter\n");
+        let mut c = Chunker::new(Cursor::new(input), 1000);
+        let (mut all, mut too_long) = (Vec::new(), 0);
+        while let Some(chunk) = c.next_chunk(4096).expect("reads") {
+            all.extend(chunk.lines);
+            too_long += chunk.too_long;
+        }
+        assert_eq!((all, too_long), (b"ok\nafter\n".to_vec(), 1));
     }
 
     #[test]

@@ -175,9 +175,71 @@ pub struct Worker {
     decoded: Vec<u8>,
 }
 
-/// Decoded lines kept between batches; one outsized batch must not pin more than this per
-/// worker for good.
-const RETAIN_DECODED_BYTES: usize = 32 * 1024 * 1024;
+/// A buffer kept between batches (a worker's decoded lines, a recycled batch) holds at most
+/// this much: one outsized batch must not pin more for good.
+const RETAIN_BYTES: usize = 32 * 1024 * 1024;
+
+/// Batch buffers the workers hand back once a batch is counted, for the inputs to fill again.
+/// Allocating a fresh megabyte per batch on the reading thread and freeing it on a worker made
+/// the allocator map, fault in and return memory at every batch (tens of thousands of page
+/// faults and thousands of `mprotect` calls per million lines); a recycled buffer is already
+/// faulted in. At most `keep` buffers of at most [`RETAIN_BYTES`] each are kept; the rest are
+/// freed. Cloning shares the pool.
+#[derive(Clone, Default)]
+pub struct Buffers {
+    inner: Arc<BufferShelf>,
+}
+
+#[derive(Default)]
+struct BufferShelf {
+    free: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl Buffers {
+    /// A pool keeping up to `keep` buffers (`Buffers::default()` keeps none: every
+    /// [`Buffers::take`] allocates).
+    pub fn new(keep: usize) -> Self {
+        Buffers {
+            inner: Arc::new(BufferShelf {
+                free: Mutex::new(Vec::with_capacity(keep)),
+                keep,
+            }),
+        }
+    }
+
+    /// An empty buffer: a returned one, with its capacity, when there is one.
+    pub fn take(&self) -> Vec<u8> {
+        let mut buf = self.take_with_bytes();
+        buf.clear();
+        buf
+    }
+
+    /// A returned buffer with the bytes it was handed back with still in it (or a new empty
+    /// one): a reader can read over them in place instead of zeroing fresh memory first.
+    pub fn take_with_bytes(&self) -> Vec<u8> {
+        self.shelf().pop().unwrap_or_default()
+    }
+
+    /// Hands `buf` back for a later [`Buffers::take`], or frees it when the pool is full or
+    /// the buffer outsized.
+    pub fn give(&self, buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > RETAIN_BYTES {
+            return;
+        }
+        let mut free = self.shelf();
+        if free.len() < self.inner.keep {
+            free.push(buf);
+        }
+    }
+
+    fn shelf(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.inner
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 impl Worker {
     pub fn new(
@@ -261,7 +323,7 @@ impl Worker {
         }
         // A poisoned lock means another worker panicked mid-merge; its counts are lost either
         // way, and stopping every other worker would lose more.
-        if self.decoded.capacity() > RETAIN_DECODED_BYTES {
+        if self.decoded.capacity() > RETAIN_BYTES {
             self.decoded = Vec::new();
         }
         let mut agg = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
@@ -299,9 +361,15 @@ pub struct Submitter {
     tx: SyncSender<RawBatch>,
     depth: Arc<AtomicUsize>,
     metrics: Option<PipelineMetrics>,
+    buffers: Buffers,
 }
 
 impl Submitter {
+    /// The buffers the workers hand back, for an input to fill its next batches in.
+    pub fn buffers(&self) -> &Buffers {
+        &self.buffers
+    }
+
     /// Queues `batch`, waiting while the queue is full (inputs that can simply slow down:
     /// files, replay).
     pub fn submit(&self, batch: RawBatch) -> Result<(), SubmitError> {
@@ -363,10 +431,13 @@ impl Pool {
         let (tx, rx) = sync_channel::<RawBatch>(cfg.queue_batches.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let depth = Arc::new(AtomicUsize::new(0));
+        // Enough for every batch that can be queued, in a worker's hands and being filled.
+        let buffers = Buffers::new(cfg.queue_batches.max(1) + 2 * cfg.workers.max(1) + 1);
         let submitter = Submitter {
             tx,
             depth: Arc::clone(&depth),
             metrics: metrics.clone(),
+            buffers: buffers.clone(),
         };
         let mut threads = Vec::new();
         for n in 0..cfg.workers.max(1) {
@@ -380,10 +451,13 @@ impl Pool {
             let clock = Arc::clone(&clock);
             let depth = Arc::clone(&depth);
             let metrics = metrics.clone();
+            let buffers = buffers.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("albwatch-worker-{n}"))
-                    .spawn(move || run_worker(worker, &rx, &clock, &depth, metrics.as_ref()))?,
+                    .spawn(move || {
+                        run_worker(worker, &rx, &clock, &depth, metrics.as_ref(), &buffers);
+                    })?,
             );
         }
         Ok(Pool { submitter, threads })
@@ -411,6 +485,7 @@ fn run_worker(
     clock: &FutureLimit,
     depth: &AtomicUsize,
     metrics: Option<&PipelineMetrics>,
+    buffers: &Buffers,
 ) {
     loop {
         let batch = {
@@ -427,9 +502,11 @@ fn run_worker(
             m.queue_depth.set(left as i64);
             m.record(&outcome, started.elapsed().as_secs_f64());
         }
-        if let Some(ack) = batch.ack {
+        let RawBatch { lines, ack, .. } = batch;
+        if let Some(ack) = ack {
             ack(outcome);
         }
+        buffers.give(lines);
     }
 }
 
@@ -552,6 +629,26 @@ mod tests {
             .map(|t| t.2)
             .sum();
         assert_eq!(total, 1000);
+    }
+
+    #[test]
+    fn workers_hand_batch_buffers_back_for_the_next_batch() {
+        let agg = shared();
+        let pool = start_pool(&agg, 1, 2);
+        let s = pool.submitter();
+        let buffers = s.buffers().clone();
+        let mut lines = buffers.take();
+        lines.extend_from_slice(&corpus(1, 10));
+        let capacity = lines.capacity();
+        s.submit(RawBatch::new(lines)).expect("queued");
+        drop(s);
+        pool.finish();
+        let again = buffers.take();
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), capacity);
+        // An outsized buffer is freed, not kept.
+        buffers.give(Vec::with_capacity(RETAIN_BYTES + 1));
+        assert_eq!(buffers.take().capacity(), 0);
     }
 
     #[test]

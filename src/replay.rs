@@ -171,6 +171,7 @@ pub fn replay(
     let mut bytes_read = 0u64;
     let mut bar = Progress::new(progress && io::stderr().is_terminal());
     let stdin = [PathBuf::from("-")];
+    let buffers = input.buffers().clone();
     let batches: Box<dyn Iterator<Item = Result<Chunk, Unreadable>>> = match source {
         Source::Files(files) => {
             let paths = if files.is_empty() { &stdin[..] } else { files };
@@ -178,6 +179,7 @@ pub fn replay(
                 paths,
                 cfg.batch_bytes,
                 cfg.pool.max_line_bytes,
+                &buffers,
             ))
         }
         Source::S3(selection) => {
@@ -188,7 +190,7 @@ pub fn replay(
                     objects.count, selection.url.bucket, selection.url.prefix
                 );
             }
-            Box::new(objects.chunks(cfg.batch_bytes, cfg.pool.max_line_bytes))
+            Box::new(objects.chunks(cfg.batch_bytes, cfg.pool.max_line_bytes, buffers.clone()))
         }
     };
     for item in batches {

@@ -6,13 +6,13 @@
 //! followed side by side advance independently. Each yields batches of whole lines
 //! ([`crate::lines::Chunker`]) for the worker pool.
 
-use std::io::{self, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::event_time::{InputKind, PartitionSpec};
 use crate::lines::{self, Chunk, Chunker};
-use crate::pipeline::RawBatch;
+use crate::pipeline::{Buffers, RawBatch};
 
 use super::{PartitionInput, Shutdown};
 
@@ -49,14 +49,15 @@ pub struct Unreadable {
 /// The batches of a run of files (`-` is stdin), in order: each file's lines, cut into
 /// batches of about `batch_bytes`; a file that cannot be opened or read comes as one
 /// [`Unreadable`] and the run goes on with the next.
-pub fn run_batches(
-    paths: &[PathBuf],
+pub fn run_batches<'a>(
+    paths: &'a [PathBuf],
     batch_bytes: usize,
     max_line: usize,
-) -> impl Iterator<Item = Result<Chunk, Unreadable>> + '_ {
+    buffers: &'a Buffers,
+) -> impl Iterator<Item = Result<Chunk, Unreadable>> + 'a {
     paths.iter().flat_map(move |path| {
         let mut chunker = match lines::open(path) {
-            Ok(reader) => Some(Chunker::new(reader, max_line)),
+            Ok(reader) => Some(Chunker::new(reader, max_line).with_buffers(buffers.clone())),
             Err(error) => {
                 return Box::new(std::iter::once(Err(Unreadable {
                     path: path.clone(),
@@ -100,7 +101,7 @@ pub fn read_run(
     max_line: usize,
     stopping: &Shutdown,
 ) {
-    for item in run_batches(paths, batch_bytes, max_line) {
+    for item in run_batches(paths, batch_bytes, max_line, input.buffers()) {
         if stopping.is_set() {
             break;
         }
@@ -136,12 +137,11 @@ pub fn follow(
         );
         return Ok(());
     }
-    let open = || -> io::Result<_> {
-        Ok(Chunker::new(
-            BufReader::new(std::fs::File::open(path)?),
-            max_line,
-        ))
-    };
+    let open =
+        || -> io::Result<_> {
+            Ok(Chunker::new(std::fs::File::open(path)?, max_line)
+                .with_buffers(input.buffers().clone()))
+        };
     let mut chunker = open()?;
     let mut last_len = 0;
     while !stopping.is_set() {

@@ -28,7 +28,7 @@ use crate::event_time::{
     InputKind, MAX_PARTITIONS_PER_INPUT, OVERFLOW_PARTITION, PartitionSpec, Stamp, Timeline,
 };
 use crate::export::WallClock;
-use crate::pipeline::{RawBatch, SubmitError, Submitter};
+use crate::pipeline::{Buffers, RawBatch, SubmitError, Submitter};
 use crate::traffic::Traffic;
 
 /// The inputs that run on threads of their own.
@@ -185,6 +185,11 @@ impl PartitionInput {
             submitter,
             wall_clock,
         }
+    }
+
+    /// The pipeline's recycled batch buffers, to fill this partition's batches in.
+    pub fn buffers(&self) -> &Buffers {
+        self.submitter.buffers()
     }
 
     /// Queues `batch`, waiting while the queue is full (inputs that can slow down).

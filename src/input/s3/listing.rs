@@ -15,6 +15,7 @@ use super::object::{self, Body};
 use super::sdk::Clients;
 use crate::input::files::Unreadable;
 use crate::lines::Chunk;
+use crate::pipeline::Buffers;
 
 /// The objects of one replay: where and when.
 #[derive(Debug, Clone)]
@@ -103,6 +104,7 @@ impl Objects {
         self,
         batch_bytes: usize,
         max_line: usize,
+        buffers: Buffers,
     ) -> impl Iterator<Item = Result<Chunk, Unreadable>> {
         let Objects {
             bucket,
@@ -113,7 +115,7 @@ impl Objects {
         rx.into_iter().flat_map(move |(key, body)| {
             let _runs_the_downloads = &runtime;
             let path = PathBuf::from(format!("s3://{bucket}/{key}"));
-            object::chunks(body, batch_bytes, max_line).map(move |item| {
+            object::chunks(body, batch_bytes, max_line, buffers.clone()).map(move |item| {
                 item.map_err(|e| Unreadable {
                     path: path.clone(),
                     error: io::Error::other(e.to_string()),

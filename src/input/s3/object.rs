@@ -17,7 +17,7 @@ use super::sdk::Clients;
 use crate::input::aws::{AwsError, Failure, Fault};
 use crate::input::{PartitionInput, Shutdown, files};
 use crate::lines::{self, Chunk, Chunker};
-use crate::pipeline::BatchOutcome;
+use crate::pipeline::{BatchOutcome, Buffers};
 
 /// Network chunks buffered per object ahead of its reader: enough to keep the connection
 /// busy while a batch is handed on, few enough that many objects in flight stay small.
@@ -142,9 +142,10 @@ pub fn chunks(
     body: Body,
     batch_bytes: usize,
     max_line: usize,
+    buffers: Buffers,
 ) -> Box<dyn Iterator<Item = Result<Chunk, ObjectError>>> {
     let mut chunker = match lines::maybe_gzip(BufReader::with_capacity(READ_BUFFER, body)) {
-        Ok(reader) => Some(Chunker::new(reader, max_line)),
+        Ok(reader) => Some(Chunker::new(reader, max_line).with_buffers(buffers)),
         Err(e) => return Box::new(std::iter::once(Err(ObjectError::from(e)))),
     };
     Box::new(std::iter::from_fn(move || {
@@ -191,7 +192,7 @@ pub fn count(
     let (done_tx, done_rx) = mpsc::channel();
     let mut queued = 0usize;
     let mut result = Ok(());
-    for item in chunks(body, batch_bytes, max_line) {
+    for item in chunks(body, batch_bytes, max_line, input.buffers().clone()) {
         if stop.is_set() {
             result = Err(ObjectError::Interrupted);
             break;
@@ -241,7 +242,7 @@ mod tests {
 
     fn lines_of(body: Body) -> Result<Vec<u8>, ObjectError> {
         let mut all = Vec::new();
-        for chunk in chunks(body, 8, 1024) {
+        for chunk in chunks(body, 8, 1024, Buffers::default()) {
             all.extend_from_slice(&chunk?.lines);
         }
         Ok(all)
