@@ -4,10 +4,15 @@
 //! histogram, the sliding-window gauges and the pipeline's own health. It hands the registry
 //! to [`admin`], whose HTTP server encodes it for `/metrics` beside `/ready` and `/live`.
 //!
-//! The families are built straight from `prometheus::proto` types rather than from live
-//! `…Vec` metrics: the aggregator already holds the totals (and a pre-bucketed histogram,
-//! which no `Histogram` can be set from), so mirroring them into a second set of atomics
-//! would only add a copy that can drift. Every label value comes from the snapshot — interned
+//! The families come straight from the snapshot rather than from live `…Vec` metrics: the
+//! aggregator already holds the totals (and a pre-bucketed histogram, which no `Histogram`
+//! can be set from), so mirroring them into a second set of atomics would only add a copy
+//! that can drift. One walk over the snapshot feeds two sinks: `prometheus::proto` families
+//! for a plain `Registry::gather`, and, for `/metrics` ([`admin::encode`] through
+//! [`gather_rendered`]), the text format written directly, byte for byte what `TextEncoder`
+//! makes of the proto families. At the 10 000-series cap a scrape is ~450 k lines, and half a
+//! million proto objects with two `String`s per label cost several times the text itself;
+//! [`ExportConfig`] trims the two heaviest families. Every label value comes from the snapshot — interned
 //! and capped series labels, the closed [`Cause`](crate::classify::Cause) set, configured
 //! windows — so cardinality stays bounded.
 //!
