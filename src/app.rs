@@ -31,7 +31,7 @@ use crate::event_time::metrics::EventTimeMetrics;
 use crate::event_time::{Evaluator, InputKind, Timeline};
 use crate::export::WallClock;
 use crate::export::admin::{self, Health};
-use crate::export::{new_registry, register_snapshot_metrics};
+use crate::export::{new_registry, register_snapshot_metrics_with};
 use crate::input::firehose::{self, FirehoseMetrics};
 use crate::input::kinesis::checkpoint::FileCheckpointStore;
 use crate::input::kinesis::consumer::{self, ConsumerError};
@@ -87,7 +87,7 @@ pub async fn run(
     let registry = new_registry();
     let pipeline_metrics = crate::pipeline::PipelineMetrics::register(&registry)?;
     let source_agg = Arc::clone(&agg);
-    register_snapshot_metrics(
+    register_snapshot_metrics_with(
         &registry,
         // The windows the watermark has closed: what the alerts were evaluated on.
         Arc::new(move || {
@@ -96,6 +96,7 @@ pub async fn run(
         }),
         Arc::clone(&wall),
         attribute_labels,
+        cfg.metrics.clone(),
     )?;
     let timeline = Timeline::new();
     let event_metrics = EventTimeMetrics::register(&registry, timeline.clone(), Arc::clone(&wall))?;

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::aggregate::AggregateConfig;
+use crate::aggregate::{AggregateConfig, LATENCY_BUCKETS_SECONDS};
 use crate::alert::AlertConfig;
 use crate::alert::notify::{AlertmanagerConfig, ValidAlertmanagerConfig};
 use crate::classify::{LbSettings, LoadBalancers};
 use crate::event_time::EventTimeConfig;
+use crate::export::ExportConfig;
 use crate::input::firehose::{FirehoseConfig, ValidFirehoseConfig};
 use crate::input::kinesis::{KinesisConfig, ValidKinesisConfig};
 use crate::input::s3::{S3Config, ValidS3Config};
@@ -52,6 +53,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub pipeline: RawPipeline,
     pub aggregate: RawAggregate,
+    pub metrics: RawMetrics,
     pub load_balancers: RawLoadBalancers,
     pub alerts: AlertConfig,
     pub event_time: EventTimeConfig,
@@ -124,6 +126,16 @@ impl Default for RawAggregate {
     }
 }
 
+/// How much of the two heaviest `/metrics` families is exported; unset keys export all.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Windows (of `aggregate.windows_secs`) whose `alb_window_latency_seconds` are exported.
+    pub latency_windows_secs: Option<Vec<u32>>,
+    /// `le` bounds of `alb_target_response_seconds` exported, each one of the aggregator's.
+    pub latency_buckets_seconds: Option<Vec<f64>>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLoadBalancers {
@@ -164,6 +176,8 @@ pub struct Config {
     pub pool: PoolConfig,
     pub batch_bytes: usize,
     pub aggregate: AggregateConfig,
+    /// How much of the heaviest per-series families `/metrics` carries.
+    pub metrics: ExportConfig,
     pub load_balancers: LoadBalancers,
     pub alerts: AlertConfig,
     /// Watermarks: the out-of-order bound, idleness, the future limit.
@@ -304,6 +318,32 @@ impl RawConfig {
         if a.max_series == 0 {
             return Err(invalid("aggregate.max_series", "must be at least 1"));
         }
+        let m = &self.metrics;
+        if let Some(w) = m
+            .latency_windows_secs
+            .iter()
+            .flatten()
+            .find(|w| !a.windows_secs.contains(w))
+        {
+            return Err(invalid(
+                "metrics.latency_windows_secs",
+                format!(
+                    "{w} is not one of aggregate.windows_secs {:?}",
+                    a.windows_secs
+                ),
+            ));
+        }
+        if let Some(b) = m
+            .latency_buckets_seconds
+            .iter()
+            .flatten()
+            .find(|b| !LATENCY_BUCKETS_SECONDS.contains(b))
+        {
+            return Err(invalid(
+                "metrics.latency_buckets_seconds",
+                format!("{b} is not one of the histogram's bounds {LATENCY_BUCKETS_SECONDS:?}"),
+            ));
+        }
         let idle = |key: &str, secs: u32| {
             if (1..=4000).contains(&secs) {
                 Ok(LbSettings::with_idle_timeout_secs(secs))
@@ -375,6 +415,10 @@ impl RawConfig {
                 series_ttl_secs: a.series_ttl_secs,
                 attribute_labels,
             },
+            metrics: ExportConfig {
+                latency_windows_secs: self.metrics.latency_windows_secs,
+                latency_buckets_seconds: self.metrics.latency_buckets_seconds,
+            },
             load_balancers,
             alerts: self.alerts,
             event_time: self.event_time,
@@ -421,6 +465,7 @@ mod tests {
         let c = parse("").expect("defaults");
         assert_eq!(c.admin_addr.to_string(), DEFAULT_ADMIN_ADDR);
         assert_eq!(c.aggregate, AggregateConfig::default());
+        assert_eq!(c.metrics, ExportConfig::default());
         assert!(c.pool.workers >= 1);
         assert_eq!(c.load_balancers.default, LbSettings::default());
     }
@@ -524,6 +569,27 @@ mod tests {
             assert!(e.starts_with("firehose.common_attribute_labels:"), "{e}");
             assert!(e.contains(taken), "{e}");
         }
+    }
+
+    #[test]
+    fn metrics_keys_take_subsets_of_the_windows_and_buckets() {
+        let c = parse(
+            "[metrics]\nlatency_windows_secs = [60]\nlatency_buckets_seconds = [0.1, 1, 5]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.metrics.latency_windows_secs, Some(vec![60]));
+        assert_eq!(c.metrics.latency_buckets_seconds, Some(vec![0.1, 1.0, 5.0]));
+        let none = parse("[metrics]\nlatency_windows_secs = []\n").expect("valid");
+        assert_eq!(none.metrics.latency_windows_secs, Some(Vec::new()));
+        assert!(
+            err("[metrics]\nlatency_windows_secs = [120]")
+                .starts_with("metrics.latency_windows_secs")
+        );
+        assert!(
+            err("[metrics]\nlatency_buckets_seconds = [0.2]")
+                .starts_with("metrics.latency_buckets_seconds")
+        );
+        assert!(err("[metrics]\nper_target = false").contains("per_target"));
     }
 
     #[test]

@@ -210,11 +210,20 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The registry in the text format, with the content type the encoder speaks.
+/// The registry in the text format, with the content type the encoder speaks. The snapshot
+/// families, nearly all of a scrape's bytes, arrive already written (see
+/// [`gather_rendered`](super::gather_rendered)); every other family goes through
+/// `TextEncoder`, and the families keep the registry's order either way.
 pub fn encode(registry: &Registry) -> prometheus::Result<(String, Vec<u8>)> {
     let encoder = TextEncoder::new();
+    let (families, rendered) = super::gather_rendered(registry);
     let mut body = Vec::with_capacity(64 * 1024);
-    encoder.encode(&registry.gather(), &mut body)?;
+    for family in &families {
+        match rendered.family(family.name()) {
+            Some(text) => body.extend_from_slice(text.as_bytes()),
+            None => encoder.encode(std::slice::from_ref(family), &mut body)?,
+        }
+    }
     Ok((encoder.format_type().to_owned(), body))
 }
 

@@ -4,10 +4,15 @@
 //! histogram, the sliding-window gauges and the pipeline's own health. It hands the registry
 //! to [`admin`], whose HTTP server encodes it for `/metrics` beside `/ready` and `/live`.
 //!
-//! The families are built straight from `prometheus::proto` types rather than from live
-//! `…Vec` metrics: the aggregator already holds the totals (and a pre-bucketed histogram,
-//! which no `Histogram` can be set from), so mirroring them into a second set of atomics
-//! would only add a copy that can drift. Every label value comes from the snapshot — interned
+//! The families come straight from the snapshot rather than from live `…Vec` metrics: the
+//! aggregator already holds the totals (and a pre-bucketed histogram, which no `Histogram`
+//! can be set from), so mirroring them into a second set of atomics would only add a copy
+//! that can drift. One walk over the snapshot feeds two sinks: `prometheus::proto` families
+//! for a plain `Registry::gather`, and, for `/metrics` ([`admin::encode`] through
+//! [`gather_rendered`]), the text format written directly, byte for byte what `TextEncoder`
+//! makes of the proto families. At the 10 000-series cap a scrape is ~450 k lines, and half a
+//! million proto objects with two `String`s per label cost several times the text itself;
+//! [`ExportConfig`] trims the two heaviest families. Every label value comes from the snapshot — interned
 //! and capped series labels, the closed [`Cause`](crate::classify::Cause) set, configured
 //! windows — so cardinality stays bounded.
 //!
@@ -29,7 +34,11 @@
 pub mod admin;
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::ops::Range;
 use std::sync::Arc;
 
 use prometheus::Registry;
@@ -55,18 +64,38 @@ pub fn new_registry() -> Registry {
 }
 
 /// Registers the [`SnapshotCollector`] families on `registry`, their series labels extended
-/// by `attribute_labels` (the aggregator's, in the same order). Fails if any family name is
-/// already registered there, so two exporters can never emit the same family twice.
+/// by `attribute_labels` (the aggregator's, in the same order), everything exported. Fails if
+/// any family name is already registered there, so two exporters can never emit the same
+/// family twice.
 pub fn register_snapshot_metrics(
     registry: &Registry,
     source: SnapshotSource,
     wall_clock: WallClock,
     attribute_labels: &[String],
 ) -> prometheus::Result<()> {
+    register_snapshot_metrics_with(
+        registry,
+        source,
+        wall_clock,
+        attribute_labels,
+        ExportConfig::default(),
+    )
+}
+
+/// [`register_snapshot_metrics`] with the `[metrics]` settings: how much of the heaviest
+/// families is exported.
+pub fn register_snapshot_metrics_with(
+    registry: &Registry,
+    source: SnapshotSource,
+    wall_clock: WallClock,
+    attribute_labels: &[String],
+    export: ExportConfig,
+) -> prometheus::Result<()> {
     registry.register(Box::new(SnapshotCollector::new(
         source,
         wall_clock,
         attribute_labels,
+        export,
     )?))
 }
 
@@ -237,10 +266,44 @@ type Percentile = fn(&Quantiles) -> f64;
 const PERCENTILES: [(&str, Percentile); 3] =
     [("50", |q| q.p50), ("90", |q| q.p90), ("99", |q| q.p99)];
 
+/// How much of the two heaviest per-series families a scrape carries. At the series cap every
+/// series writes about 44 lines, 17 of them `alb_target_response_seconds` and 18 of them
+/// `alb_window_latency_seconds`, so these two decide what a scrape costs Prometheus. The
+/// default exports everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportConfig {
+    /// The windows (seconds, among the aggregator's) whose `alb_window_latency_seconds`
+    /// gauges are exported; `None` exports every window, an empty list none.
+    pub latency_windows_secs: Option<Vec<u32>>,
+    /// The `le` bounds of `alb_target_response_seconds` that are exported, each one of
+    /// [`LATENCY_BUCKETS_SECONDS`]; `None` exports all of them. A left-out bound's
+    /// observations stay in the next exported bucket (the buckets are cumulative), so the
+    /// histogram stays valid, only coarser; `+Inf`, `_sum` and `_count` are always there.
+    pub latency_buckets_seconds: Option<Vec<f64>>,
+}
+
+impl ExportConfig {
+    fn latency_window(&self, secs: u32) -> bool {
+        self.latency_windows_secs
+            .as_ref()
+            .is_none_or(|w| w.contains(&secs))
+    }
+
+    /// Whether bucket `i` of [`LATENCY_BUCKETS_SECONDS`] is exported.
+    fn bucket_mask(&self) -> [bool; LATENCY_BUCKETS_SECONDS.len()] {
+        LATENCY_BUCKETS_SECONDS.map(|le| {
+            self.latency_buckets_seconds
+                .as_ref()
+                .is_none_or(|bounds| bounds.contains(&le))
+        })
+    }
+}
+
 /// Exports a [`Snapshot`] per scrape; see the module docs.
 pub struct SnapshotCollector {
     source: SnapshotSource,
     wall_clock: WallClock,
+    export: ExportConfig,
     /// One per entry of [`FAMILIES`], in that order; the registry uses them to refuse a
     /// second collector with the same names.
     descs: Vec<Desc>,
@@ -250,6 +313,7 @@ impl std::fmt::Debug for SnapshotCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SnapshotCollector")
             .field("families", &FAMILIES.map(|f| f.name))
+            .field("export", &self.export)
             .finish_non_exhaustive()
     }
 }
@@ -262,6 +326,7 @@ impl SnapshotCollector {
         source: SnapshotSource,
         wall_clock: WallClock,
         attribute_labels: &[String],
+        export: ExportConfig,
     ) -> prometheus::Result<Self> {
         // `le` is no descriptor label (the encoder adds it to buckets), so `Desc` alone would
         // not catch that one.
@@ -288,9 +353,59 @@ impl SnapshotCollector {
         Ok(SnapshotCollector {
             source,
             wall_clock,
+            export,
             descs,
         })
     }
+}
+
+thread_local! {
+    /// Set while [`gather_rendered`] gathers on this thread: the snapshot collector then
+    /// writes its families' text here and hands the registry stand-ins. `admin::encode` only
+    /// has the registry to go by, and the registry only calls `collect`, so this slot is how
+    /// the text gets from one to the other without half a million proto objects in between.
+    static RENDERING: RefCell<Option<Rendered>> = const { RefCell::new(None) };
+}
+
+/// The snapshot families of one scrape in the text format (HELP, TYPE and samples), by
+/// family name.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    text: String,
+    families: Vec<(&'static str, Range<usize>)>,
+}
+
+impl Rendered {
+    /// The text of the family `name`, if the snapshot collector rendered it.
+    pub fn family(&self, name: &str) -> Option<&str> {
+        self.families
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, range)| self.text.get(range.clone()))
+    }
+}
+
+/// Clears the slot when the gathering ends, a panicking collector included, so a later plain
+/// `gather()` on this thread gets proto families again.
+struct RenderingGuard;
+
+impl Drop for RenderingGuard {
+    fn drop(&mut self) {
+        RENDERING.with(|slot| slot.borrow_mut().take());
+    }
+}
+
+/// `registry.gather()`, except that the snapshot families come back as text in [`Rendered`]
+/// and as stand-ins (name, help, type and one empty sample) in the gathered list, where they
+/// keep the registry's order among the other collectors' families. Every other family is
+/// gathered as usual.
+pub fn gather_rendered(registry: &Registry) -> (Vec<MetricFamily>, Rendered) {
+    let guard = RenderingGuard;
+    RENDERING.with(|slot| *slot.borrow_mut() = Some(Rendered::default()));
+    let families = registry.gather();
+    let rendered = RENDERING.with(|slot| slot.borrow_mut().take());
+    drop(guard);
+    (families, rendered.unwrap_or_default())
 }
 
 impl Collector for SnapshotCollector {
@@ -303,132 +418,191 @@ impl Collector for SnapshotCollector {
         // instant.
         let snapshot = (self.source)();
         let now = (self.wall_clock)();
-        families(&snapshot, now)
+        let stand_ins = RENDERING.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let rendered = slot.as_mut()?;
+            let mut sink = TextSink::new(rendered);
+            walk(&snapshot, now, &self.export, &mut sink);
+            Some(sink.stand_ins)
+        });
+        stand_ins.unwrap_or_else(|| families(&snapshot, now, &self.export))
     }
 }
 
-/// The metric families of `snapshot`, with the watermark lag measured against `wall_now`
-/// (µs since the epoch). Families without samples are returned empty; the registry drops them.
-pub fn families(snapshot: &Snapshot, wall_now: i64) -> Vec<MetricFamily> {
-    let mut requests = Vec::new();
-    let mut received = Vec::new();
-    let mut sent = Vec::new();
-    let mut latency = Vec::new();
-    let mut window_requests = Vec::new();
-    let mut window_errors = Vec::new();
-    let mut window_latency = Vec::new();
+/// The metric families of `snapshot` as `prometheus::proto` objects, with the watermark lag
+/// measured against `wall_now` (µs since the epoch). Families without samples are returned
+/// empty; the registry drops them. `/metrics` writes the same samples as text instead (see
+/// [`gather_rendered`]); this is what a plain `Registry::gather` gets.
+pub fn families(snapshot: &Snapshot, wall_now: i64, export: &ExportConfig) -> Vec<MetricFamily> {
+    let mut sink = ProtoSink::default();
+    walk(snapshot, wall_now, export, &mut sink);
+    sink.families
+}
 
-    let windows = window_labels(&snapshot.windows_secs);
-    for series in unique_series(&snapshot.series) {
-        let l = &series.labels;
-        let base = series_labels(l, &snapshot.attribute_labels);
+/// Where [`walk`] puts the samples: proto objects for `Registry::gather`, or the text format.
+/// Families come in [`FAMILIES`] order and their samples in the order the registry sorts them
+/// into (by label values), so both outputs encode to the same bytes.
+trait Sink {
+    /// The series labels of a sample, built once per series and scrape.
+    type Labels;
+    fn series_labels<'a>(&self, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Self::Labels;
+    fn begin(&mut self, f: &'static Family);
+    /// A counter or gauge sample of the current family: `series` for a per-series family,
+    /// `values` under the family's own label names.
+    fn sample(&mut self, series: Option<&Self::Labels>, values: &[&str], value: f64);
+    /// A histogram sample: `(index in LATENCY_BUCKETS_SECONDS, cumulative count)` of each
+    /// exported bucket; `+Inf` is `count`.
+    fn histogram(&mut self, series: &Self::Labels, buckets: &[(usize, u64)], count: u64, sum: f64);
+    fn end(&mut self);
+}
 
-        let mut totals: Vec<_> = series.totals.clone();
-        totals.sort_unstable_by_key(|&(code, cause, _)| (code, cause));
-        for (code, cause, n) in totals {
-            let code = code_label(code);
-            let values = [code.as_str(), cause.as_str()];
-            requests.push(counter(labels(&base, &REQUESTS, &values), n as f64));
+/// The one walk over a snapshot behind both outputs.
+fn walk<S: Sink>(snapshot: &Snapshot, wall_now: i64, export: &ExportConfig, sink: &mut S) {
+    let series = unique_series(&snapshot.series);
+    let labels: Vec<S::Labels> = series
+        .iter()
+        .map(|s| sink.series_labels(series_pairs(&s.labels, &snapshot.attribute_labels)))
+        .collect();
+    let windows = windows_in_label_order(&snapshot.windows_secs);
+    let latency_windows: Vec<&(usize, u32, String)> = windows
+        .iter()
+        .filter(|(_, secs, _)| export.latency_window(*secs))
+        .collect();
+
+    sink.begin(&REQUESTS);
+    let mut totals: Vec<(CodeLabel, &'static str, u64)> = Vec::new();
+    for (s, l) in series.iter().zip(&labels) {
+        totals.clear();
+        totals.extend(
+            s.totals
+                .iter()
+                .map(|&(code, cause, n)| (CodeLabel::new(code), cause.as_str(), n)),
+        );
+        totals.sort_unstable_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+        for (code, cause, n) in &totals {
+            sink.sample(Some(l), &[code.as_str(), cause], *n as f64);
         }
-        received.push(counter(
-            labels(&base, &RECEIVED_BYTES, &[]),
-            series.bytes_in_total as f64,
-        ));
-        sent.push(counter(
-            labels(&base, &SENT_BYTES, &[]),
-            series.bytes_out_total as f64,
-        ));
+    }
+    sink.end();
+
+    sink.begin(&RECEIVED_BYTES);
+    for (s, l) in series.iter().zip(&labels) {
+        sink.sample(Some(l), &[], s.bytes_in_total as f64);
+    }
+    sink.end();
+    sink.begin(&SENT_BYTES);
+    for (s, l) in series.iter().zip(&labels) {
+        sink.sample(Some(l), &[], s.bytes_out_total as f64);
+    }
+    sink.end();
+
+    sink.begin(&TARGET_RESPONSE);
+    let mask = export.bucket_mask();
+    let mut buckets = Vec::with_capacity(LATENCY_BUCKETS_SECONDS.len());
+    for (s, l) in series.iter().zip(&labels) {
         // A series without a target (fixed responses, redirects, WAF blocks) can never
         // observe a target response time; seventeen zero series each would be pure noise.
         // Lambda targets log `-` too but do observe, hence the count test.
-        if series.latency.count > 0 || l.target != "-" {
-            latency.push(histogram(
-                labels(&base, &TARGET_RESPONSE, &[]),
-                &series.latency,
-            ));
+        if s.latency.count == 0 && s.labels.target == "-" {
+            continue;
         }
+        buckets.clear();
+        let mut cumulative = 0u64;
+        for (i, &n) in s.latency.counts[..LATENCY_BUCKETS_SECONDS.len()]
+            .iter()
+            .enumerate()
+        {
+            cumulative += n;
+            if mask[i] {
+                buckets.push((i, cumulative));
+            }
+        }
+        // The overflow slot completes the count. Taking the count from the buckets rather
+        // than `h.count` (the aggregator keeps them equal) makes `+Inf` >= every bucket by
+        // construction.
+        let total = cumulative + s.latency.counts[LATENCY_BUCKETS_SECONDS.len()];
+        debug_assert_eq!(total, s.latency.count);
+        sink.histogram(l, &buckets, total, s.latency.sum_seconds);
+    }
+    sink.end();
 
-        for (window, w) in windows.iter().zip(&series.windows) {
-            let Some(window) = window else { continue };
-            let values = [window.as_str()];
-            window_requests.push(gauge(
-                labels(&base, &WINDOW_REQUESTS, &values),
-                w.requests as f64,
-            ));
-            window_errors.push(gauge(
-                labels(&base, &WINDOW_ERRORS, &values),
-                w.errors() as f64,
-            ));
-            for (kind, q) in [
-                ("target", &w.target_latency),
-                ("elapsed", &w.elapsed_latency),
-            ] {
-                let Some(q) = q else { continue };
-                for (percentile, value) in PERCENTILES {
-                    let values = [window.as_str(), percentile, kind];
-                    window_latency.push(gauge(labels(&base, &WINDOW_LATENCY, &values), value(q)));
+    sink.begin(&WINDOW_REQUESTS);
+    for (s, l) in series.iter().zip(&labels) {
+        for (i, _, window) in &windows {
+            sink.sample(Some(l), &[window], s.windows[*i].requests as f64);
+        }
+    }
+    sink.end();
+    sink.begin(&WINDOW_ERRORS);
+    for (s, l) in series.iter().zip(&labels) {
+        for (i, _, window) in &windows {
+            sink.sample(Some(l), &[window], s.windows[*i].errors() as f64);
+        }
+    }
+    sink.end();
+    sink.begin(&WINDOW_LATENCY);
+    for (s, l) in series.iter().zip(&labels) {
+        for (i, _, window) in &latency_windows {
+            let w = &s.windows[*i];
+            for (percentile, value) in PERCENTILES {
+                // `elapsed` sorts before `target`.
+                for (kind, q) in [
+                    ("elapsed", &w.elapsed_latency),
+                    ("target", &w.target_latency),
+                ] {
+                    if let Some(q) = q {
+                        sink.sample(Some(l), &[window, percentile, kind], value(q));
+                    }
                 }
             }
         }
     }
+    sink.end();
 
-    let mut max_event = Vec::new();
-    let mut lag = Vec::new();
-    if let Some(max) = snapshot.max_event_time {
-        max_event.push(gauge(Vec::new(), seconds(max)));
-        lag.push(gauge(Vec::new(), seconds(wall_now.saturating_sub(max))));
+    for (f, value) in [
+        (&SERIES, snapshot.series.len() as f64),
+        (&LATE_ENTRIES, snapshot.late_entries as f64),
+        (&FUTURE_ENTRIES, snapshot.future_entries as f64),
+        (&OVERFLOWED_ENTRIES, snapshot.overflowed_entries as f64),
+        (&EVICTED_SERIES, snapshot.evicted_series as f64),
+    ] {
+        sink.begin(f);
+        sink.sample(None, &[], value);
+        sink.end();
     }
-
-    vec![
-        family(&REQUESTS, requests),
-        family(&RECEIVED_BYTES, received),
-        family(&SENT_BYTES, sent),
-        family(&TARGET_RESPONSE, latency),
-        family(&WINDOW_REQUESTS, window_requests),
-        family(&WINDOW_ERRORS, window_errors),
-        family(&WINDOW_LATENCY, window_latency),
-        family(
-            &SERIES,
-            vec![gauge(Vec::new(), snapshot.series.len() as f64)],
+    for (f, value) in [
+        (&MAX_EVENT_TIME, snapshot.max_event_time.map(seconds)),
+        (
+            &WATERMARK_LAG,
+            snapshot
+                .max_event_time
+                .map(|max| seconds(wall_now.saturating_sub(max))),
         ),
-        family(
-            &LATE_ENTRIES,
-            vec![counter(Vec::new(), snapshot.late_entries as f64)],
-        ),
-        family(
-            &FUTURE_ENTRIES,
-            vec![counter(Vec::new(), snapshot.future_entries as f64)],
-        ),
-        family(
-            &OVERFLOWED_ENTRIES,
-            vec![counter(Vec::new(), snapshot.overflowed_entries as f64)],
-        ),
-        family(
-            &EVICTED_SERIES,
-            vec![counter(Vec::new(), snapshot.evicted_series as f64)],
-        ),
-        family(&MAX_EVENT_TIME, max_event),
-        family(&WATERMARK_LAG, lag),
-    ]
+    ] {
+        sink.begin(f);
+        if let Some(value) = value {
+            sink.sample(None, &[], value);
+        }
+        sink.end();
+    }
 }
 
-/// `60` → `1m`, `300` → `5m`, `900` → `15m`, anything else `<n>s`. A window configured twice
-/// gets `None` the second time: one label set may appear only once in a scrape.
-fn window_labels(windows_secs: &[u32]) -> Vec<Option<String>> {
-    let mut seen: Vec<u32> = Vec::with_capacity(windows_secs.len());
-    windows_secs
-        .iter()
-        .map(|&secs| {
-            if seen.contains(&secs) {
-                return None;
-            }
-            seen.push(secs);
-            Some(window_label(secs))
-        })
-        .collect()
+/// The configured windows that get samples, as `(index in windows_secs, seconds, label)`, in
+/// the order of their labels (`15m` < `1m` < `5m`, as the registry sorts them). A window
+/// configured twice is exported once: one label set may appear only once in a scrape.
+fn windows_in_label_order(windows_secs: &[u32]) -> Vec<(usize, u32, String)> {
+    let mut windows: Vec<(usize, u32, String)> = Vec::with_capacity(windows_secs.len());
+    for (i, &secs) in windows_secs.iter().enumerate() {
+        if windows.iter().all(|&(_, s, _)| s != secs) {
+            windows.push((i, secs, window_label(secs)));
+        }
+    }
+    windows.sort_by(|a, b| a.2.cmp(&b.2));
+    windows
 }
 
-/// The `window` label value of a window of `secs` seconds.
+/// The `window` label value of a window of `secs` seconds: `60` → `1m`, `300` → `5m`, `900`
+/// → `15m`, anything else `<n>s`.
 pub fn window_label(secs: u32) -> String {
     match secs {
         60 => "1m".to_owned(),
@@ -438,22 +612,43 @@ pub fn window_label(secs: u32) -> String {
     }
 }
 
-/// As ALB writes the code: three digits (`000` for a forwarded HTTP/2 reset), or `-` when the
-/// load balancer sent no status.
-fn code_label(code: Option<u16>) -> String {
-    StatusText(code).to_string()
+/// The `code` label as ALB writes it (three digits, `000` for a forwarded HTTP/2 reset, or `-`
+/// when the load balancer sent no status), on the stack: one per request sample would
+/// otherwise be an allocation each.
+struct CodeLabel {
+    buf: [u8; 8],
+    len: usize,
+}
+
+impl CodeLabel {
+    fn new(code: Option<u16>) -> Self {
+        let mut buf = [0u8; 8];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        // `-` or a u16 (at most five digits) always fits in eight bytes.
+        let _ = write!(cursor, "{}", StatusText(code));
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        CodeLabel { buf, len }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits and `-` are ever written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("-")
+    }
 }
 
 fn seconds(us: i64) -> f64 {
     us as f64 / 1e6
 }
 
-/// The series sorted by labels, with any that share a label set merged into one. The
-/// interner keeps labels unique, so merging is a safety net: a duplicate label set would make
-/// Prometheus reject the whole scrape.
+/// The series in the order the registry sorts samples (fewer labels first, then by label
+/// values), with any that share a label set merged into one. The interner keeps labels
+/// unique, so merging is a safety net: a duplicate label set would make Prometheus reject the
+/// whole scrape.
 fn unique_series(series: &[SeriesSnapshot]) -> Vec<Cow<'_, SeriesSnapshot>> {
     let mut sorted: Vec<&SeriesSnapshot> = series.iter().collect();
-    sorted.sort_by(|a, b| a.labels.cmp(&b.labels));
+    // The full labels break ties, so equal label sets end up next to each other.
+    sorted
+        .sort_by(|a, b| registry_order(&a.labels, &b.labels).then_with(|| a.labels.cmp(&b.labels)));
     let mut out: Vec<Cow<'_, SeriesSnapshot>> = Vec::with_capacity(sorted.len());
     for s in sorted {
         match out.last_mut() {
@@ -462,6 +657,21 @@ fn unique_series(series: &[SeriesSnapshot]) -> Vec<Cow<'_, SeriesSnapshot>> {
         }
     }
     out
+}
+
+/// The registry's order of samples, on the series labels: by the number of labels (empty
+/// attributes are left out), then value by value.
+fn registry_order(a: &SeriesLabels, b: &SeriesLabels) -> std::cmp::Ordering {
+    fn present(l: &SeriesLabels) -> impl Iterator<Item = &str> {
+        [&l.elb, &l.target_group, &l.target]
+            .into_iter()
+            .chain(l.attributes.iter().filter(|v| !v.is_empty()))
+            .map(String::as_str)
+    }
+    present(a)
+        .count()
+        .cmp(&present(b).count())
+        .then_with(|| present(a).cmp(present(b)))
 }
 
 fn merge(into: &mut SeriesSnapshot, other: &SeriesSnapshot) {
@@ -507,6 +717,32 @@ fn merge_window(into: &mut WindowSnapshot, other: &WindowSnapshot) {
     into.elapsed_latency = max(into.elapsed_latency, other.elapsed_latency);
 }
 
+/// The series labels of a sample, in descriptor order: elb, target_group, target, then each
+/// attribute label whose value is not empty.
+fn series_pairs<'a>(
+    l: &'a SeriesLabels,
+    attribute_labels: &'a [String],
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    SERIES_LABELS
+        .iter()
+        .zip([&l.elb, &l.target_group, &l.target])
+        .map(|(name, value)| (*name, value.as_str()))
+        .chain(
+            attribute_labels
+                .iter()
+                .zip(&l.attributes)
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        )
+}
+
+/// Builds `prometheus::proto` families, for `Registry::gather`.
+#[derive(Default)]
+struct ProtoSink {
+    families: Vec<MetricFamily>,
+    family: Option<&'static Family>,
+}
+
 fn pair(name: &str, value: &str) -> LabelPair {
     let mut pair = LabelPair::default();
     pair.set_name(name.to_owned());
@@ -514,90 +750,261 @@ fn pair(name: &str, value: &str) -> LabelPair {
     pair
 }
 
-/// The series labels of a sample, in descriptor order: elb, target_group, target, then each
-/// attribute label whose value is not empty.
-fn series_labels(l: &SeriesLabels, attribute_labels: &[String]) -> Vec<LabelPair> {
-    SERIES_LABELS
-        .iter()
-        .zip([&l.elb, &l.target_group, &l.target])
-        .map(|(name, value)| pair(name, value))
-        .chain(
-            attribute_labels
-                .iter()
-                .zip(&l.attributes)
-                .filter(|(_, value)| !value.is_empty())
-                .map(|(name, value)| pair(name, value)),
-        )
-        .collect()
+impl Sink for ProtoSink {
+    type Labels = Vec<LabelPair>;
+
+    fn series_labels<'a>(&self, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<LabelPair> {
+        pairs.map(|(name, value)| pair(name, value)).collect()
+    }
+
+    fn begin(&mut self, f: &'static Family) {
+        let mut mf = MetricFamily::default();
+        mf.set_name(f.name.to_owned());
+        mf.set_help(f.help.to_owned());
+        mf.set_field_type(f.kind);
+        self.families.push(mf);
+        self.family = Some(f);
+    }
+
+    fn sample(&mut self, series: Option<&Vec<LabelPair>>, values: &[&str], value: f64) {
+        let (Some(f), Some(mf)) = (self.family, self.families.last_mut()) else {
+            return;
+        };
+        debug_assert_eq!(f.labels.len(), values.len(), "{}", f.name);
+        let mut labels = Vec::with_capacity(series.map_or(0, Vec::len) + values.len());
+        labels.extend(series.into_iter().flatten().cloned());
+        labels.extend(f.labels.iter().zip(values).map(|(n, v)| pair(n, v)));
+        let mut m = Metric::from_label(labels);
+        if f.kind == MetricType::COUNTER {
+            let mut c = proto::Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        } else {
+            let mut g = proto::Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        }
+        mf.mut_metric().push(m);
+    }
+
+    fn histogram(
+        &mut self,
+        series: &Vec<LabelPair>,
+        buckets: &[(usize, u64)],
+        count: u64,
+        sum: f64,
+    ) {
+        let Some(mf) = self.families.last_mut() else {
+            return;
+        };
+        let buckets = buckets
+            .iter()
+            .map(|&(i, cumulative)| {
+                let mut b = proto::Bucket::default();
+                b.set_upper_bound(LATENCY_BUCKETS_SECONDS[i]);
+                b.set_cumulative_count(cumulative);
+                b
+            })
+            .collect();
+        // The `+Inf` bucket is left to the encoder, which writes it as the sample count.
+        let mut h = proto::Histogram::default();
+        h.set_bucket(buckets);
+        h.set_sample_count(count);
+        h.set_sample_sum(sum);
+        let mut m = Metric::from_label(series.clone());
+        m.set_histogram(h);
+        mf.mut_metric().push(m);
+    }
+
+    fn end(&mut self) {
+        self.family = None;
+    }
 }
 
-/// The label pairs of one sample of the per-series family `f`: the series' own `base`, then
-/// `values` under the family's own label names, so they always match its descriptor.
-fn labels(base: &[LabelPair], f: &Family, values: &[&str]) -> Vec<LabelPair> {
-    debug_assert!(f.per_series, "{}", f.name);
-    debug_assert_eq!(f.labels.len(), values.len(), "{}", f.name);
-    let mut out = Vec::with_capacity(base.len() + values.len());
-    out.extend_from_slice(base);
-    out.extend(
-        f.labels
+/// Writes the text format straight from the snapshot, exactly as `TextEncoder` would write
+/// the proto families (same escaping, number formatting and order), into a [`Rendered`].
+struct TextSink<'r> {
+    out: &'r mut Rendered,
+    family: Option<&'static Family>,
+    /// Where the current family's text starts, and where its samples start.
+    start: usize,
+    samples_start: usize,
+    /// The `le` label values, written once per scrape rather than once per bucket.
+    le: [String; LATENCY_BUCKETS_SECONDS.len()],
+    stand_ins: Vec<MetricFamily>,
+}
+
+impl<'r> TextSink<'r> {
+    fn new(out: &'r mut Rendered) -> Self {
+        TextSink {
+            out,
+            family: None,
+            start: 0,
+            samples_start: 0,
+            le: LATENCY_BUCKETS_SECONDS.map(|b| b.to_string()),
+            stand_ins: Vec::new(),
+        }
+    }
+
+    /// `name{series,own="value"…,extra} value\n`, as the encoder writes a sample.
+    fn line(
+        &mut self,
+        suffix: &str,
+        series: Option<&str>,
+        values: &[&str],
+        extra: Option<(&str, &str)>,
+        value: f64,
+    ) {
+        let Some(f) = self.family else { return };
+        let text = &mut self.out.text;
+        text.push_str(f.name);
+        text.push_str(suffix);
+        let mut separator = '{';
+        if let Some(series) = series {
+            text.push(separator);
+            text.push_str(series);
+            separator = ',';
+        }
+        for (name, value) in f
+            .labels
             .iter()
             .zip(values)
-            .map(|(name, value)| pair(name, value)),
-    );
-    out
+            .chain(extra.as_ref().map(|(n, v)| (n, v)))
+        {
+            text.push(separator);
+            push_pair(text, name, value);
+            separator = ',';
+        }
+        if separator == ',' {
+            text.push('}');
+        }
+        text.push(' ');
+        push_value(text, value);
+        text.push('\n');
+    }
 }
 
-fn counter(labels: Vec<LabelPair>, value: f64) -> Metric {
-    let mut c = proto::Counter::default();
-    c.set_value(value);
-    let mut m = Metric::from_label(labels);
-    m.set_counter(c);
-    m
+/// `name="value"` with the value escaped as the text format requires: backslash, double quote
+/// and newline (label values come from the logs, so any of them may occur).
+fn push_pair(text: &mut String, name: &str, value: &str) {
+    text.push_str(name);
+    text.push_str("=\"");
+    push_escaped(text, value, true);
+    text.push('"');
 }
 
-fn gauge(labels: Vec<LabelPair>, value: f64) -> Metric {
-    let mut g = proto::Gauge::default();
-    g.set_value(value);
-    let mut m = Metric::from_label(labels);
-    m.set_gauge(g);
-    m
+/// `value` with `\` and newline escaped, and `"` too in a label value (HELP text keeps it).
+fn push_escaped(text: &mut String, value: &str, quote: bool) {
+    let mut rest = value;
+    while let Some(i) = rest.find(|c| c == '\\' || c == '\n' || (quote && c == '"')) {
+        text.push_str(&rest[..i]);
+        text.push_str(match rest.as_bytes()[i] {
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            _ => "\\\"",
+        });
+        rest = &rest[i + 1..];
+    }
+    text.push_str(rest);
 }
 
-/// Cumulative buckets in increasing `le`. The `+Inf` bucket is left to the encoder, which
-/// writes it as the sample count; the aggregator's overflow slot is part of that count.
-fn histogram(labels: Vec<LabelPair>, h: &ClassicHistogram) -> Metric {
-    let mut cumulative = 0u64;
-    let buckets = LATENCY_BUCKETS_SECONDS
-        .iter()
-        .zip(h.counts)
-        .map(|(&le, n)| {
-            cumulative += n;
-            let mut b = proto::Bucket::default();
-            b.set_upper_bound(le);
-            b.set_cumulative_count(cumulative);
-            b
-        })
-        .collect();
-    // The overflow slot completes the count. Taking the count from the buckets rather than
-    // `h.count` (the aggregator keeps them equal) makes `+Inf` >= every bucket by construction.
-    let total = cumulative + h.counts[LATENCY_BUCKETS_SECONDS.len()];
-    debug_assert_eq!(total, h.count);
-    let mut p = proto::Histogram::default();
-    p.set_bucket(buckets);
-    p.set_sample_count(total);
-    p.set_sample_sum(h.sum_seconds);
-    let mut m = Metric::from_label(labels);
-    m.set_histogram(p);
-    m
+/// A sample value as the encoder writes it (`f64`'s `Display`).
+fn push_value(text: &mut String, value: f64) {
+    // Writing to a String cannot fail.
+    let _ = write!(text, "{value}");
 }
 
-fn family(f: &Family, metrics: Vec<Metric>) -> MetricFamily {
-    let mut mf = MetricFamily::default();
-    mf.set_name(f.name.to_owned());
-    mf.set_help(f.help.to_owned());
-    mf.set_field_type(f.kind);
-    mf.set_metric(metrics);
-    mf
+impl Sink for TextSink<'_> {
+    /// The series labels of every sample of a series, escaped, written once per scrape.
+    type Labels = String;
+
+    fn series_labels<'a>(&self, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+        let mut labels = String::with_capacity(96);
+        for (i, (name, value)) in pairs.enumerate() {
+            if i > 0 {
+                labels.push(',');
+            }
+            push_pair(&mut labels, name, value);
+        }
+        labels
+    }
+
+    fn begin(&mut self, f: &'static Family) {
+        self.family = Some(f);
+        let text = &mut self.out.text;
+        self.start = text.len();
+        text.push_str("# HELP ");
+        text.push_str(f.name);
+        text.push(' ');
+        push_escaped(text, f.help, false);
+        text.push_str("\n# TYPE ");
+        text.push_str(f.name);
+        text.push(' ');
+        text.push_str(type_name(f.kind));
+        text.push('\n');
+        self.samples_start = text.len();
+    }
+
+    fn sample(&mut self, series: Option<&String>, values: &[&str], value: f64) {
+        debug_assert_eq!(
+            self.family.map(|f| f.labels.len()),
+            Some(values.len()),
+            "label values"
+        );
+        self.line("", series.map(String::as_str), values, None, value);
+    }
+
+    fn histogram(&mut self, series: &String, buckets: &[(usize, u64)], count: u64, sum: f64) {
+        for &(i, cumulative) in buckets {
+            let le = std::mem::take(&mut self.le[i]);
+            self.line(
+                "_bucket",
+                Some(series),
+                &[],
+                Some(("le", &le)),
+                cumulative as f64,
+            );
+            self.le[i] = le;
+        }
+        self.line(
+            "_bucket",
+            Some(series),
+            &[],
+            Some(("le", "+Inf")),
+            count as f64,
+        );
+        self.line("_sum", Some(series), &[], None, sum);
+        self.line("_count", Some(series), &[], None, count as f64);
+    }
+
+    fn end(&mut self) {
+        let Some(f) = self.family.take() else { return };
+        // The registry drops a family without samples, HELP and TYPE included.
+        if self.out.text.len() == self.samples_start {
+            self.out.text.truncate(self.start);
+            return;
+        }
+        self.out
+            .families
+            .push((f.name, self.start..self.out.text.len()));
+        let mut stand_in = MetricFamily::default();
+        stand_in.set_name(f.name.to_owned());
+        stand_in.set_help(f.help.to_owned());
+        stand_in.set_field_type(f.kind);
+        stand_in.set_metric(vec![Metric::default()]);
+        self.stand_ins.push(stand_in);
+    }
+}
+
+/// The TYPE line's word for `kind`.
+fn type_name(kind: MetricType) -> &'static str {
+    match kind {
+        MetricType::COUNTER => "counter",
+        MetricType::GAUGE => "gauge",
+        MetricType::HISTOGRAM => "histogram",
+        MetricType::SUMMARY => "summary",
+        MetricType::UNTYPED => "untyped",
+    }
 }
 
 #[cfg(test)]

@@ -290,9 +290,14 @@ fn window_label_values() {
     assert_eq!(window_label(900), "15m");
     assert_eq!(window_label(120), "120s");
     assert_eq!(window_label(3600), "3600s");
+    // In the registry's order of label values, a window configured twice only once.
     assert_eq!(
-        window_labels(&[60, 300, 60]),
-        vec![Some("1m".to_owned()), Some("5m".to_owned()), None]
+        windows_in_label_order(&[60, 300, 900, 60]),
+        vec![
+            (2, 900, "15m".to_owned()),
+            (0, 60, "1m".to_owned()),
+            (1, 300, "5m".to_owned())
+        ]
     );
 }
 
@@ -585,4 +590,154 @@ fn no_elb_status_code_is_the_dash_label() {
         series(r#",code="-",cause="lb_unknown""#)
     );
     assert_eq!(sample(&text, &series), Some(1.0), "{text}");
+}
+
+// ---- the text written straight from the snapshot ----
+
+/// `/metrics`' bytes (`admin::encode`) and the oracle's: the proto families a plain
+/// `gather()` gets, through `TextEncoder`.
+fn both_ways(registry: &prometheus::Registry) -> (String, String) {
+    let (_, body) = admin::encode(registry).expect("encode");
+    let mut oracle = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut oracle)
+        .expect("oracle");
+    (
+        String::from_utf8(body).expect("utf-8"),
+        String::from_utf8(oracle).expect("utf-8"),
+    )
+}
+
+fn registry_of(snapshot: Snapshot, export: ExportConfig) -> prometheus::Registry {
+    let registry = new_registry();
+    let labels = snapshot.attribute_labels.to_vec();
+    register_snapshot_metrics_with(
+        &registry,
+        Arc::new(move || snapshot.clone()),
+        Arc::new(|| T0 + MINUTE_US),
+        &labels,
+        export,
+    )
+    .expect("register");
+    registry
+}
+
+fn reduced() -> ExportConfig {
+    ExportConfig {
+        latency_windows_secs: Some(vec![60]),
+        latency_buckets_seconds: Some(vec![0.1, 1.0]),
+    }
+}
+
+#[test]
+fn the_text_is_the_bytes_the_encoder_writes_for_the_proto_families() {
+    let mut lines: Vec<String> = (0..39)
+        .map(|n| line_at(n, T0 + n as i64 * SECOND_US, None))
+        .collect();
+    lines.push(line_at(OK, T0, Some("0.3")));
+    let fixtures = snapshot_of(&lines, T0 + MINUTE_US);
+    // Series with two, one and no attributes: the registry sorts fewer labels first.
+    let attributes = snapshot_with_attributes(
+        &[(&["prod", "shop"], 3), (&["", "shop"], 2), (&[], 4)],
+        T0 + MINUTE_US,
+    );
+    for snapshot in [fixtures, attributes] {
+        for export in [ExportConfig::default(), reduced()] {
+            let registry = registry_of(snapshot.clone(), export.clone());
+            // Another collector's families sort among the snapshot's (`albwatch_lines_total`
+            // between `albwatch_late_…` and `albwatch_max_…`) and still go through the encoder.
+            let lines_total = prometheus::IntCounterVec::new(
+                prometheus::Opts::new("albwatch_lines_total", "Lines."),
+                &["outcome"],
+            )
+            .expect("counter");
+            lines_total.with_label_values(&["parsed"]).inc_by(7);
+            registry
+                .register(Box::new(lines_total))
+                .expect("register lines");
+            let (text, oracle) = both_ways(&registry);
+            assert_eq!(text, oracle, "{export:?}");
+            assert!(text.contains("albwatch_lines_total{outcome=\"parsed\"} 7\n"));
+            assert_well_formed(&text);
+        }
+    }
+}
+
+#[test]
+fn label_values_from_the_logs_are_escaped() {
+    let mut snapshot = snapshot_of(&[line_at(OK, T0, Some("0.3"))], T0 + MINUTE_US);
+    let mut labels = (*snapshot.series[0].labels).clone();
+    labels.target_group = "a\\b\"c\nd".to_owned();
+    snapshot.series[0].labels = Arc::new(labels);
+    let (text, oracle) = both_ways(&registry_of(snapshot, ExportConfig::default()));
+    assert_eq!(text, oracle);
+    let escaped = format!(
+        r#"alb_sent_bytes_total{{elb="{ELB}",target_group="a\\b\"c\nd",target="{TARGET}"}} "#
+    );
+    assert!(text.contains(&escaped), "{escaped} not in\n{text}");
+}
+
+#[test]
+fn latency_windows_and_buckets_can_be_left_out() {
+    let lines: Vec<String> = ["0.002", "0.3", "0.7", "42"]
+        .iter()
+        .map(|secs| line_at(OK, T0, Some(secs)))
+        .collect();
+    let registry = registry_of(snapshot_of(&lines, T0 + MINUTE_US), reduced());
+    let (text, _) = both_ways(&registry);
+    let windows: HashSet<&str> = samples_named(&text, "alb_window_latency_seconds")
+        .iter()
+        .filter_map(|l| l.split("window=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(windows, HashSet::from(["1m"]), "{text}");
+    // The requests and errors gauges keep every window.
+    assert_eq!(samples_named(&text, "alb_window_requests").len(), 3);
+    let bucket = |le: &str| {
+        sample(
+            &text,
+            &format!(
+                "alb_target_response_seconds_bucket{{{}}}",
+                series(&format!(",le=\"{le}\""))
+            ),
+        )
+    };
+    // 0.002 is counted in the 0.1 bucket, 0.3 and 0.7 in 1, 42 only in +Inf.
+    assert_eq!(bucket("0.1"), Some(1.0), "{text}");
+    assert_eq!(bucket("1"), Some(3.0));
+    assert_eq!(bucket("+Inf"), Some(4.0));
+    assert_eq!(
+        samples_named(&text, "alb_target_response_seconds_bucket").len(),
+        3
+    );
+
+    let off = registry_of(
+        snapshot_of(&lines, T0 + MINUTE_US),
+        ExportConfig {
+            latency_windows_secs: Some(Vec::new()),
+            latency_buckets_seconds: Some(Vec::new()),
+        },
+    );
+    let (text, oracle) = both_ways(&off);
+    assert_eq!(text, oracle);
+    assert!(!text.contains("alb_window_latency_seconds"), "{text}");
+    assert_eq!(
+        samples_named(&text, "alb_target_response_seconds_bucket").len(),
+        1
+    );
+}
+
+#[test]
+fn a_plain_gather_after_an_encode_gets_proto_families_again() {
+    let registry = registry_of(
+        snapshot_of(&[line_at(OK, T0, None)], T0 + MINUTE_US),
+        ExportConfig::default(),
+    );
+    admin::encode(&registry).expect("encode");
+    let requests = registry
+        .gather()
+        .into_iter()
+        .find(|f| f.name() == "alb_requests_total")
+        .expect("requests family");
+    assert_eq!(requests.get_metric().len(), 1);
+    assert_eq!(requests.get_metric()[0].get_label().len(), 5);
 }
