@@ -111,7 +111,7 @@ struct Churn {
 impl Churn {
     /// The address of the next forwarded request.
     fn next(&mut self) -> &str {
-        if self.forwarded % self.lines_per_target == 0 {
+        if self.forwarded.is_multiple_of(self.lines_per_target) {
             self.addr.clear();
             let n = self.forwarded / self.lines_per_target;
             // A host of 10.0.0.0/8 (never .0) per target, so 16 M targets stay distinct; the
