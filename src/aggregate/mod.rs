@@ -18,9 +18,11 @@
 pub mod series;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use hashbrown::{DefaultHashBuilder, HashTable};
 use hdrhistogram::Histogram;
 
 use crate::classify::Cause;
@@ -42,6 +44,12 @@ pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
 /// stays affordable.
 const HDR_MAX_MS: u64 = 4_000_000;
 const HDR_SIGFIG: u8 = 1;
+
+/// Up to this many latencies of a minute are kept as they came, 4 bytes each, rather than in a
+/// histogram (about 1.2 KiB): a series of a churning fleet sees a handful of requests before
+/// its target goes, and then its minutes cost bytes, not kilobytes. Past it the histogram is
+/// the smaller of the two.
+const FEW_LATENCIES: usize = 128;
 
 /// What the aggregator keeps and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,24 +157,35 @@ const FUTURE_BUCKET: i64 = i64::MAX;
 
 #[derive(Debug, Default)]
 struct LocalSeries {
+    /// Where its key sits in the accumulator's arena.
+    key_start: usize,
+    key_end: usize,
+    hash: u64,
     cells: Vec<Cell>,
     samples: Vec<Sample>,
     /// The newest event time within the future limit; `i64::MIN` if none.
     max_time: i64,
 }
 
-/// A worker's per-batch tally, merged into the [`Aggregator`] once per batch. Its maps and
-/// vectors keep their capacity between batches, so a warm worker allocates only for a series
-/// it has never seen.
+/// A worker's per-batch tally, merged into the [`Aggregator`] once per batch.
+///
+/// A new target costs no allocation once the worker is warm, however many targets churn
+/// through: keys are copied into one arena, the index holds only small ids, and the local
+/// series past `live` keep their vectors for the next batch's keys. Everything is forgotten
+/// at each merge, so what the accumulator holds is bounded by the batch it counts, not by
+/// how many targets it has seen.
 #[derive(Debug)]
 pub struct BatchAccumulator {
     bucket_us: i64,
-    index: HashMap<Box<[u8]>, usize>,
-    keys: Vec<Box<[u8]>>,
+    hasher: DefaultHashBuilder,
+    /// Ids into `series` by the hash of their key.
+    index: HashTable<u32>,
+    /// The keys of `series[..live]`, back to back.
+    arena: Vec<u8>,
+    /// The batch's series in the order first seen; those past `live` are spare.
     series: Vec<LocalSeries>,
-    touched: Vec<usize>,
+    live: usize,
     scratch: Vec<u8>,
-    max_local_series: usize,
     attribute_count: usize,
     /// The attribute part of every key until the next [`BatchAccumulator::set_attributes`]:
     /// built once per batch, so a line only copies it.
@@ -182,14 +201,12 @@ impl BatchAccumulator {
         push_attributes::<&str>(&mut suffix, attribute_count, &[]);
         BatchAccumulator {
             bucket_us: cfg.bucket_us(),
-            index: HashMap::new(),
-            keys: Vec::new(),
+            hasher: DefaultHashBuilder::default(),
+            index: HashTable::new(),
+            arena: Vec::new(),
             series: Vec::new(),
-            touched: Vec::new(),
+            live: 0,
             scratch: Vec::with_capacity(256),
-            // The local index only caches keys; past a few times the shared cap it is
-            // cheaper to forget it than to let churn grow it.
-            max_local_series: cfg.max_series.saturating_mul(2).max(1024),
             attribute_count,
             suffix,
             future_limit: i64::MAX,
@@ -224,21 +241,8 @@ impl BatchAccumulator {
             None => scratch.push(b'-'),
         }
         scratch.extend_from_slice(&self.suffix);
-        let idx = match self.index.get(&scratch[..]) {
-            Some(&idx) => idx,
-            None => {
-                let key: Box<[u8]> = scratch[..].into();
-                self.keys.push(key.clone());
-                self.series.push(LocalSeries::default());
-                self.index.insert(key, self.series.len() - 1);
-                self.series.len() - 1
-            }
-        };
+        let idx = self.local_series();
         let s = &mut self.series[idx];
-        if s.cells.is_empty() {
-            self.touched.push(idx);
-            s.max_time = i64::MIN;
-        }
         let future = e.time > self.future_limit;
         let bucket = if future {
             FUTURE_BUCKET
@@ -285,19 +289,49 @@ impl BatchAccumulator {
         });
     }
 
+    /// The index of the local series whose key is in `scratch`, taking a spare one (and
+    /// copying the key into the arena) if the batch has not seen it yet.
+    fn local_series(&mut self) -> usize {
+        let key = &self.scratch[..];
+        let hash = self.hasher.hash_one(key);
+        let (arena, series) = (&self.arena, &self.series);
+        let found = self.index.find(hash, |&i| {
+            let s = &series[i as usize];
+            arena[s.key_start..s.key_end] == *key
+        });
+        if let Some(&i) = found {
+            return i as usize;
+        }
+        let idx = self.live;
+        if idx == self.series.len() {
+            self.series.push(LocalSeries::default());
+        }
+        let key_start = self.arena.len();
+        self.arena.extend_from_slice(key);
+        let s = &mut self.series[idx];
+        s.key_start = key_start;
+        s.key_end = self.arena.len();
+        s.hash = hash;
+        s.max_time = i64::MIN;
+        self.live += 1;
+        let series = &self.series;
+        // A batch holds far fewer than u32::MAX lines, so far fewer series.
+        self.index
+            .insert_unique(hash, idx as u32, |&i| series[i as usize].hash);
+        idx
+    }
+
     /// Moves this batch's counts into `agg` and resets for the next batch.
     pub fn merge_into(&mut self, agg: &mut Aggregator) {
-        for idx in self.touched.drain(..) {
-            let local = &mut self.series[idx];
-            agg.merge_series(&self.keys[idx], local);
+        for local in &mut self.series[..self.live] {
+            agg.merge_series(&self.arena[local.key_start..local.key_end], local);
             local.cells.clear();
             local.samples.clear();
         }
-        if self.index.len() > self.max_local_series {
-            self.index.clear();
-            self.keys.clear();
-            self.series.clear();
-        }
+        // Clearing keeps every capacity: the next batch's new keys cost no allocation.
+        self.index.clear();
+        self.arena.clear();
+        self.live = 0;
     }
 }
 
@@ -346,8 +380,47 @@ struct Bucket {
 #[derive(Debug)]
 struct Minute {
     start: i64,
-    target: Histogram<u32>,
-    elapsed: Histogram<u32>,
+    target: Latencies,
+    elapsed: Latencies,
+}
+
+/// One minute's latencies of one series, in milliseconds. Window quantiles read the same
+/// histogram either way: the few values are recorded into it as they would have been here.
+#[derive(Debug)]
+enum Latencies {
+    Few(Vec<u32>),
+    Many(Box<Histogram<u32>>),
+}
+
+impl Latencies {
+    fn record(&mut self, ms: u32) {
+        match self {
+            Latencies::Few(few) if few.len() < FEW_LATENCIES => few.push(ms),
+            Latencies::Few(few) => {
+                let mut many = new_hdr();
+                for &v in few.iter().chain([&ms]) {
+                    many.saturating_record(u64::from(v));
+                }
+                *self = Latencies::Many(Box::new(many));
+            }
+            Latencies::Many(many) => many.saturating_record(u64::from(ms)),
+        }
+    }
+
+    /// Adds these latencies to `into`, a histogram from [`new_hdr`].
+    fn add_to(&self, into: &mut Histogram<u32>) {
+        match self {
+            Latencies::Few(few) => {
+                for &v in few {
+                    into.saturating_record(u64::from(v));
+                }
+            }
+            // Both histograms have the same bounds, so adding cannot fail.
+            Latencies::Many(many) => {
+                let _ = into.add(&**many);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -435,9 +508,9 @@ impl Aggregator {
         }
         let horizon = self.horizon();
         let bucket_us = self.cfg.bucket_us();
-        let labels = self.table.labels(id as u32).cloned();
+        let table = &self.table;
         let state = self.states[id].get_or_insert_with(|| SeriesState {
-            labels: labels.unwrap_or_default(),
+            labels: table.labels(id as u32).cloned().unwrap_or_default(),
             last_seen: local.max_time,
             totals: Vec::new(),
             bytes_in: 0,
@@ -505,10 +578,10 @@ impl Aggregator {
                 sample.time.div_euclid(MINUTE_US) * MINUTE_US,
             );
             if let Some(us) = sample.target_us {
-                minute.target.saturating_record(ms(us));
+                minute.target.record(ms(us));
             }
             if let Some(us) = sample.elapsed_us {
-                minute.elapsed.saturating_record(ms(us));
+                minute.elapsed.record(ms(us));
             }
         }
     }
@@ -517,7 +590,13 @@ impl Aggregator {
     /// watermark in `replay`. Buckets behind the horizon close (later entries for them count as
     /// late) and series idle past the TTL are evicted. The clock never moves back.
     pub fn advance(&mut self, now: i64) {
-        self.clock = self.clock.max(now);
+        // Merges only add buckets and minutes ahead of the horizon and never make a series
+        // look idler, so a clock that has not moved has nothing to close or evict — and the
+        // replay asks after every batch, while the sweep visits every series.
+        if now <= self.clock {
+            return;
+        }
+        self.clock = now;
         let horizon = self.horizon();
         let bucket_us = self.cfg.bucket_us();
         let idle_before = self
@@ -561,6 +640,8 @@ impl Aggregator {
             .iter()
             .map(|&w| i64::from(w) * SECOND_US)
             .collect();
+        // One pair of histograms for every window of every series: reset, not reallocated.
+        let mut scratch = (new_hdr(), new_hdr());
         let series = self
             .states
             .iter()
@@ -573,7 +654,7 @@ impl Aggregator {
                 latency: state.latency.clone(),
                 windows: windows
                     .iter()
-                    .map(|&w| window(state, end.saturating_sub(w), end))
+                    .map(|&w| window(state, end.saturating_sub(w), end, &mut scratch))
                     .collect(),
             })
             .collect();
@@ -591,8 +672,9 @@ impl Aggregator {
     }
 }
 
-fn ms(us: u64) -> u64 {
-    (us / 1000).clamp(1, HDR_MAX_MS)
+fn ms(us: u64) -> u32 {
+    // Clamped to HDR_MAX_MS, which fits in a u32.
+    (us / 1000).clamp(1, HDR_MAX_MS) as u32
 }
 
 /// The bucket starting at `start`, inserted in order if it is new.
@@ -617,8 +699,8 @@ fn minute_for(minutes: &mut VecDeque<Minute>, start: i64) -> &mut Minute {
             at,
             Minute {
                 start,
-                target: new_hdr(),
-                elapsed: new_hdr(),
+                target: Latencies::Few(Vec::new()),
+                elapsed: Latencies::Few(Vec::new()),
             },
         );
     }
@@ -630,7 +712,13 @@ fn new_hdr() -> Histogram<u32> {
         .expect("constant bounds hdrhistogram accepts: low >= 1, high >= 2 * low, sigfig <= 5")
 }
 
-fn window(state: &SeriesState, from: i64, end: i64) -> WindowSnapshot {
+/// The window `[from, end)` of `state`; `scratch` is any pair of histograms from [`new_hdr`].
+fn window(
+    state: &SeriesState,
+    from: i64,
+    end: i64,
+    (target, elapsed): &mut (Histogram<u32>, Histogram<u32>),
+) -> WindowSnapshot {
     let mut w = WindowSnapshot::default();
     for bucket in state
         .buckets
@@ -659,19 +747,22 @@ fn window(state: &SeriesState, from: i64, end: i64) -> WindowSnapshot {
             }
         }
     }
-    let minutes = state
+    let mut minutes = state
         .minutes
         .iter()
-        .filter(|m| m.start + MINUTE_US > from && m.start < end);
-    let mut target = new_hdr();
-    let mut elapsed = new_hdr();
-    for m in minutes {
-        // Both histograms have the same bounds, so adding cannot fail.
-        let _ = target.add(&m.target);
-        let _ = elapsed.add(&m.elapsed);
+        .filter(|m| m.start + MINUTE_US > from && m.start < end)
+        .peekable();
+    if minutes.peek().is_none() {
+        return w;
     }
-    w.target_latency = Quantiles::of(&target);
-    w.elapsed_latency = Quantiles::of(&elapsed);
+    target.reset();
+    elapsed.reset();
+    for m in minutes {
+        m.target.add_to(target);
+        m.elapsed.add_to(elapsed);
+    }
+    w.target_latency = Quantiles::of(target);
+    w.elapsed_latency = Quantiles::of(elapsed);
     w
 }
 

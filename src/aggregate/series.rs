@@ -4,9 +4,15 @@
 //! `max_series` distinct series however many targets (or attribute values) churn through.
 //! Entries that would exceed the cap go to one `__overflow__` series (and are counted); series
 //! idle for the TTL are released and their ids reused.
+//!
+//! Past the cap every entry of a new key asks the table and is told "overflow", so that answer
+//! is one hash and one probe with no allocation: the index holds ids by a hash kept in the
+//! slot, and a key is copied only when it becomes a series.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 /// The label value given to entries that did not fit under the cap.
 pub const OVERFLOW: &str = "__overflow__";
@@ -60,17 +66,20 @@ fn labels_of(key: &[u8], attribute_count: usize) -> SeriesLabels {
     }
 }
 
-/// A live series: its key (to release it by) and its labels.
+/// A live series: its key and the key's hash (to find and release it by) and its labels.
 #[derive(Debug)]
 struct Slot {
     key: Box<[u8]>,
+    hash: u64,
     labels: Arc<SeriesLabels>,
 }
 
 /// Series ids by key, with a cap and a free list.
 #[derive(Debug)]
 pub struct SeriesTable {
-    index: HashMap<Box<[u8]>, u32>,
+    hasher: DefaultHashBuilder,
+    /// Live ids (the overflow series' too) by the hash of their key.
+    index: HashTable<u32>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     max_series: usize,
@@ -85,7 +94,8 @@ impl SeriesTable {
     /// `attribute_count` attribute values.
     pub fn new(max_series: usize, attribute_count: usize) -> Self {
         SeriesTable {
-            index: HashMap::new(),
+            hasher: DefaultHashBuilder::default(),
+            index: HashTable::new(),
             slots: Vec::new(),
             free: Vec::new(),
             max_series,
@@ -98,11 +108,19 @@ impl SeriesTable {
     /// The id of the series `key` (see [`series_key`]), creating it if there is room and
     /// falling back to the overflow series (counting `entries` as overflowed) otherwise.
     pub fn intern(&mut self, key: &[u8], entries: u64) -> u32 {
-        if let Some(&id) = self.index.get(key) {
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        let found = self.index.find(hash, |&id| {
+            slots
+                .get(id as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| *s.key == *key)
+        });
+        if let Some(&id) = found {
             return id;
         }
         if self.index.len() < self.max_series {
-            return self.insert(key.into());
+            return self.insert(key.into(), hash);
         }
         self.overflowed_entries += entries;
         match self.overflow {
@@ -117,17 +135,19 @@ impl SeriesTable {
                     OVERFLOW.as_bytes(),
                 );
                 push_attributes::<&str>(&mut k, self.attribute_count, &[]);
-                let id = self.insert(k.into());
+                let hash = self.hasher.hash_one(&k[..]);
+                let id = self.insert(k.into(), hash);
                 self.overflow = Some(id);
                 id
             }
         }
     }
 
-    fn insert(&mut self, key: Box<[u8]>) -> u32 {
+    fn insert(&mut self, key: Box<[u8]>, hash: u64) -> u32 {
         let slot = Some(Slot {
             labels: Arc::new(labels_of(&key, self.attribute_count)),
-            key: key.clone(),
+            key,
+            hash,
         });
         let id = match self.free.pop() {
             Some(id) => {
@@ -140,7 +160,13 @@ impl SeriesTable {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(key, id);
+        let slots = &self.slots;
+        self.index.insert_unique(hash, id, |&i| {
+            slots
+                .get(i as usize)
+                .and_then(Option::as_ref)
+                .map_or(0, |s| s.hash)
+        });
         id
     }
 
@@ -149,7 +175,9 @@ impl SeriesTable {
         let Some(slot) = self.slots.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
-        self.index.remove(&slot.key);
+        if let Ok(entry) = self.index.find_entry(slot.hash, |&i| i == id) {
+            entry.remove();
+        }
         if self.overflow == Some(id) {
             self.overflow = None;
         }

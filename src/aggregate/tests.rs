@@ -296,3 +296,147 @@ fn without_attribute_labels_the_values_are_ignored() {
     assert_eq!(snap.series.len(), 1);
     assert!(snap.series[0].labels.attributes.is_empty());
 }
+
+/// Writes the address of churned target `n` into `out`: a distinct `ip:port` for every `n`
+/// below 2^24.
+fn churned_ip(out: &mut String, n: u32) {
+    use std::fmt::Write as _;
+    out.clear();
+    let _ = write!(out, "10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255);
+}
+
+/// The churn case: a million distinct targets, one line each, against a cap of 100.
+/// The first 100 keys merged become series, every other line is counted in the overflow
+/// series exactly once, the accumulator holds no more than a batch's worth of series, and
+/// idle series are evicted and give their room back.
+#[test]
+fn a_million_churned_targets_overflow_exactly_and_hold_a_bounded_state() {
+    const TARGETS: u32 = 1_000_000;
+    const BATCH: u32 = 1_000;
+    const CAP: usize = 100;
+    let mut agg = Aggregator::new(AggregateConfig {
+        max_series: CAP,
+        ..cfg()
+    });
+    let mut acc = BatchAccumulator::new(agg.config());
+    let lb = LbSettings::default();
+    // A success and a refused connection (an alertable cause with a trace id), alternating.
+    let templates = [0, 28].map(|n| line_at(n, T0, "10.0.1.17:8080"));
+    let entries: Vec<_> = templates
+        .iter()
+        .map(|l| {
+            let e = parse_line(l.as_bytes()).expect("fixture parses");
+            let cause = classify(&e, &lb);
+            (e, cause)
+        })
+        .collect();
+    let mut ip = String::new();
+    let mut bytes_out = 0;
+    for n in 0..TARGETS {
+        let (template, cause) = &entries[n as usize % 2];
+        churned_ip(&mut ip, n);
+        let mut e = template.clone();
+        e.target = Some(crate::parse::Endpoint {
+            ip: crate::parse::Text::new(ip.as_bytes()),
+            port: 8080,
+        });
+        // A thousand lines a second: the run spans about 17 minutes of event time.
+        e.time = T0 + i64::from(n) * 1_000;
+        bytes_out += e.sent_bytes;
+        acc.add(&e, *cause);
+        if (n + 1) % BATCH == 0 {
+            assert!(acc.series.len() <= BATCH as usize);
+            acc.merge_into(&mut agg);
+            assert!(agg.table.len() <= CAP + 1);
+        }
+    }
+    let end = T0 + i64::from(TARGETS) * 1_000;
+    let snap = agg.snapshot(end);
+    assert_eq!(snap.overflowed_entries, u64::from(TARGETS) - CAP as u64);
+    assert_eq!(snap.series.len(), CAP + 1);
+    let requests = |s: &SeriesSnapshot| s.totals.iter().map(|t| t.2).sum::<u64>();
+    let overflow = snap
+        .series
+        .iter()
+        .find(|s| s.labels.target == series::OVERFLOW)
+        .expect("overflow series");
+    assert_eq!(requests(overflow), u64::from(TARGETS) - CAP as u64);
+    assert_eq!(
+        snap.series.iter().map(requests).sum::<u64>(),
+        u64::from(TARGETS)
+    );
+    assert_eq!(
+        snap.series.iter().map(|s| s.bytes_out_total).sum::<u64>(),
+        bytes_out
+    );
+    // The series are the first hundred targets, one request each, in the order merged.
+    let mut firsts: Vec<String> = snap
+        .series
+        .iter()
+        .filter(|s| s.labels.target != series::OVERFLOW)
+        .inspect(|s| assert_eq!(requests(s), 1))
+        .map(|s| s.labels.target.clone())
+        .collect();
+    firsts.sort();
+    let mut want: Vec<String> = (0..CAP as u32)
+        .map(|n| {
+            churned_ip(&mut ip, n);
+            format!("{ip}:8080")
+        })
+        .collect();
+    want.sort();
+    assert_eq!(firsts, want);
+    // Each of those series saw one request, so its minute holds one latency, not a histogram.
+    for state in agg.states.iter().flatten() {
+        if state.labels.target == series::OVERFLOW {
+            continue;
+        }
+        for m in &state.minutes {
+            assert!(matches!(&m.target, Latencies::Few(v) if v.len() <= 1));
+        }
+    }
+    // Past the TTL every series is evicted and the cap has room again.
+    agg.advance(end + 31 * MINUTE_US);
+    assert_eq!(
+        agg.snapshot(end + 31 * MINUTE_US).evicted_series,
+        CAP as u64 + 1
+    );
+    assert!(agg.table.is_empty());
+    feed(
+        &mut acc,
+        &mut agg,
+        &[line_at(0, end + 31 * MINUTE_US, "10.0.1.17:8080")],
+    );
+    let snap = agg.snapshot(end + 32 * MINUTE_US);
+    assert_eq!(snap.series.len(), 1);
+    assert_eq!(snap.series[0].labels.target, "10.0.1.17:8080");
+    assert_eq!(snap.overflowed_entries, u64::from(TARGETS) - CAP as u64);
+}
+
+/// A minute's latencies kept as values give the same window quantiles as a histogram of them,
+/// on either side of the switch.
+#[test]
+fn few_latencies_give_the_quantiles_of_a_histogram() {
+    for count in [1, FEW_LATENCIES, FEW_LATENCIES + 1, 1_000] {
+        let values: Vec<u32> = (0..count as u32).map(|i| 1 + i * 37 % 5_000).collect();
+        let mut kept = Latencies::Few(Vec::new());
+        let mut dense = new_hdr();
+        for &v in &values {
+            kept.record(v);
+            dense.saturating_record(u64::from(v));
+        }
+        assert_eq!(
+            matches!(kept, Latencies::Few(_)),
+            count <= FEW_LATENCIES,
+            "{count} values"
+        );
+        let mut window = new_hdr();
+        kept.add_to(&mut window);
+        assert_eq!(
+            Quantiles::of(&window),
+            Quantiles::of(&dense),
+            "{count} values"
+        );
+        assert_eq!(window.len(), dense.len());
+    }
+}

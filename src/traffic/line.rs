@@ -14,9 +14,9 @@ use super::SECOND_US;
 
 /// What happened to a request: who answered, with what, after how long.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Outcome {
+pub(super) struct Outcome<'a> {
     /// `ip:port`, or `-` when no target was reached (or it is a Lambda function).
-    pub(super) target: &'static str,
+    pub(super) target: &'a str,
     pub(super) rq_us: Option<u64>,
     pub(super) tp_us: Option<u64>,
     pub(super) rs_us: Option<u64>,
@@ -47,7 +47,7 @@ pub(super) struct Line<'a> {
     pub(super) rule: &'static str,
     pub(super) actions: &'static str,
     pub(super) redirect_url: &'a str,
-    pub(super) outcome: Outcome,
+    pub(super) outcome: Outcome<'a>,
 }
 
 /// Writes one full 36-field line, with its `\n`.

@@ -18,6 +18,7 @@
 //! page no one either.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use crate::classify::Scope;
@@ -92,6 +93,42 @@ pub struct Traffic {
     /// load balancer's own answers and `(group, target)` for forwarded requests: the cap's
     /// ledger.
     noise_seen: HashMap<(Kind, (usize, usize)), u8>,
+    /// Addresses for instance targets that come and go, or `None` for the fleet's own.
+    churn: Option<Churn>,
+}
+
+/// Targets that come and go, as tasks of an autoscaled container service do: every
+/// `lines_per_target` requests forwarded to an instance go to a new `ip:port`.
+#[derive(Debug, Clone)]
+struct Churn {
+    lines_per_target: u64,
+    /// Requests forwarded to an instance so far.
+    forwarded: u64,
+    /// The current address, rewritten in place.
+    addr: String,
+}
+
+impl Churn {
+    /// The address of the next forwarded request.
+    fn next(&mut self) -> &str {
+        if self.forwarded.is_multiple_of(self.lines_per_target) {
+            self.addr.clear();
+            let n = self.forwarded / self.lines_per_target;
+            // A host of 10.0.0.0/8 (never .0) per target, so 16 M targets stay distinct; the
+            // port is a dynamic host port, as a bridge-mode container gets.
+            let host = n % ((1 << 24) - 1) + 1;
+            let port = 32_768 + n % 28_232;
+            let _ = write!(
+                self.addr,
+                "10.{}.{}.{}:{port}",
+                host >> 16,
+                (host >> 8) & 255,
+                host & 255
+            );
+        }
+        self.forwarded += 1;
+        &self.addr
+    }
 }
 
 /// `lines` lines of steady traffic from `seed`, about a thousand requests a second from
@@ -129,7 +166,43 @@ impl Traffic {
             max_gap_us: (2 * SECOND_US as u64 / u64::from(requests_per_sec.max(1))).max(1),
             noise_minute: start_us.div_euclid(MINUTE_US),
             noise_seen: HashMap::new(),
+            churn: None,
         }
+    }
+
+    /// The same stream with target churn: every `lines_per_target` requests forwarded to an
+    /// instance (not a Lambda function, not answered by the load balancer) go to a new target
+    /// address, so the aggregator sees an endless supply of new series.
+    pub fn churning(mut self, lines_per_target: u32) -> Self {
+        self.churn = Some(Churn {
+            lines_per_target: u64::from(lines_per_target.max(1)),
+            forwarded: 0,
+            addr: String::with_capacity(24),
+        });
+        self
+    }
+
+    /// How many distinct target addresses the churn has handed out so far (0 without churn).
+    pub fn churned_targets(&self) -> u64 {
+        self.churn
+            .as_ref()
+            .map_or(0, |c| c.forwarded.div_ceil(c.lines_per_target))
+    }
+
+    /// Writes requests until at least `lines` lines are written (exactly `lines` for traffic
+    /// without a script), a megabyte at a time so memory stays flat, and returns how many.
+    pub fn write_lines(&mut self, lines: usize, out: &mut impl Write) -> io::Result<usize> {
+        let mut buf = Vec::with_capacity(1 << 20);
+        let mut written = 0;
+        while written < lines {
+            buf.clear();
+            while written < lines && buf.len() < 1 << 20 {
+                written += self.step(&mut buf);
+            }
+            out.write_all(&buf)?;
+        }
+        out.flush()?;
+        Ok(written)
     }
 
     /// The same stream with its incident script shifted: the cycle is `offset_secs` in at
@@ -260,7 +333,12 @@ impl Traffic {
             }
             _ => Kind::Ok,
         };
-        write_forwarded(out, &mut self.rng, now, (lb, group, target), kind);
+        let churned = self
+            .churn
+            .as_mut()
+            .filter(|_| target.is_some())
+            .map(Churn::next);
+        write_forwarded(out, &mut self.rng, now, (lb, group, target), kind, churned);
         lines + 1
     }
 

@@ -52,13 +52,15 @@ impl Kind {
 }
 
 /// A request the listener rules sent to `group` (and, unless it is a Lambda group or none
-/// was reachable, to `target`), arriving at `now`.
+/// was reachable, to `target`), arriving at `now`. A target's address is the fleet's, or
+/// `churned` when given (targets that come and go).
 pub(super) fn write_forwarded(
     out: &mut Vec<u8>,
     r: &mut SplitMix64,
     now: i64,
     (lb, group, target): (usize, usize, Option<usize>),
     kind: Kind,
+    churned: Option<&str>,
 ) {
     let (l, g) = (&LBS[lb], &GROUPS[group]);
     let (verb, path) = *r.pick(g.routes);
@@ -73,10 +75,10 @@ pub(super) fn write_forwarded(
         ("https", "HTTP/1.1")
     };
     let request = format!("{verb} https://{}:443{path}{id} {proto}", l.host);
-    let addr = target
-        .and_then(|t| g.targets.get(t))
-        .copied()
-        .unwrap_or("-");
+    let addr = match target.and_then(|t| g.targets.get(t)) {
+        Some(fleet) => churned.unwrap_or(fleet),
+        None => "-",
+    };
     let rq = r.below(2) * 1000;
     let latency = latency_us(r, g);
     let received = if verb == "POST" {
@@ -94,18 +96,6 @@ pub(super) fn write_forwarded(
         target_code: Some(code),
         sent,
         elapsed_us: (rq + tp) as i64 + 300,
-        error_reason: "-",
-    };
-    // The load balancer answers for a request it dispatched to `to` (or could not).
-    let lb_error = |code: u16, to: &'static str, elapsed_us: i64| Outcome {
-        target: to,
-        rq_us: None,
-        tp_us: None,
-        rs_us: None,
-        elb_code: code,
-        target_code: None,
-        sent: 272,
-        elapsed_us,
         error_reason: "-",
     };
     let outcome = match kind {
@@ -174,6 +164,21 @@ pub(super) fn write_forwarded(
         outcome,
     };
     write_line(out, r, &line);
+}
+
+/// The load balancer answers for a request it dispatched to `to` (or could not).
+fn lb_error(code: u16, to: &str, elapsed_us: i64) -> Outcome<'_> {
+    Outcome {
+        target: to,
+        rq_us: None,
+        tp_us: None,
+        rs_us: None,
+        elb_code: code,
+        target_code: None,
+        sent: 272,
+        elapsed_us,
+        error_reason: "-",
+    }
 }
 
 /// A request load balancer `lb` answered itself at `now`, before any routing to a target

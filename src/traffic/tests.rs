@@ -131,6 +131,58 @@ fn the_corpus_is_deterministic_realistic_and_shows_every_error_of_its_mix() {
 }
 
 #[test]
+fn churning_traffic_gives_each_pair_of_forwarded_lines_a_new_target_and_keeps_the_rest() {
+    let mut plain = Vec::new();
+    let mut traffic = Traffic::steady(7, T0, 1_000);
+    assert_eq!(
+        traffic.write_lines(5_000, &mut plain).expect("in memory"),
+        5_000
+    );
+    let mut churned = Vec::new();
+    let mut traffic = Traffic::steady(7, T0, 1_000).churning(2);
+    assert_eq!(
+        traffic.write_lines(5_000, &mut churned).expect("in memory"),
+        5_000
+    );
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    classify_lines(&plain, &mut a);
+    classify_lines(&churned, &mut b);
+    assert_eq!(a.len(), b.len());
+    // The same requests with the same outcomes: only instance addresses differ.
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(
+            (a.time, &a.elb, &a.target_group),
+            (b.time, &b.elb, &b.target_group)
+        );
+        assert_eq!(a.cause, b.cause);
+        assert_eq!(a.target == "-", b.target == "-");
+    }
+    let instances: Vec<&str> = b
+        .iter()
+        .map(|s| s.target.as_str())
+        .filter(|t| *t != "-")
+        .collect();
+    let distinct: BTreeSet<&str> = instances.iter().copied().collect();
+    // At most two lines a target: a request the load balancer answers for want of a healthy
+    // target takes an address without showing it.
+    let mut per_target: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in &instances {
+        *per_target.entry(t).or_default() += 1;
+    }
+    assert!(per_target.values().all(|&n| n <= 2));
+    assert!(distinct.len() >= instances.len().div_ceil(2));
+    assert!(distinct.len() as u64 <= traffic.churned_targets());
+    assert!(
+        instances.len() > 4_500,
+        "{} lines to instances",
+        instances.len()
+    );
+    // Consecutive pairs share their target, the next pair has another.
+    assert_eq!(instances[0], instances[1]);
+    assert_ne!(instances[1], instances[2]);
+}
+
+#[test]
 fn deterministic_for_a_seed_and_independent_of_chunking() {
     let a = scripted(7, 120, 50);
     assert_eq!(a, scripted(7, 120, 50));
