@@ -16,7 +16,8 @@
 //! fraction of `wc -l`'s.
 //!
 //! `cargo bench --bench replay`; `ALBWATCH_BENCH_LINES` (default 1000000) sets the file's size,
-//! `ALBWATCH_BENCH_ROUNDS` (default 7) the rounds. Without `--bench` (`cargo test --benches`)
+//! `ALBWATCH_BENCH_ROUNDS` (default 7) the rounds, `ALBWATCH_BENCH_BEFORE` another albwatch
+//! binary to run beside this build's (the build before a change, say). Without `--bench` (`cargo test --benches`)
 //! it runs one round on 20 000 lines as a smoke test.
 
 #[path = "support/child.rs"]
@@ -81,11 +82,11 @@ fn count_lines(path: &Path) -> u64 {
     }
 }
 
-/// One command of the comparison.
+/// One command of the comparison: `wc -l`, or a replay by the albwatch at `bin`.
 struct Contender {
     name: String,
     env: Vec<(&'static str, String)>,
-    replay: bool,
+    bin: Option<PathBuf>,
     runs: Vec<Usage>,
 }
 
@@ -94,14 +95,14 @@ impl Contender {
         Contender {
             name: name.to_owned(),
             env,
-            replay: true,
+            bin: Some(PathBuf::from(BIN)),
             runs: Vec::new(),
         }
     }
 
     fn command(&self, file: &Path) -> Command {
-        let mut cmd = if self.replay {
-            let mut c = Command::new(BIN);
+        let mut cmd = if let Some(bin) = &self.bin {
+            let mut c = Command::new(bin);
             c.arg("replay")
                 .arg(file)
                 .args(["--metrics-out", "/dev/null", "--no-progress"]);
@@ -159,13 +160,19 @@ fn main() {
         Contender {
             name: "wc -l".to_owned(),
             env: Vec::new(),
-            replay: false,
+            bin: None,
             runs: Vec::new(),
         },
         Contender::replay("replay", Vec::new()),
         Contender::replay("replay, 1 worker", vec![("ALBWATCH_WORKERS", "1".into())]),
         Contender::replay("replay, 2 workers", vec![("ALBWATCH_WORKERS", "2".into())]),
     ];
+    if let Some(before) = std::env::var_os("ALBWATCH_BENCH_BEFORE") {
+        contenders.push(Contender {
+            bin: Some(PathBuf::from(before)),
+            ..Contender::replay("replay, before", Vec::new())
+        });
+    }
     for (name, lib) in ALLOCATORS {
         if Path::new(lib).exists() {
             contenders.push(Contender::replay(
