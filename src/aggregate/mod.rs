@@ -359,14 +359,27 @@ pub struct ClassicHistogram {
     pub count: u64,
 }
 
+/// [`LATENCY_BUCKETS_SECONDS`] in whole microseconds, so a latency (µs in the logs' parsed
+/// form) finds its bucket by integer compares. Every bound is a whole number of µs, so `us <=
+/// bound` picks the same bucket as comparing the seconds.
+const LATENCY_BUCKETS_US: [u64; LATENCY_BUCKETS_SECONDS.len()] = {
+    let mut us = [0u64; LATENCY_BUCKETS_SECONDS.len()];
+    let mut i = 0;
+    while i < us.len() {
+        us[i] = (LATENCY_BUCKETS_SECONDS[i] * 1e6) as u64;
+        i += 1;
+    }
+    us
+};
+
 impl ClassicHistogram {
-    fn observe(&mut self, seconds: f64) {
-        let i = LATENCY_BUCKETS_SECONDS
+    fn observe_us(&mut self, us: u64) {
+        let i = LATENCY_BUCKETS_US
             .iter()
-            .position(|&le| seconds <= le)
-            .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
+            .position(|&le| us <= le)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
         self.counts[i] += 1;
-        self.sum_seconds += seconds;
+        self.sum_seconds += us as f64 / 1e6;
         self.count += 1;
     }
 }
@@ -566,17 +579,26 @@ impl Aggregator {
                 None => bucket.cells.push(*cell),
             }
         }
+        // A batch's lines of one series mostly share a minute: its position is looked up
+        // once per run of them, not by a search per line.
+        let mut current: Option<(i64, usize)> = None;
         for sample in &local.samples {
             if let Some(us) = sample.target_us {
-                state.latency.observe(us as f64 / 1e6);
+                state.latency.observe_us(us);
             }
             if sample.time < horizon {
                 continue;
             }
-            let minute = minute_for(
-                &mut state.minutes,
-                sample.time.div_euclid(MINUTE_US) * MINUTE_US,
-            );
+            let start = sample.time.div_euclid(MINUTE_US) * MINUTE_US;
+            let at = match current {
+                Some((at_start, at)) if at_start == start => at,
+                _ => {
+                    let at = minute_for(&mut state.minutes, start);
+                    current = Some((start, at));
+                    at
+                }
+            };
+            let minute = &mut state.minutes[at];
             if let Some(us) = sample.target_us {
                 minute.target.record(ms(us));
             }
@@ -692,7 +714,8 @@ fn bucket_for(buckets: &mut VecDeque<Bucket>, start: i64) -> &mut Bucket {
     &mut buckets[at]
 }
 
-fn minute_for(minutes: &mut VecDeque<Minute>, start: i64) -> &mut Minute {
+/// The position of the minute starting at `start`, inserted in order if it is new.
+fn minute_for(minutes: &mut VecDeque<Minute>, start: i64) -> usize {
     let at = minutes.partition_point(|m| m.start < start);
     if minutes.get(at).is_none_or(|m| m.start != start) {
         minutes.insert(
@@ -704,7 +727,7 @@ fn minute_for(minutes: &mut VecDeque<Minute>, start: i64) -> &mut Minute {
             },
         );
     }
-    &mut minutes[at]
+    at
 }
 
 fn new_hdr() -> Histogram<u32> {

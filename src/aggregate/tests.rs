@@ -440,3 +440,21 @@ fn few_latencies_give_the_quantiles_of_a_histogram() {
         assert_eq!(window.len(), dense.len());
     }
 }
+
+#[test]
+fn microsecond_bounds_pick_the_same_bucket_as_seconds() {
+    let by_seconds = |us: u64| {
+        let seconds = us as f64 / 1e6;
+        LATENCY_BUCKETS_SECONDS
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(LATENCY_BUCKETS_SECONDS.len())
+    };
+    for &bound in &LATENCY_BUCKETS_US {
+        for us in [bound.saturating_sub(1), bound, bound + 1] {
+            let mut h = ClassicHistogram::default();
+            h.observe_us(us);
+            assert_eq!(h.counts[by_seconds(us)], 1, "{us} µs");
+        }
+    }
+}
