@@ -12,9 +12,13 @@
 //! reused. Without `--bench` (e.g. `cargo test --benches`) it runs one
 //! tiny round as a smoke test.
 
+#[path = "support/knobs.rs"]
+mod knobs;
+
 #[path = "support/child.rs"]
 mod child;
 
+use knobs::env_number;
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -27,13 +31,6 @@ const T0: i64 = 1_795_514_400_000_000;
 const SEED: u64 = 42;
 /// Lines per churned target: each pair of forwarded lines has a new one.
 const LINES_PER_TARGET: u32 = 2;
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Writes `lines` lines of steady traffic at 1 000 requests a second, churning or not, to
 /// `path` unless it is there already; returns the distinct churned targets (0 if reused).

@@ -9,9 +9,13 @@
 //! the stream's size, `ALBWATCH_BENCH_ROUNDS` (default 3) how many (a)/(b) pairs run (best
 //! kept). Without `--bench` (e.g. `cargo test --benches`) it runs one tiny round as a smoke test.
 
+#[path = "support/knobs.rs"]
+mod knobs;
+
 #[path = "../tests/support/kinesalite.rs"]
 mod kinesalite;
 
+use knobs::env_number;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,13 +42,6 @@ const LINES_PER_RECORD: usize = 100;
 const LIMIT: i32 = 100;
 /// PutRecords allows 500 records and 5 MiB a call; 60 records of ~70 KB stay under both.
 const PUT_BATCH: usize = 60;
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The stream's contents: whole-line records of [`LINES_PER_RECORD`] corpus lines.
 fn records(count: usize) -> Vec<Vec<u8>> {

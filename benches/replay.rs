@@ -20,9 +20,13 @@
 //! binary to run beside this build's (the build before a change, say). Without `--bench` (`cargo test --benches`)
 //! it runs one round on 20 000 lines as a smoke test.
 
+#[path = "support/knobs.rs"]
+mod knobs;
+
 #[path = "support/child.rs"]
 mod child;
 
+use knobs::env_number;
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,13 +44,6 @@ const ALLOCATORS: [(&str, &str); 2] = [
     ("jemalloc", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
     ("mimalloc", "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"),
 ];
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The demo's traffic, about `lines` lines over one incident cycle, written once (a file of
 /// that name is reused) into the bench's scratch directory.

@@ -16,6 +16,9 @@
 //! each kept). Without `--bench` (e.g. `cargo test --benches`) it runs one tiny round of three
 //! objects as a smoke test. moto comes from `scripts/install-test-deps.sh`.
 
+#[path = "support/knobs.rs"]
+mod knobs;
+
 #[path = "../tests/support/cli.rs"]
 #[allow(dead_code, reason = "shared by several test binaries")]
 mod cli;
@@ -26,6 +29,7 @@ mod http;
 #[allow(dead_code, reason = "shared with the S3 tests")]
 mod moto;
 
+use knobs::env_number;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,13 +52,6 @@ const PERIOD_US: i64 = 300_000_000;
 const PARALLEL: usize = 8;
 /// The longest any one path may take before the bench gives up on it.
 const LIMIT: Duration = Duration::from_secs(600);
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One log object: its key, its gzip'd bytes and the lines in them.
 struct Object {
