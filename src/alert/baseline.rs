@@ -16,7 +16,9 @@
 //! rule's floors (a count and a rise in share over `p0`) so that a busy group's significant but
 //! tiny wobble does not page.
 
-use std::cmp::Ordering;
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::{DefaultHashBuilder, HashTable, hash_table};
 
 use super::rules::BaselineConfig;
 
@@ -117,70 +119,103 @@ pub struct Fold {
     pub hold_us: i64,
 }
 
-/// Every baseline, sorted by key so that the engine can look one up with a borrowed key and
-/// rebuild the table from a sorted walk of the snapshot's groups without allocating for the
-/// groups it already knows.
+/// A borrowed form of a [`Baselines`] key `K`, to look a baseline up and to present a group at
+/// an update without owning its key. It must hash exactly like the owned key it matches (as
+/// `str` does `String`), because the table hashes owned keys when it grows.
+pub trait KeyRef<K>: Hash {
+    /// Whether this is the borrowed form of `key`.
+    fn matches(&self, key: &K) -> bool;
+    /// The owned key of a baseline that starts here.
+    fn to_key(&self) -> K;
+}
+
+/// One baseline and the update that last listed its key.
+#[derive(Debug)]
+struct Slot<K> {
+    key: K,
+    baseline: Baseline,
+    seen: u64,
+}
+
+/// Every baseline, in a hash table so that one evaluation's update costs a probe per present
+/// key whatever the number of keys (target-scoped causes bring thousands); an update marks the
+/// keys it lists with its generation and drops the unmarked rest in one pass. Nothing reads
+/// the table in its (random) iteration order, so the engine stays deterministic.
 #[derive(Debug)]
 pub struct Baselines<K> {
-    entries: Vec<(K, Baseline)>,
+    table: HashTable<Slot<K>>,
+    hasher: DefaultHashBuilder,
+    /// Counts updates, to tell the keys of the latest one from those it did not list.
+    generation: u64,
 }
 
 impl<K> Default for Baselines<K> {
     fn default() -> Self {
         Baselines {
-            entries: Vec::new(),
+            table: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            generation: 0,
         }
     }
 }
 
-impl<K> Baselines<K> {
+impl<K: Hash> Baselines<K> {
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.table.is_empty()
     }
 
-    /// The baseline whose key `cmp` finds equal; `cmp(k)` orders `k` against the key sought,
-    /// consistently with the table's order.
-    pub fn find(&self, cmp: impl Fn(&K) -> Ordering) -> Option<&Baseline> {
-        let at = self.entries.binary_search_by(|(k, _)| cmp(k)).ok()?;
-        self.entries.get(at).map(|(_, b)| b)
+    /// The baseline of the key `key` is the borrowed form of.
+    pub fn find<Q: KeyRef<K>>(&self, key: &Q) -> Option<&Baseline> {
+        let hash = self.hasher.hash_one(key);
+        self.table
+            .find(hash, |slot| key.matches(&slot.key))
+            .map(|slot| &slot.baseline)
     }
 
-    /// The baseline whose key `cmp` finds equal, to mark a surge on.
-    pub fn find_mut(&mut self, cmp: impl Fn(&K) -> Ordering) -> Option<&mut Baseline> {
-        let at = self.entries.binary_search_by(|(k, _)| cmp(k)).ok()?;
-        self.entries.get_mut(at).map(|(_, b)| b)
+    /// The baseline of the key `key` is the borrowed form of, to mark a surge on.
+    pub fn find_mut<Q: KeyRef<K>>(&mut self, key: &Q) -> Option<&mut Baseline> {
+        let hash = self.hasher.hash_one(key);
+        self.table
+            .find_mut(hash, |slot| key.matches(&slot.key))
+            .map(|slot| &mut slot.baseline)
     }
 
-    /// Rebuilds the table from `present`, the keys of this evaluation in ascending order
-    /// (borrowed forms `B`, with the window's count and total): a key already known keeps
-    /// its baseline and folds the window in, a new one starts empty, a known key missing
-    /// from `present` is dropped. `cmp(k, b)` orders an owned key against a borrowed one;
-    /// `own` makes the owned key of a new one.
-    pub fn update<B>(
+    /// Makes the table follow `present`, the keys of this evaluation in any order (borrowed
+    /// forms, each once, with the window's count and total): a key already known keeps its
+    /// baseline and folds the window in, a new one starts empty, a known key missing from
+    /// `present` is dropped.
+    pub fn update<Q: KeyRef<K>>(
         &mut self,
-        present: impl IntoIterator<Item = (B, u64, u64)>,
+        present: impl IntoIterator<Item = (Q, u64, u64)>,
         at: Fold,
-        cmp: impl Fn(&K, &B) -> Ordering,
-        own: impl Fn(&B) -> K,
     ) {
-        let old = std::mem::take(&mut self.entries);
-        let mut old = old.into_iter().peekable();
+        self.generation += 1;
+        let generation = self.generation;
+        let Baselines { table, hasher, .. } = self;
         for (key, count, total) in present {
-            while old
-                .next_if(|(k, _)| cmp(k, &key) == Ordering::Less)
-                .is_some()
-            {}
-            let (owned, mut baseline) = match old.next_if(|(k, _)| cmp(k, &key).is_eq()) {
-                Some(known) => known,
-                None => (own(&key), Baseline::default()),
+            let hash = hasher.hash_one(&key);
+            let slot = match table.entry(
+                hash,
+                |slot| key.matches(&slot.key),
+                |slot| hasher.hash_one(&slot.key),
+            ) {
+                hash_table::Entry::Occupied(e) => e.into_mut(),
+                hash_table::Entry::Vacant(e) => e
+                    .insert(Slot {
+                        key: key.to_key(),
+                        baseline: Baseline::default(),
+                        seen: generation,
+                    })
+                    .into_mut(),
             };
-            baseline.fold(at, count, total);
-            self.entries.push((owned, baseline));
+            slot.seen = generation;
+            slot.baseline.fold(at, count, total);
         }
+        table.retain(|slot| slot.seen == generation);
     }
 }
 
@@ -325,20 +360,28 @@ mod tests {
         assert_ne!(b, learned, "learns again after the hold");
     }
 
+    impl KeyRef<String> for &str {
+        fn matches(&self, key: &String) -> bool {
+            key == self
+        }
+
+        fn to_key(&self) -> String {
+            (*self).to_owned()
+        }
+    }
+
     #[test]
     fn the_table_follows_the_present_keys() {
         let mut t: Baselines<String> = Baselines::default();
-        let cmp = |k: &String, b: &&str| k.as_str().cmp(b);
-        let own = |b: &&str| (*b).to_owned();
-        t.update([("a", 1, 10), ("b", 2, 10)], at(TICK_US), cmp, own);
+        t.update([("a", 1, 10), ("b", 2, 10)], at(TICK_US));
         assert_eq!(t.len(), 2);
-        t.update([("b", 2, 10), ("c", 0, 10)], at(2 * TICK_US), cmp, own);
+        t.update([("c", 0, 10), ("b", 2, 10)], at(2 * TICK_US));
         assert_eq!(t.len(), 2);
-        assert!(t.find(|k| k.as_str().cmp("a")).is_none(), "a left");
-        let b = t.find(|k| k.as_str().cmp("b")).copied().unwrap_or_default();
-        let c = t.find(|k| k.as_str().cmp("c")).copied().unwrap_or_default();
+        assert!(t.find(&"a").is_none(), "a left");
+        let b = t.find(&"b").copied().unwrap_or_default();
+        let c = t.find(&"c").copied().unwrap_or_default();
         assert!(b.requests() > c.requests(), "b kept its history");
-        t.update(Vec::<(&str, u64, u64)>::new(), at(3 * TICK_US), cmp, own);
+        t.update(Vec::<(&str, u64, u64)>::new(), at(3 * TICK_US));
         assert!(t.is_empty());
     }
 }

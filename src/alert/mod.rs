@@ -39,13 +39,14 @@ pub use text::alert_name;
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
+use hashbrown::HashMap;
 use serde_json::{Map, Value};
 
 use crate::aggregate::series::SeriesLabels;
 use crate::aggregate::{Snapshot, TraceId, WindowCell, WindowSnapshot};
 use crate::classify::{Cause, Scope};
 use crate::parse::StatusText;
-use baseline::{Baseline, Baselines, Fold, surge_score};
+use baseline::{Baseline, Baselines, Fold, KeyRef, surge_score};
 
 const SECOND_US: i64 = 1_000_000;
 
@@ -141,7 +142,7 @@ pub struct Transition {
 
 /// A group of series, borrowed from a snapshot; `None` parts are not part of the grouping.
 /// Attribute values always are: `env="prod"` and `env="staging"` alert apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct GroupKey<'a> {
     elb: &'a str,
     target_group: Option<&'a str>,
@@ -191,8 +192,10 @@ impl<'a> GroupKey<'a> {
     }
 }
 
-/// The owned identity of a group, kept across evaluations.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// The owned identity of a group, kept across evaluations. Its fields are [`GroupKey`]'s, in the
+/// same order and of types that hash and order like their borrowed forms (`String` like `str`,
+/// `Vec<String>` like `[String]`), so the two hash and order alike.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Group {
     elb: String,
     target_group: Option<String>,
@@ -201,7 +204,7 @@ struct Group {
 }
 
 impl Group {
-    /// The borrowed form, which orders exactly like the owned one (same fields, same order).
+    /// The borrowed form, which hashes and orders exactly like the owned one.
     fn as_key(&self) -> GroupKey<'_> {
         GroupKey {
             elb: &self.elb,
@@ -209,6 +212,16 @@ impl Group {
             target: self.target.as_deref(),
             attributes: &self.attributes,
         }
+    }
+}
+
+impl KeyRef<(Cause, Group)> for (Cause, GroupKey<'_>) {
+    fn matches(&self, (cause, group): &(Cause, Group)) -> bool {
+        self.0 == *cause && self.1 == group.as_key()
+    }
+
+    fn to_key(&self) -> (Cause, Group) {
+        (self.0, self.1.owned())
     }
 }
 
@@ -363,8 +376,10 @@ impl AlertEngine {
         self.generation += 1;
         let generation = self.generation;
 
-        let mut totals: BTreeMap<GroupKey<'_>, u64> = BTreeMap::new();
-        let mut tallies: BTreeMap<(Cause, GroupKey<'_>), Tally<'_>> = BTreeMap::new();
+        // Hashed, not ordered: with the series cap full these see tens of thousands of groups
+        // a tick, and only the few alerts that fire need an order.
+        let mut totals: HashMap<GroupKey<'_>, u64> = HashMap::default();
+        let mut tallies: HashMap<(Cause, GroupKey<'_>), Tally<'_>> = HashMap::default();
         // Requests per cause within one series; reused across series.
         let mut per_series: Vec<(Cause, u64)> = Vec::new();
         for series in &snapshot.series {
@@ -400,18 +415,20 @@ impl AlertEngine {
             }
         }
 
-        let mut out = Vec::new();
+        // Whether one tally fires reads nothing another one changes (a surge mark does not
+        // move a baseline's share or warmth), so the tallies are judged in hash order and only
+        // the firing ones are sorted, for transitions in `(cause, group)` order.
+        let mut firing = Vec::new();
         for (&(cause, key), tally) in &tallies {
             let Some(rule) = self.rule(cause) else {
                 continue;
             };
             let total = totals.get(&key).copied().unwrap_or(0);
-            let find = |(c, g): &(Cause, Group)| (*c, g.as_key()).cmp(&(cause, key));
             let warm = rule
                 .surge
-                .and_then(|surge| Some((surge, *self.baselines.find(find)?)))
+                .and_then(|surge| Some((surge, *self.baselines.find(&(cause, key))?)))
                 .filter(|(_, b)| b.is_warm(&self.cfg.baseline));
-            let firing = match warm {
+            let fires = match warm {
                 Some((surge, b)) => self.surges(tally.count, total, &b, surge),
                 // Multiplying rather than dividing keeps a zero total from producing NaN.
                 None => {
@@ -420,12 +437,16 @@ impl AlertEngine {
                         && tally.count as f64 >= rule.min_share * total as f64
                 }
             };
-            if !firing {
-                continue;
+            if fires {
+                firing.push((cause, key, rule, tally, total, warm.map(|(_, b)| b)));
             }
-            let warm = warm.map(|(_, b)| b);
+        }
+        firing.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+
+        let mut out = Vec::new();
+        for (cause, key, rule, tally, total, warm) in firing {
             if warm.is_some()
-                && let Some(b) = self.baselines.find_mut(find)
+                && let Some(b) = self.baselines.find_mut(&(cause, key))
             {
                 b.mark_surge(now_us);
             }
@@ -468,7 +489,6 @@ impl AlertEngine {
             half_life_us: i64::from(self.cfg.baseline.half_life_secs) * SECOND_US,
             hold_us: hold,
         };
-        // Sorted like the table: causes in order, then the groups of each in order.
         let tallies = &tallies;
         let totals = &totals;
         let present = self.surge_causes.iter().flat_map(|&cause| {
@@ -480,12 +500,7 @@ impl AlertEngine {
                     ((cause, key), count, total)
                 })
         });
-        self.baselines.update(
-            present,
-            fold,
-            |(c, g), (cause, key)| (*c, g.as_key()).cmp(&(*cause, *key)),
-            |(cause, key)| (*cause, key.owned()),
-        );
+        self.baselines.update(present, fold);
 
         let mut done = Vec::new();
         for (id, active) in &mut self.active {
