@@ -15,7 +15,8 @@
 //!   that runs the alert rules at every tick the watermark passes — the one engine of the
 //!   daemon ([`app`]) and of [`replay`]; [`clock`] is the only reader of the wall clock;
 //! - [`pipeline`]: worker threads that run the synchronous hot path on each batch and
-//!   acknowledge it only after its counts are merged;
+//!   acknowledge it only after its counts are merged, then hand the batch's buffer back to
+//!   [`buffers`] for the inputs to fill again;
 //! - [`parse`] turns one line into a borrowed [`parse::LogEntry`] (zero-copy; a SIMD
 //!   structural index splits the fields, with the `nom` tokenizer as reference and fallback);
 //! - [`classify`] gives each entry exactly one probable [`classify::Cause`], a closed set of
@@ -34,6 +35,7 @@
 pub mod aggregate;
 pub mod alert;
 pub mod app;
+pub mod buffers;
 pub mod classify;
 pub mod clock;
 pub mod config;

@@ -8,8 +8,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::Path;
 
+use crate::buffers::Buffers;
 use crate::gzip;
-use crate::pipeline::Buffers;
 
 /// Default bound on one line: ALB truncates user agents at 8 KB and rejects request lines and
 /// headers over 16 KB, so 64 KiB leaves ample room for a real entry.

@@ -10,9 +10,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::buffers::Buffers;
 use crate::event_time::{InputKind, PartitionSpec};
 use crate::lines::{self, Chunk, Chunker};
-use crate::pipeline::{Buffers, RawBatch};
+use crate::pipeline::RawBatch;
 
 use super::{PartitionInput, Shutdown};
 

@@ -23,12 +23,13 @@ use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
+use crate::buffers::Buffers;
 use crate::decode::{DecodeLimits, Records};
 use crate::event_time::{
     InputKind, MAX_PARTITIONS_PER_INPUT, OVERFLOW_PARTITION, PartitionSpec, Stamp, Timeline,
 };
 use crate::export::WallClock;
-use crate::pipeline::{Buffers, RawBatch, SubmitError, Submitter};
+use crate::pipeline::{RawBatch, SubmitError, Submitter};
 use crate::traffic::Traffic;
 
 /// The inputs that run on threads of their own.

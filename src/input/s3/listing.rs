@@ -13,9 +13,9 @@ use std::sync::mpsc as std_mpsc;
 use super::key::{self, S3Url};
 use super::object::{self, Body};
 use super::sdk::Clients;
+use crate::buffers::Buffers;
 use crate::input::files::Unreadable;
 use crate::lines::Chunk;
-use crate::pipeline::Buffers;
 
 /// The objects of one replay: where and when.
 #[derive(Debug, Clone)]

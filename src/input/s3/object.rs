@@ -14,10 +14,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc as async_mpsc;
 
 use super::sdk::Clients;
+use crate::buffers::Buffers;
 use crate::input::aws::{AwsError, Failure, Fault};
 use crate::input::{PartitionInput, Shutdown, files};
 use crate::lines::{self, Chunk, Chunker};
-use crate::pipeline::{BatchOutcome, Buffers};
+use crate::pipeline::BatchOutcome;
 
 /// Network chunks buffered per object ahead of its reader: enough to keep the connection
 /// busy while a batch is handed on, few enough that many objects in flight stay small.
