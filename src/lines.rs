@@ -136,17 +136,13 @@ impl<R: Read> Chunker<R> {
         }
         buf[..filled].copy_from_slice(&self.carry);
         self.carry.clear();
-        let step = target.clamp(1, READ_BUFFER_BYTES);
         let mut last_newline: Option<usize> = None;
         let mut too_long = 0;
         let at_end = loop {
             // At least a whole `BufReader` buffer per read, so a buffered reader hands the
             // read to the file (or the gzip decoder) directly instead of copying through its
             // own buffer.
-            let want = target
-                .saturating_sub(filled)
-                .max(step)
-                .max(READ_BUFFER_BYTES);
+            let want = target.saturating_sub(filled).max(READ_BUFFER_BYTES);
             if buf.len() < filled + want {
                 buf.resize(filled + want, 0);
             }
@@ -166,7 +162,6 @@ impl<R: Read> Chunker<R> {
             }
             let read_from = filled;
             filled += n;
-            let mut scan_from = read_from;
             if self.skipping {
                 match memchr::memchr(b'\n', &buf[read_from..filled]) {
                     Some(at) => {
@@ -174,7 +169,6 @@ impl<R: Read> Chunker<R> {
                         self.skipping = false;
                         buf.copy_within(read_from + at + 1..filled, read_from);
                         filled -= at + 1;
-                        scan_from = read_from;
                     }
                     None => {
                         filled = read_from;
@@ -182,8 +176,8 @@ impl<R: Read> Chunker<R> {
                     }
                 }
             }
-            if let Some(at) = memchr::memrchr(b'\n', &buf[scan_from..filled]) {
-                last_newline = Some(scan_from + at);
+            if let Some(at) = memchr::memrchr(b'\n', &buf[read_from..filled]) {
+                last_newline = Some(read_from + at);
             }
             let partial = filled - last_newline.map_or(0, |at| at + 1);
             if partial > self.max_line {
