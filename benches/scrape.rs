@@ -240,7 +240,7 @@ fn serve(registry: prometheus::Registry, addr: &str, secs: u64) {
             listener,
             registry,
             Health::new(),
-            admin::no_alerts(),
+            admin::Views::none(),
             tokio::time::sleep(Duration::from_secs(secs)),
         )
         .await

@@ -121,6 +121,13 @@ debian_program() {
 debian_program g++ g++
 debian_program kill procps
 debian_program openssl openssl
+# The status page and the replay report are checked in a real browser: Debian's Chromium,
+# headless, with a font so text has a width (tests/browser.rs).
+debian_program chromium chromium
+if [ ! -d /usr/share/fonts/truetype/dejavu ]; then
+    echo "install-test-deps: DejaVu fonts missing; installing fonts-dejavu-core from Debian"
+    apt_install fonts-dejavu-core
+fi
 
 # Debian puts the binaries in /usr/bin; the packages start nothing (no systemd on CI).
 missing=()

@@ -32,6 +32,8 @@ use crate::event_time::{Evaluator, InputKind, Timeline};
 use crate::export::WallClock;
 use crate::export::admin::{self, Health};
 use crate::export::{new_registry, register_snapshot_metrics_with};
+use crate::history::History;
+use crate::html::page::StatusPage;
 use crate::input::firehose::{self, FirehoseMetrics};
 use crate::input::kinesis::checkpoint::FileCheckpointStore;
 use crate::input::kinesis::consumer::{self, ConsumerError};
@@ -78,6 +80,7 @@ pub async fn run(
         .with_context(|| format!("binding the admin port {}", cfg.admin_addr))?;
     let admin_addr: SocketAddr = listener.local_addr()?;
     eprintln!("albwatch: metrics on http://{admin_addr}/metrics");
+    eprintln!("albwatch: status page on http://{admin_addr}/");
     let wall = daemon_clock();
 
     // The Firehose attribute labels (in `cfg.aggregate`) key the series; the exporter's
@@ -151,10 +154,10 @@ pub async fn run(
     // The evaluator and the notifier exist before the admin server, which shows the active
     // alerts; the notifier's senders start now so a slow Alertmanager is already being
     // retried in the background when the first alert fires.
-    let evaluator = Arc::new(Mutex::new(Evaluator::new(
-        Arc::clone(&agg),
-        AlertEngine::new(cfg.alerts.clone()),
-    )));
+    let evaluator = Arc::new(Mutex::new(
+        Evaluator::new(Arc::clone(&agg), AlertEngine::new(cfg.alerts.clone()))
+            .with_history(History::new()),
+    ));
     let notifier = Notifier::start(
         &cfg.alertmanager,
         Timestamps::Wall,
@@ -178,13 +181,33 @@ pub async fn run(
         })
     };
 
+    let status_view: admin::StatusView = {
+        let (evaluator, agg, timeline, wall) = (
+            Arc::clone(&evaluator),
+            Arc::clone(&agg),
+            timeline.clone(),
+            Arc::clone(&wall),
+        );
+        Arc::new(move || {
+            let now = wall();
+            let partitions = timeline.with(|w| w.view(now));
+            // The evaluator's own order: evaluator, then aggregator.
+            let evaluator = evaluator.lock().unwrap_or_else(PoisonError::into_inner);
+            let agg = agg.lock().unwrap_or_else(PoisonError::into_inner);
+            Some(StatusPage::gather(&evaluator, &agg, &partitions, now))
+        })
+    };
+
     let (stop_outputs, outputs_stop) = Shutdown::channel();
     let health = Health::new();
     let admin_task = tokio::spawn(admin::serve(
         listener,
         registry,
         health.clone(),
-        alert_view,
+        admin::Views {
+            alerts: alert_view,
+            status: status_view,
+        },
         outputs_stop.clone().wait(),
     ));
 

@@ -44,6 +44,8 @@ pub mod event_time;
 pub mod export;
 pub mod firehose_send;
 pub mod gzip;
+pub mod history;
+pub mod html;
 pub mod http_client;
 pub mod input;
 pub mod lines;

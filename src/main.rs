@@ -20,6 +20,8 @@ use albwatch::alert::text::transition_line;
 use albwatch::app;
 use albwatch::classify::{LbSettings, LoadBalancers};
 use albwatch::config::{Config, ConfigError, RawConfig};
+use albwatch::history::RangeLimits;
+use albwatch::html;
 use albwatch::input::Input;
 use albwatch::input::aws::SetupError;
 use albwatch::input::s3::key;
@@ -104,6 +106,11 @@ struct ReplayArgs {
     /// Write the final Prometheus exposition.
     #[arg(long, value_name = "FILE")]
     metrics_out: Option<PathBuf>,
+    /// Write a one-file HTML report for a post-mortem: requests and faults per minute by
+    /// status code and by cause, every alert on the timeline with what to check first, the
+    /// targets with the most faults, and this command.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
     /// Never draw the progress line (it is drawn only when stderr is a terminal anyway).
     #[arg(long)]
     no_progress: bool,
@@ -386,7 +393,8 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut write_error = None;
     let pusher = Pusher::start(&cfg)?;
     let source = replay_source(&args)?;
-    let report = albwatch::replay::replay(&cfg, &source, !args.no_progress, &mut |t| {
+    let history = args.report.as_ref().map(|_| RangeLimits::default());
+    let report = albwatch::replay::replay(&cfg, &source, !args.no_progress, history, &mut |t| {
         if let Some(p) = &pusher {
             p.push(t);
         }
@@ -401,6 +409,11 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.metrics_out {
         std::fs::write(path, report.exposition()?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let (Some(path), Some(history)) = (&args.report, &report.history) {
+        let command = html::report::command_line(std::env::args());
+        std::fs::write(path, html::report::render(&report, history, &command))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let undelivered = pusher.map_or_else(Vec::new, Pusher::finish);

@@ -21,6 +21,7 @@ use crate::classify::Cause;
 use crate::clock::wall_clock_us;
 use crate::config::Config;
 use crate::event_time::{Evaluator, Timeline};
+use crate::history::{History, RangeLimits};
 use crate::input::PartitionInput;
 use crate::input::files::{self, Unreadable};
 use crate::input::s3::listing::{self, Selection};
@@ -42,6 +43,8 @@ pub struct ReplayReport {
     pub transitions: Vec<Transition>,
     pub unreadable: Vec<String>,
     pub seconds: f64,
+    /// The whole range for `--report`, when asked for.
+    pub history: Option<History>,
 }
 
 impl ReplayReport {
@@ -117,11 +120,13 @@ pub enum Source {
 }
 
 /// Replays `source` through the pipeline configured by `cfg`, calling `sink` for each alert
-/// transition as it happens.
+/// transition as it happens. With `history`, the report keeps the whole range within those
+/// limits, for `--report`.
 pub fn replay(
     cfg: &Config,
     source: &Source,
     progress: bool,
+    history: Option<RangeLimits>,
     sink: &mut dyn FnMut(&Transition),
 ) -> anyhow::Result<ReplayReport> {
     let started = Instant::now();
@@ -148,9 +153,13 @@ pub fn replay(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .snapshot(0);
+    let mut evaluator = Evaluator::new(Arc::clone(&agg), AlertEngine::new(cfg.alerts.clone()));
+    if let Some(limits) = history {
+        evaluator = evaluator.with_history(History::with_range(limits));
+    }
     let mut co = Coordinator {
         timeline: timeline.clone(),
-        evaluator: Evaluator::new(Arc::clone(&agg), AlertEngine::new(cfg.alerts.clone())),
+        evaluator,
         done: done_rx,
         in_flight: 0,
         report: ReplayReport {
@@ -162,6 +171,7 @@ pub fn replay(
             transitions: Vec::new(),
             unreadable: Vec::new(),
             seconds: 0.0,
+            history: None,
         },
         sink,
     };
@@ -233,12 +243,11 @@ pub fn replay(
         .unwrap_or_else(PoisonError::into_inner)
         .snapshot(end.map_or(0, |t| t + 1));
     co.report.seconds = started.elapsed().as_secs_f64();
+    co.report.history = co.evaluator.take_history();
     Ok(co.report)
 }
 
 impl ReplayReport {
-    /// The summary `albwatch replay` prints: counts, top codes, top failing targets, causes
-    /// and every alert transition.
     /// The Prometheus exposition of the final snapshot (`replay --metrics-out`), the same
     /// families as the daemon's `/metrics`, stamped at the newest event.
     pub fn exposition(&self) -> prometheus::Result<Vec<u8>> {
@@ -256,6 +265,8 @@ impl ReplayReport {
         Ok(body)
     }
 
+    /// The summary `albwatch replay` prints: counts, top codes, top failing targets, causes
+    /// and every alert transition.
     pub fn write_summary(&self, out: &mut impl Write) -> io::Result<()> {
         let r = self;
         let mut by_code: BTreeMap<Option<u16>, u64> = BTreeMap::new();

@@ -171,7 +171,7 @@ async fn metrics_endpoint_passes_promtool() {
         listener,
         registry,
         health.clone(),
-        admin::no_alerts(),
+        admin::Views::none(),
         async move {
             let _ = stopped.await;
         },

@@ -506,6 +506,25 @@ impl Aggregator {
             .min()
     }
 
+    /// Every `(series, code, cause, requests)` of the buckets starting at `start`: one
+    /// evaluation tick's worth of requests, which the [`crate::history`] of the status page
+    /// and the replay report records as the tick is evaluated.
+    pub fn bucket_at(
+        &self,
+        start: i64,
+    ) -> impl Iterator<Item = (&SeriesLabels, Option<u16>, Cause, u64)> {
+        self.states.iter().flatten().flat_map(move |state| {
+            let at = state.buckets.partition_point(|b| b.start < start);
+            let cells = match state.buckets.get(at) {
+                Some(b) if b.start == start => &b.cells[..],
+                _ => &[],
+            };
+            cells
+                .iter()
+                .map(|c| (&*state.labels, c.code, c.cause, c.requests))
+        })
+    }
+
     /// Entries older than every open bucket start here, after the allowed lateness.
     fn horizon(&self) -> i64 {
         self.clock

@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 use crate::aggregate::Aggregator;
 use crate::alert::{AlertEngine, Transition};
+use crate::history::History;
 use crate::setting::InvalidSetting;
 
 const SECOND_US: i64 = 1_000_000;
@@ -441,6 +442,8 @@ pub struct Evaluator {
     tick_us: i64,
     window_us: i64,
     next_tick: Option<i64>,
+    /// What the status page or the replay report draws, when one is wanted.
+    history: Option<History>,
 }
 
 impl Evaluator {
@@ -457,7 +460,23 @@ impl Evaluator {
             tick_us,
             window_us,
             next_tick: None,
+            history: None,
         }
+    }
+
+    /// Records every evaluated tick and transition in `history` too.
+    pub fn with_history(mut self, history: History) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_ref()
+    }
+
+    /// The history, taken out (at the end of a replay).
+    pub fn take_history(&mut self) -> Option<History> {
+        self.history.take()
     }
 
     pub fn engine(&self) -> &AlertEngine {
@@ -508,8 +527,14 @@ impl Evaluator {
             }
             agg.advance(tick);
             let snapshot = agg.snapshot_of(tick, &[self.engine.config().window_secs]);
+            if let Some(history) = &mut self.history {
+                history.record_tick(tick, tick_us, agg.bucket_at(tick - tick_us));
+            }
             drop(agg);
             for t in self.engine.evaluate(&snapshot, tick) {
+                if let Some(history) = &mut self.history {
+                    history.record_transition(&t);
+                }
                 sink(t);
             }
             tick += tick_us;

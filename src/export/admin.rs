@@ -1,8 +1,10 @@
 //! The admin HTTP server (linkerd2-proxy style): `GET /metrics` encodes the registry in the
 //! Prometheus text format, `GET /ready` reports whether the inputs are running (from
-//! [`Health`], which the app flips), `GET /live` says the process answers at all, and the
-//! live view of alerts — `GET /api/alerts` (JSON) and `GET /alerts` (a page for people) —
-//! shows what the [`AlertView`] returns; every other path is 404. It owns nothing but the
+//! [`Health`], which the app flips), `GET /live` says the process answers at all, the live
+//! view of alerts — `GET /api/alerts` (JSON) and `GET /alerts` (a table for people) — shows
+//! what the [`AlertView`] returns, and `GET /` is the status page drawn from the
+//! [`StatusView`] (`/?part=main` is the part the page reloads itself with); every other path
+//! is 404. It owns nothing but the
 //! listener it is handed and stops gracefully when the caller's shutdown future completes.
 
 use std::fmt::Write as _;
@@ -20,6 +22,8 @@ use tokio::net::TcpListener;
 
 use crate::alert::text::rfc3339_ms;
 use crate::alert::{Alert, Status};
+use crate::html::escape;
+use crate::html::page::StatusPage;
 
 /// What `/ready` reports. Cloning shares the flag.
 #[derive(Debug, Clone, Default)]
@@ -48,9 +52,24 @@ impl Health {
 /// The alerts firing now (including those waiting out their resolve hold).
 pub type AlertView = Arc<dyn Fn() -> Vec<Alert> + Send + Sync>;
 
-/// An [`AlertView`] with nothing to show, for servers without an alert engine.
-pub fn no_alerts() -> AlertView {
-    Arc::new(Vec::new)
+/// What the status page shows now; `None` when nothing evaluates (a bare metrics server).
+pub type StatusView = Arc<dyn Fn() -> Option<StatusPage> + Send + Sync>;
+
+/// The views the admin server draws its pages from.
+#[derive(Clone)]
+pub struct Views {
+    pub alerts: AlertView,
+    pub status: StatusView,
+}
+
+impl Views {
+    /// No alerts and no status page: a bare metrics server.
+    pub fn none() -> Self {
+        Views {
+            alerts: Arc::new(Vec::new),
+            status: Arc::new(|| None),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -58,11 +77,13 @@ struct AppState {
     registry: Registry,
     health: Health,
     alerts: AlertView,
+    status: StatusView,
 }
 
 /// The admin routes, for callers that mount them on their own server.
-pub fn router(registry: Registry, health: Health, alerts: AlertView) -> Router {
+pub fn router(registry: Registry, health: Health, views: Views) -> Router {
     Router::new()
+        .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .route("/live", get(live))
@@ -72,7 +93,8 @@ pub fn router(registry: Registry, health: Health, alerts: AlertView) -> Router {
         .with_state(AppState {
             registry,
             health,
-            alerts,
+            alerts: views.alerts,
+            status: views.status,
         })
 }
 
@@ -82,10 +104,10 @@ pub async fn serve(
     listener: TcpListener,
     registry: Registry,
     health: Health,
-    alerts: AlertView,
+    views: Views,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry, health, alerts))
+    axum::serve(listener, router(registry, health, views))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -107,6 +129,33 @@ async fn api_alerts(State(state): State<AppState>) -> Response {
 #[derive(serde::Deserialize)]
 struct PageQuery {
     alertname: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    part: Option<String>,
+}
+
+/// The status page, or with `?part=main` the part it reloads itself with.
+async fn status_page(State(state): State<AppState>, Query(q): Query<StatusQuery>) -> Response {
+    let Some(status) = (state.status)() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no status page: this server only serves metrics\n",
+        );
+    };
+    let (content_type, body) = match q.part.as_deref() {
+        Some("main") => ("text/plain; charset=utf-8", status.part()),
+        _ => ("text/html; charset=utf-8", status.page()),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// A page for people: one row per firing alert (or only those named in `?alertname=`, where
@@ -180,21 +229,6 @@ fn render_alerts_page(alerts: &[Alert], filter: Option<&str>) -> String {
         "<p><a href=\"api/alerts\">JSON</a> · <a href=\"metrics\">metrics</a></p></body></html>\n",
     );
     page
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

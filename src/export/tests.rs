@@ -455,7 +455,7 @@ async fn admin_routes_and_graceful_shutdown() {
         listener,
         registry,
         health.clone(),
-        admin::no_alerts(),
+        admin::Views::none(),
         async move {
             let _ = stopped.await;
         },
