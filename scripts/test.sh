@@ -14,7 +14,7 @@ step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 command -v cargo-fmt >/dev/null && command -v cargo-clippy >/dev/null
 
-step "test servers and tools (promtool, Prometheus, Alertmanager, kinesalite, kinesis-local, dynalite, moto)"
+step "test servers and tools (promtool, Prometheus, Alertmanager, kinesalite, kinesis-local, dynalite, moto, Chromium)"
 ./scripts/install-test-deps.sh
 
 step "cargo fmt --check"

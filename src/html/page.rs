@@ -5,7 +5,9 @@
 //! time and the line saying what to check first; a health grid per load balancer → target
 //! group → target (request rate, fault share, dominant cause, coloured by state); alerts
 //! resolved in the last hour; lag and detection delay per input. The page reloads its `<main>`
-//! from `/?part=main` every few seconds, without a full reload.
+//! from `/?part=main` every few seconds, without a full reload, counting the reloads in
+//! `body[data-refreshes]` and its layout width in `body[data-scroll-width]` (what a browser
+//! test reads to know the page refreshed and fits the screen).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -170,12 +172,14 @@ impl StatusPage {
         let _ = write!(
             out,
             "</main>\n<script>\
-             setInterval(async()=>{{try{{\
+             const b=document.body;\
+             const w=()=>{{b.dataset.scrollWidth=String(document.documentElement.scrollWidth)}};\
+             w();setInterval(async()=>{{try{{\
              const r=await fetch('?part=main',{{cache:'no-store'}});if(!r.ok)return;\
-             const t=await r.text();const b=document.body;\
-             document.querySelector('main').innerHTML=t.slice(t.indexOf('\\n')+1);\
-             document.getElementById('summary').textContent=t.slice(0,t.indexOf('\\n'));\
-             b.dataset.refreshes=String(Number(b.dataset.refreshes)+1);\
+             const t=await r.text();const n=t.indexOf('\\n');\
+             document.querySelector('main').innerHTML=t.slice(n+1);\
+             document.getElementById('summary').textContent=t.slice(0,n);\
+             b.dataset.refreshes=String(Number(b.dataset.refreshes)+1);w();\
              }}catch(e){{}}}},{REFRESH_MS});\
              </script></body></html>\n"
         );

@@ -3,7 +3,9 @@
 //! range its [`History`] kept: the time range and totals; requests per minute stacked by
 //! status code and faults per minute stacked by cause, each alert a band across both; every
 //! alert with its summary and what to check first; the targets with the most faults, each with
-//! its own small timeline; and the command that produced it.
+//! its own small timeline; and the command that produced it. Once loaded, the page notes in
+//! `html[data-render-ms]` how long the browser took to draw it and in
+//! `html[data-scroll-width]` how wide it laid out.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -151,8 +153,9 @@ pub fn render(report: &ReplayReport, history: &History, command: &str) -> String
         bounds_note(range),
     );
     out.push_str(
-        "</main><script>addEventListener('load',()=>{document.documentElement.dataset.renderMs=\
-         String(Math.round(performance.now()))})</script></body></html>\n",
+        "</main><script>addEventListener('load',()=>{const d=document.documentElement;\
+         d.dataset.renderMs=String(Math.round(performance.now()));\
+         d.dataset.scrollWidth=String(d.scrollWidth)})</script></body></html>\n",
     );
     out
 }
