@@ -6,8 +6,9 @@
 //! outside the range, in another date folder and under another prefix around them. A period
 //! ending exactly at `--from` counts as overlapping (both ends of a period are included). The same
 //! objects in a local directory, replayed as files in the order the S3 replay promises
-//! (period, then key), must give the identical summary and the identical alert transitions —
-//! for the whole hour and for a range that keeps only some of the objects.
+//! (period, then key), must give the identical summary, the identical alert transitions and
+//! the identical `--report` (but for the command it names) — for the whole hour and for a
+//! range that keeps only some of the objects.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -134,13 +135,17 @@ fn replayed_lines(summary: &str) -> usize {
         .unwrap_or_else(|| panic!("no line count in {summary}"))
 }
 
-/// `albwatch replay` with `args` and `--alerts-out` into `dir/{name}.jsonl`, in moto's AWS
-/// environment: (normalised summary, alert transitions).
-fn replay(moto: &Moto, dir: &Path, name: &str, args: &[&str]) -> (String, String) {
+/// `albwatch replay` with `args`, `--alerts-out` into `dir/{name}.jsonl` and `--report` into
+/// `dir/{name}.html`, in moto's AWS environment: (normalised summary, alert transitions, the
+/// report without the section naming its command).
+fn replay(moto: &Moto, dir: &Path, name: &str, args: &[&str]) -> (String, String, String) {
     let alerts = dir.join(format!("{name}.jsonl"));
+    let report = dir.join(format!("{name}.html"));
     let mut cmd = Command::new(BIN);
     cmd.args(["replay", "--no-progress", "--alerts-out"])
         .arg(&alerts)
+        .arg("--report")
+        .arg(&report)
         .args(args);
     moto.aws_env(&mut cmd);
     let out = cmd.output().expect("runs albwatch replay");
@@ -151,11 +156,24 @@ fn replay(moto: &Moto, dir: &Path, name: &str, args: &[&str]) -> (String, String
         String::from_utf8_lossy(&out.stderr)
     );
     let transitions = std::fs::read_to_string(&alerts).expect("the alerts file");
-    (summary(&out.stdout), transitions)
+    let report = std::fs::read_to_string(&report).expect("the report");
+    let command = report
+        .find("<section id=\"command\">")
+        .expect("the report names its command");
+    (
+        summary(&out.stdout),
+        transitions,
+        report[..command].to_owned(),
+    )
 }
 
 /// The objects as local files, in the order given, replayed with `albwatch replay FILE…`.
-fn replay_files(moto: &Moto, dir: &Path, name: &str, objects: &[&Object]) -> (String, String) {
+fn replay_files(
+    moto: &Moto,
+    dir: &Path,
+    name: &str,
+    objects: &[&Object],
+) -> (String, String, String) {
     let files: Vec<String> = objects
         .iter()
         .map(|o| {
@@ -243,7 +261,7 @@ async fn an_hour_from_s3_replays_like_the_same_objects_as_files() {
         .await;
 
     let url = format!("s3://{BUCKET}/{PREFIX}");
-    let (s3_summary, s3_alerts) = replay(
+    let (s3_summary, s3_alerts, s3_report) = replay(
         &moto,
         &dir.0,
         "s3-hour",
@@ -255,7 +273,7 @@ async fn an_hour_from_s3_replays_like_the_same_objects_as_files() {
             "2026-12-06T11:00:00Z",
         ],
     );
-    let (file_summary, file_alerts) = replay_files(&moto, &dir.0, "files-hour", &hour);
+    let (file_summary, file_alerts, file_report) = replay_files(&moto, &dir.0, "files-hour", &hour);
     let hour_lines: usize = hour.iter().map(|o| count_lines(&o.lines)).sum();
     assert_eq!(replayed_lines(&file_summary), hour_lines, "{file_summary}");
     let first = file_summary.lines().next().unwrap_or_default();
@@ -266,6 +284,10 @@ async fn an_hour_from_s3_replays_like_the_same_objects_as_files() {
     );
     assert_eq!(s3_summary, file_summary, "summaries of S3 and of files");
     assert_eq!(s3_alerts, file_alerts, "--alerts-out of S3 and of files");
+    assert!(
+        s3_report == file_report,
+        "--report of S3 and of files differ"
+    );
 
     // 10:12:30..10:27:30 overlaps the periods ending 10:15, 10:20, 10:25 and 10:30.
     let (from, to) = (
@@ -274,7 +296,7 @@ async fn an_hour_from_s3_replays_like_the_same_objects_as_files() {
     );
     let quarter: Vec<&Object> = objects.iter().filter(|o| selected(o, from, to)).collect();
     assert_eq!(quarter.len(), 8);
-    let (s3_summary, s3_alerts) = replay(
+    let (s3_summary, s3_alerts, s3_report) = replay(
         &moto,
         &dir.0,
         "s3-quarter",
@@ -286,10 +308,15 @@ async fn an_hour_from_s3_replays_like_the_same_objects_as_files() {
             "2026-12-06T10:27:30Z",
         ],
     );
-    let (file_summary, file_alerts) = replay_files(&moto, &dir.0, "files-quarter", &quarter);
+    let (file_summary, file_alerts, file_report) =
+        replay_files(&moto, &dir.0, "files-quarter", &quarter);
     let quarter_lines: usize = quarter.iter().map(|o| count_lines(&o.lines)).sum();
     assert!(quarter_lines < hour_lines);
     assert_eq!(replayed_lines(&s3_summary), quarter_lines, "{s3_summary}");
     assert_eq!(s3_summary, file_summary, "summaries of S3 and of files");
     assert_eq!(s3_alerts, file_alerts, "--alerts-out of S3 and of files");
+    assert!(
+        s3_report == file_report,
+        "--report of S3 and of files differ"
+    );
 }
