@@ -525,6 +525,20 @@ impl Aggregator {
         })
     }
 
+    /// Every series with its counts over the `window_secs` ending at `end`, without the
+    /// latency quantiles a [`Snapshot`] computes: what the status page's health grid shows.
+    pub fn window_counts(
+        &self,
+        end: i64,
+        window_secs: u32,
+    ) -> impl Iterator<Item = (&SeriesLabels, WindowSnapshot)> {
+        let from = end.saturating_sub(i64::from(window_secs) * SECOND_US);
+        self.states
+            .iter()
+            .flatten()
+            .map(move |state| (&*state.labels, window_counts(state, from, end)))
+    }
+
     /// Entries older than every open bucket start here, after the allowed lateness.
     fn horizon(&self) -> i64 {
         self.clock
@@ -761,6 +775,28 @@ fn window(
     end: i64,
     (target, elapsed): &mut (Histogram<u32>, Histogram<u32>),
 ) -> WindowSnapshot {
+    let mut w = window_counts(state, from, end);
+    let mut minutes = state
+        .minutes
+        .iter()
+        .filter(|m| m.start + MINUTE_US > from && m.start < end)
+        .peekable();
+    if minutes.peek().is_none() {
+        return w;
+    }
+    target.reset();
+    elapsed.reset();
+    for m in minutes {
+        m.target.add_to(target);
+        m.elapsed.add_to(elapsed);
+    }
+    w.target_latency = Quantiles::of(target);
+    w.elapsed_latency = Quantiles::of(elapsed);
+    w
+}
+
+/// The requests, bytes and cells of the window `[from, end)` of `state`, without latencies.
+fn window_counts(state: &SeriesState, from: i64, end: i64) -> WindowSnapshot {
     let mut w = WindowSnapshot::default();
     for bucket in state
         .buckets
@@ -789,22 +825,6 @@ fn window(
             }
         }
     }
-    let mut minutes = state
-        .minutes
-        .iter()
-        .filter(|m| m.start + MINUTE_US > from && m.start < end)
-        .peekable();
-    if minutes.peek().is_none() {
-        return w;
-    }
-    target.reset();
-    elapsed.reset();
-    for m in minutes {
-        m.target.add_to(target);
-        m.elapsed.add_to(elapsed);
-    }
-    w.target_latency = Quantiles::of(target);
-    w.elapsed_latency = Quantiles::of(elapsed);
     w
 }
 

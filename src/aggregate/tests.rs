@@ -67,6 +67,39 @@ fn windows_sum_the_buckets_they_cover() {
 }
 
 #[test]
+fn window_counts_and_the_bucket_at_a_tick_match_the_snapshot() {
+    let mut agg = Aggregator::new(cfg());
+    let mut acc = BatchAccumulator::new(agg.config());
+    let mut lines: Vec<String> = (0..10)
+        .map(|i| line_at(0, T0 + i * MINUTE_US, "10.0.1.17:8080"))
+        .collect();
+    lines.extend((0..5).map(|i| line_at(28, T0 + 9 * MINUTE_US + i * SECOND_US, "10.0.1.17:8080")));
+    feed(&mut acc, &mut agg, &lines);
+    let end = T0 + 10 * MINUTE_US;
+    let snap = agg.snapshot(end);
+    let counts: Vec<(String, u64, u64)> = agg
+        .window_counts(end, 60)
+        .map(|(l, w)| (l.target.clone(), w.requests, w.errors()))
+        .collect();
+    let one = &snap.series[0].windows[0];
+    assert_eq!(
+        counts,
+        [("10.0.1.17:8080".to_owned(), one.requests, one.errors())]
+    );
+    // The bucket of 10:09:00-10:09:10 holds the minute's OK and the five refusals.
+    let tick: Vec<(Option<u16>, Cause, u64)> = agg
+        .bucket_at(T0 + 9 * MINUTE_US)
+        .map(|(_, code, cause, n)| (code, cause, n))
+        .collect();
+    assert_eq!(tick.iter().map(|t| t.2).sum::<u64>(), 6);
+    assert!(tick.contains(&(Some(502), Cause::TargetRefusedConnection, 5)));
+    assert_eq!(
+        agg.bucket_at(T0 + 9 * MINUTE_US + 10 * SECOND_US).count(),
+        0
+    );
+}
+
+#[test]
 fn late_entries_are_counted_and_kept_where_the_windows_still_reach() {
     let mut agg = Aggregator::new(cfg());
     let mut acc = BatchAccumulator::new(agg.config());

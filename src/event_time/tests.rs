@@ -5,6 +5,7 @@ use super::*;
 use crate::aggregate::AggregateConfig;
 use crate::alert::{AlertConfig, Status};
 use crate::classify::{LoadBalancers, classify};
+use crate::history::RangeLimits;
 use crate::parse::parse_line;
 use crate::test_support::{cause_line, retimed_tokens};
 
@@ -256,4 +257,25 @@ fn drained_data_closes_the_bucket_of_its_newest_event() {
     );
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].alert.starts_at_us, T0 + 10 * S);
+}
+
+#[test]
+fn the_history_records_every_evaluated_tick_and_the_resolved_alert() {
+    let lines = incident_at(T0);
+    let agg = aggregator_with(&lines);
+    let mut ev = Evaluator::new(agg, AlertEngine::new(AlertConfig::default()))
+        .with_history(History::with_range(RangeLimits::default()));
+    let mut seen = Vec::new();
+    ev.advance_to(progress(T0 + 3_600 * S, T0 - 30 * S), &mut |t| seen.push(t));
+    assert_eq!(seen.len(), 2, "fired and resolved");
+    let history = ev.take_history().expect("kept");
+    let range = history.range().expect("the whole range");
+    let (requests, faults) = range.minutes.values().fold((0, 0), |(r, f), m| {
+        (r + m.counts.requests, f + m.counts.faults)
+    });
+    assert_eq!((requests, faults), (80, 20), "every line, once");
+    let resolved: Vec<_> = history.resolved().collect();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].labels, seen[1].alert.labels);
+    assert!(ev.history().is_none(), "taken");
 }

@@ -124,13 +124,9 @@ impl StatusPage {
         };
         let mut targets = Vec::new();
         if let Some(clock) = agg.clock() {
-            for s in agg.snapshot_of(clock, &[window_secs]).series {
-                let Some(w) = s.windows.first() else {
-                    continue;
-                };
+            for (l, w) in agg.window_counts(clock, window_secs) {
                 let causes: Vec<(Cause, u64)> =
                     w.cells.iter().map(|c| (c.cause, c.requests)).collect();
-                let l = &s.labels;
                 targets.push(TargetHealth {
                     firing: covered(&l.elb, &l.target_group, &l.target),
                     elb: l.elb.clone(),
