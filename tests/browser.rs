@@ -18,38 +18,20 @@ mod cli;
 #[path = "support/http.rs"]
 #[allow(dead_code, reason = "shared by several test binaries")]
 mod http;
+#[path = "support/scratch.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod scratch;
 
 use chromium::{artifacts, attribute};
 use cli::{BIN, albwatch, announced, lines_of};
 use http::http_get;
+use scratch::TempDir;
 
 /// The narrowest window headless Chromium opens, in CSS pixels.
 const PHONE_WIDTH: u32 = 500;
 
 /// The demo's incident cycle, in seconds: every scripted incident once.
 const CYCLE_SECS: &str = "2610";
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("albwatch-browser-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("creates the scratch directory");
-        Scratch(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A running `albwatch` daemon, killed when dropped.
 struct Daemon {
@@ -179,7 +161,7 @@ fn the_live_status_page_shows_groups_alerts_and_timelines_and_refreshes_itself()
 
 #[test]
 fn the_report_of_the_demo_cycle_draws_every_alert_and_stays_under_a_megabyte() {
-    let dir = Scratch::new("report");
+    let dir = TempDir::new("browser", "report");
     let log = dir.join("demo.log");
     let out = albwatch(&["generate", "--seconds", CYCLE_SECS]);
     fs::write(&log, &out.stdout).expect("writes the log");
@@ -241,7 +223,7 @@ fn the_report_of_the_demo_cycle_draws_every_alert_and_stays_under_a_megabyte() {
 const EVIL_ELB: &str = "app/<img/src=x/onerror=document.body.setAttribute('data-pwned','elb')>/1";
 const EVIL_TG: &str = "<i>tg<i>";
 
-fn evil_log(dir: &Scratch) -> PathBuf {
+fn evil_log(dir: &TempDir) -> PathBuf {
     let out = albwatch(&["generate", "--seconds", "420"]);
     let text = String::from_utf8(out.stdout)
         .expect("utf-8 log")
@@ -288,7 +270,7 @@ fn assert_inert(dom: &str, page: &str) {
 
 #[test]
 fn markup_and_script_in_log_lines_show_as_text_and_never_run() {
-    let dir = Scratch::new("evil");
+    let dir = TempDir::new("browser", "evil");
     let log = evil_log(&dir);
 
     let report = dir.join("evil.html");
@@ -328,7 +310,7 @@ fn markup_and_script_in_log_lines_show_as_text_and_never_run() {
 fn the_page_reloads_its_main_part_from_the_daemon() {
     // Before anything is evaluated the part says so; what the page's script fetches is the
     // summary line, then the inside of <main>.
-    let dir = Scratch::new("routes");
+    let dir = TempDir::new("browser", "routes");
     let log = dir.join("one.log");
     fs::write(&log, "").expect("writes an empty log");
     let daemon = Daemon::start(&["run", log.to_str().expect("utf-8 path")]);

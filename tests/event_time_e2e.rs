@@ -22,6 +22,11 @@ use std::time::{Duration, Instant};
 mod http;
 use http::http_get;
 
+#[path = "support/scratch.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod scratch;
+use scratch::TempDir;
+
 #[path = "support/cli.rs"]
 mod cli;
 use cli::{BIN, announced, lines_of};
@@ -31,28 +36,6 @@ const MINUTE_US: i64 = 60_000_000;
 /// Five of the demo's scripted incidents.
 const SECONDS: u32 = 1_500;
 const RATE: u32 = 20;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("albwatch-event-time-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("creates the temp dir");
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn now_us() -> i64 {
     albwatch::clock::wall_clock_us()
@@ -198,7 +181,7 @@ fn firing_causes(transitions: &[String]) -> Vec<String> {
 
 #[test]
 fn run_over_files_and_firehose_gives_replay_s_alert_transitions() {
-    let dir = TempDir::new("same");
+    let dir = TempDir::new("event-time", "same");
     let log = dir.join("alb.log");
     // Lines from 40 to 15 minutes ago: the Firehose endpoint gets them well behind time.
     generate(&log, now_us() - 40 * MINUTE_US);
@@ -311,7 +294,7 @@ fn s3_objects(log: &str) -> Vec<(Object, String)> {
 
 #[test]
 fn s3_delivery_order_gives_the_time_ordered_alerts_with_nothing_late() {
-    let dir = TempDir::new("s3");
+    let dir = TempDir::new("event-time", "s3");
     let ordered = dir.join("ordered.log");
     generate(&ordered, now_us() - 120 * MINUTE_US);
     let text = fs::read_to_string(&ordered).expect("reads the log");
@@ -369,7 +352,7 @@ fn s3_delivery_order_gives_the_time_ordered_alerts_with_nothing_late() {
 
 #[test]
 fn a_line_from_the_far_future_is_counted_and_moves_nothing() {
-    let dir = TempDir::new("future");
+    let dir = TempDir::new("event-time", "future");
     let log = dir.join("alb.log");
     generate(&log, now_us() - 40 * MINUTE_US);
     let cfg = config(&dir, "default.toml", "");

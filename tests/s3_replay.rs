@@ -11,13 +11,18 @@
 //! range that keeps only some of the objects.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 #[path = "support/cli.rs"]
 #[allow(dead_code, reason = "shared by several test binaries")]
 mod cli;
 use cli::{BIN, albwatch};
+
+#[path = "support/scratch.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod scratch;
+use scratch::TempDir;
 
 #[path = "support/moto.rs"]
 #[allow(dead_code, reason = "shared with tests/s3_input.rs")]
@@ -27,25 +32,6 @@ use moto::{Lb, MY_LB, Moto, civil, count_lines, elb_key, epoch_us, gzip};
 const BUCKET: &str = "alb-archive";
 const PREFIX: &str = "prod-logs/";
 const PERIOD_US: i64 = 300_000_000;
-
-/// A directory of its own per test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("albwatch-s3-replay-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// One 5-minute object of one load balancer.
 struct Object {
@@ -219,7 +205,7 @@ fn elb_keys_follow_the_layout() {
 async fn an_hour_from_s3_replays_like_the_same_objects_as_files() {
     let moto = Moto::start();
     moto.create_bucket(BUCKET).await;
-    let dir = TempDir::new("hour");
+    let dir = TempDir::new("s3-replay", "hour");
     std::fs::create_dir_all(dir.0.join("objects")).expect("objects dir");
 
     // 09:50 to 11:05: the periods ending 09:55 and 11:05 lie outside 10:00..11:00; the one

@@ -27,16 +27,20 @@ fn cfg() -> AggregateConfig {
     AggregateConfig::default()
 }
 
-#[test]
-fn windows_sum_the_buckets_they_cover() {
-    let mut agg = Aggregator::new(cfg());
-    let mut acc = BatchAccumulator::new(agg.config());
-    // 10 OKs spread over 10 minutes, then 5 refused connections in the last minute.
+/// 10 OKs spread over 10 minutes, then 5 refused connections in the last minute.
+fn quiet_then_refused() -> Vec<String> {
     let mut lines: Vec<String> = (0..10)
         .map(|i| line_at(0, T0 + i * MINUTE_US, "10.0.1.17:8080"))
         .collect();
     lines.extend((0..5).map(|i| line_at(28, T0 + 9 * MINUTE_US + i * SECOND_US, "10.0.1.17:8080")));
-    feed(&mut acc, &mut agg, &lines);
+    lines
+}
+
+#[test]
+fn windows_sum_the_buckets_they_cover() {
+    let mut agg = Aggregator::new(cfg());
+    let mut acc = BatchAccumulator::new(agg.config());
+    feed(&mut acc, &mut agg, &quiet_then_refused());
     let snap = agg.snapshot(T0 + 10 * MINUTE_US);
     assert_eq!(snap.series.len(), 1);
     let s = &snap.series[0];
@@ -70,11 +74,7 @@ fn windows_sum_the_buckets_they_cover() {
 fn window_counts_and_the_bucket_at_a_tick_match_the_snapshot() {
     let mut agg = Aggregator::new(cfg());
     let mut acc = BatchAccumulator::new(agg.config());
-    let mut lines: Vec<String> = (0..10)
-        .map(|i| line_at(0, T0 + i * MINUTE_US, "10.0.1.17:8080"))
-        .collect();
-    lines.extend((0..5).map(|i| line_at(28, T0 + 9 * MINUTE_US + i * SECOND_US, "10.0.1.17:8080")));
-    feed(&mut acc, &mut agg, &lines);
+    feed(&mut acc, &mut agg, &quiet_then_refused());
     let end = T0 + 10 * MINUTE_US;
     let snap = agg.snapshot(end);
     let counts: Vec<(String, u64, u64)> = agg

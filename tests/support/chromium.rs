@@ -7,38 +7,20 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::scratch::TempDir;
+
 /// How long one Chromium run may take before the test gives up on it.
 const RUN_LIMIT: Duration = Duration::from_secs(90);
-
-/// A fresh, empty profile directory, removed when dropped.
-struct Profile(PathBuf);
-
-impl Profile {
-    fn new() -> Profile {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("albwatch-chromium-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creates a profile directory");
-        Profile(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Profile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs `chromium --headless` with `args` and a fresh profile at a `width`×`height` window,
 /// returning its stdout.
 fn chromium(width: u32, height: u32, args: &[&str]) -> String {
-    let profile = Profile::new();
+    // A fresh, empty profile per run, named by a counter: runs in parallel never share one.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let profile = TempDir::new(
+        "chromium",
+        &NEXT.fetch_add(1, Ordering::Relaxed).to_string(),
+    );
     let mut cmd = Command::new("chromium");
     cmd.args([
         "--headless",
