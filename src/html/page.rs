@@ -404,13 +404,10 @@ fn rate(requests: u64, window_secs: u32) -> String {
     }
 }
 
-/// A target for people: `-` (a request the load balancer answered itself) reads as such.
+/// A target or target group for people: the log's `-` (none: the load balancer answered
+/// itself, or the target is a Lambda function) reads as such.
 pub fn target_name(target: &str) -> &str {
-    if target == "-" {
-        "(load balancer)"
-    } else {
-        target
-    }
+    if target == "-" { "(none)" } else { target }
 }
 
 /// `elb / target group / target` of an alert, as far as its scope goes.

@@ -26,6 +26,8 @@ fn chromium(width: u32, height: u32, args: &[&str]) -> String {
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        // Containers often give /dev/shm a few MB, which a renderer outgrows.
+        "--disable-dev-shm-usage",
         "--disable-quic",
         "--no-first-run",
         "--disable-background-networking",
