@@ -226,7 +226,8 @@ fn render_alerts_page(alerts: &[Alert], filter: Option<&str>) -> String {
         page.push_str("</table>\n");
     }
     page.push_str(
-        "<p><a href=\"api/alerts\">JSON</a> · <a href=\"metrics\">metrics</a></p></body></html>\n",
+        "<p><a href=\"./\">status page</a> · <a href=\"api/alerts\">JSON</a> · \
+         <a href=\"metrics\">metrics</a></p></body></html>\n",
     );
     page
 }
