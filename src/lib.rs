@@ -25,6 +25,8 @@
 //!   and Firehose common-attribute values (the configured extra labels), under a series cap,
 //!   handed on as an owned [`aggregate::Snapshot`];
 //! - [`export`]: the Prometheus registry built from snapshots and the admin HTTP server;
+//! - [`history`]: what the evaluator saw at each tick, bounded, and [`html`], the pages for
+//!   people drawn from it: the live status page on the admin port and `replay --report`;
 //! - [`alert`]: pure alert rules over snapshots, with hysteresis, and their delivery to
 //!   Alertmanager ([`alert::notify`], over [`http_client`]);
 //! - [`config`] (file + environment → validated config, every error an
