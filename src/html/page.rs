@@ -1,6 +1,7 @@
-//! The live status page, `GET /` on the admin port. [`StatusPage::gather`] takes what the engine
-//! holds — the firing alerts, the [`History`](crate::history::History)'s timelines and resolved alerts, the alert
-//! window of every series, where each input partition stands — and [`StatusPage::page`] draws it:
+//! The live status page, `GET /` on the admin port. [`StatusPage::gather`] takes what the
+//! engine holds — the firing alerts, the [`History`](crate::history::History)'s timelines and
+//! resolved alerts, the alert window of every series, where each input partition stands — and
+//! [`StatusPage::page`] draws it:
 //! firing alerts first, each with its group's fault share over the last 15 minutes of event
 //! time and the line saying what to check first; a health grid per load balancer → target
 //! group → target (request rate, fault share, dominant cause, coloured by state); alerts
