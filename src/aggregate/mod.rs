@@ -667,8 +667,11 @@ impl Aggregator {
         let series = self
             .states
             .iter()
-            .flatten()
-            .map(|state| SeriesSnapshot {
+            .enumerate()
+            .filter_map(|(id, state)| Some((id, state.as_ref()?)))
+            .map(|(id, state)| SeriesSnapshot {
+                // Ids come from the series table, which holds at most `max_series` + 1.
+                id: id as u32,
                 labels: Arc::clone(&state.labels),
                 totals: state.totals.clone(),
                 bytes_in_total: state.bytes_in,
@@ -843,6 +846,9 @@ impl WindowSnapshot {
 /// One series: totals since it appeared, and each configured window.
 #[derive(Debug, Clone)]
 pub struct SeriesSnapshot {
+    /// The series' id in the aggregator: the same in every snapshot while the series lives,
+    /// and given to another series once it is evicted (whose labels are then another `Arc`).
+    pub id: u32,
     pub labels: Arc<SeriesLabels>,
     /// Requests by `(elb_status_code, cause)` since the series appeared.
     pub totals: Vec<(Option<u16>, Cause, u64)>,

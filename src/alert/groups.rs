@@ -14,6 +14,7 @@
 //! takes its baselines with it.
 
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
@@ -22,7 +23,7 @@ use crate::aggregate::series::SeriesLabels;
 use crate::classify::{Cause, Scope};
 
 /// The scopes, in the order of [`scope_index`].
-pub(super) const SCOPES: [Scope; 3] = [Scope::Target, Scope::TargetGroup, Scope::LoadBalancer];
+const SCOPES: [Scope; 3] = [Scope::Target, Scope::TargetGroup, Scope::LoadBalancer];
 
 /// The position of `scope` in [`SCOPES`].
 pub(super) const fn scope_index(scope: Scope) -> usize {
@@ -138,8 +139,20 @@ pub(super) struct GroupTable {
     free: Vec<u32>,
     /// How many baselines a group of each scope (by [`scope_index`]) holds.
     baselines_per_scope: [usize; 3],
+    /// The groups of each aggregator series (by its id) the last evaluations visited.
+    series: Vec<Option<Known>>,
     /// Counts evaluations, to tell the groups of the current one from those it did not visit.
     generation: u64,
+}
+
+/// The groups of one aggregator series, as of the evaluation `seen`. The labels are kept to
+/// tell the series from a later one under the same id: holding the `Arc` keeps its address
+/// from being reused.
+#[derive(Debug)]
+struct Known {
+    labels: Arc<SeriesLabels>,
+    seen: u64,
+    ids: [u32; 3],
 }
 
 impl GroupTable {
@@ -152,6 +165,7 @@ impl GroupTable {
             slots: Vec::new(),
             free: Vec::new(),
             baselines_per_scope,
+            series: Vec::new(),
             generation: 0,
         }
     }
@@ -178,7 +192,7 @@ impl GroupTable {
 
     /// The id of the group `key` of `scope`, adding `requests` to its total; a group the last
     /// evaluation did not have starts with fresh baselines.
-    pub fn visit(&mut self, scope: Scope, key: GroupKey<'_>, requests: u64) -> u32 {
+    fn visit(&mut self, scope: Scope, key: GroupKey<'_>, requests: u64) -> u32 {
         let generation = self.generation;
         let hash = self.hasher.hash_one(key);
         let slots = &mut self.slots;
@@ -189,14 +203,7 @@ impl GroupTable {
                 .is_some_and(|s| s.key.as_key() == key)
         });
         if let Some(&id) = found {
-            if let Some(slot) = slots.get_mut(id as usize).and_then(Option::as_mut) {
-                if slot.seen != generation {
-                    slot.seen = generation;
-                    slot.fresh = false;
-                    slot.total = 0;
-                }
-                slot.total += requests;
-            }
+            self.add(id, requests);
             return id;
         }
         let slot = Some(Slot {
@@ -227,6 +234,57 @@ impl GroupTable {
                 .map_or(0, |s| s.hash)
         });
         id
+    }
+
+    /// Adds `requests` to group `id`, the first visit of an evaluation starting it afresh.
+    fn add(&mut self, id: u32, requests: u64) {
+        let generation = self.generation;
+        if let Some(slot) = self.slot_mut(id) {
+            if slot.seen != generation {
+                slot.seen = generation;
+                slot.fresh = false;
+                slot.total = 0;
+            }
+            slot.total += requests;
+        }
+    }
+
+    /// The ids of the groups of each scope (in [`SCOPES`] order) of the aggregator's series
+    /// `series` with `labels`, adding `requests` to each. A series the last evaluation visited
+    /// under the same labels has the same groups, whose ids are still good, so only a series
+    /// new since then looks its groups up by their label strings.
+    pub fn visit_series(
+        &mut self,
+        series: u32,
+        labels: &Arc<SeriesLabels>,
+        requests: u64,
+    ) -> [u32; 3] {
+        let generation = self.generation;
+        if let Some(known) = self
+            .series
+            .get_mut(series as usize)
+            .and_then(Option::as_mut)
+            && known.seen + 1 == generation
+            && Arc::ptr_eq(&known.labels, labels)
+        {
+            known.seen = generation;
+            let ids = known.ids;
+            for id in ids {
+                self.add(id, requests);
+            }
+            return ids;
+        }
+        let ids = SCOPES.map(|scope| self.visit(scope, GroupKey::of(scope, labels), requests));
+        let at = series as usize;
+        if self.series.len() <= at {
+            self.series.resize_with(at + 1, || None);
+        }
+        self.series[at] = Some(Known {
+            labels: Arc::clone(labels),
+            seen: generation,
+            ids,
+        });
+        ids
     }
 
     fn slot(&self, id: u32) -> Option<&Slot> {
@@ -301,6 +359,11 @@ impl GroupTable {
             }
             self.free.push(id);
         }
+        for known in &mut self.series {
+            if known.as_ref().is_some_and(|k| k.seen != generation) {
+                *known = None;
+            }
+        }
     }
 }
 
@@ -371,6 +434,48 @@ mod tests {
         assert_eq!(t.total(ta), 3);
         assert!(t.baseline(ta, 1).is_some_and(|b| b.requests() > 0.0));
         assert!(t.baseline(ta, 2).is_none(), "two baselines at target scope");
+    }
+
+    #[test]
+    fn a_series_finds_the_same_groups_again_and_a_new_one_under_its_id_its_own() {
+        let a = Arc::new(labels("web", "a:1"));
+        let b = Arc::new(labels("api", "b:1"));
+        let mut t = GroupTable::new([1, 1, 1]);
+        t.begin();
+        let first = t.visit_series(7, &a, 10);
+        assert_eq!(t.key(first[0]), GroupKey::of(Scope::Target, &a));
+        assert_eq!(t.key(first[1]), GroupKey::of(Scope::TargetGroup, &a));
+        assert_eq!(t.key(first[2]), GroupKey::of(Scope::LoadBalancer, &a));
+        t.finish(at(10 * SECOND_US));
+
+        t.begin();
+        // The same series: the same groups, the totals started afresh.
+        assert_eq!(t.visit_series(7, &a, 4), first);
+        assert_eq!(t.total(first[0]), 4);
+        assert!(t.baseline(first[0], 0).is_some());
+        // Equal labels under another `Arc` (another series) share the groups all the same.
+        let again = Arc::new(labels("web", "a:1"));
+        assert_eq!(t.visit_series(8, &again, 1), first);
+        assert_eq!(t.total(first[2]), 5);
+        t.finish(at(20 * SECOND_US));
+
+        t.begin();
+        // Id 7 evicted and given to another series: its own groups, not a's.
+        let other = t.visit_series(7, &b, 2);
+        assert_eq!(t.key(other[0]), GroupKey::of(Scope::Target, &b));
+        assert_eq!(t.key(other[2]), GroupKey::of(Scope::LoadBalancer, &b));
+        assert_ne!(other[0], first[0]);
+        assert!(t.baseline(other[0], 0).is_none(), "b has no history");
+        t.finish(at(30 * SECOND_US));
+
+        t.begin();
+        t.finish(at(40 * SECOND_US));
+        t.begin();
+        // Series 8 skipped an evaluation, so a's groups were dropped: looked up afresh.
+        let back = t.visit_series(8, &again, 3);
+        assert_eq!(t.key(back[0]), GroupKey::of(Scope::Target, &a));
+        assert!(t.baseline(back[0], 0).is_none(), "a starts again");
+        assert_eq!(t.total(back[1]), 3);
     }
 
     #[test]

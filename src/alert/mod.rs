@@ -47,7 +47,7 @@ use crate::aggregate::{Snapshot, TraceId, WindowCell, WindowSnapshot};
 use crate::classify::Cause;
 use crate::parse::StatusText;
 use baseline::{Baseline, Fold, surge_score};
-use groups::{Group, GroupKey, GroupTable, SCOPES, baseline_positions, scope_index};
+use groups::{Group, GroupKey, GroupTable, baseline_positions, scope_index};
 
 const SECOND_US: i64 = 1_000_000;
 
@@ -308,14 +308,12 @@ impl AlertEngine {
         // Requests per cause within one series; reused across series.
         let mut per_series: Vec<(Cause, u64)> = Vec::new();
         for series in &snapshot.series {
-            let labels = &*series.labels;
             // Every group of the snapshot has a total, even a quiet one, so its baselines
             // live as long as its series.
             let requests = series.windows.get(w).map_or(0, |w| w.requests);
-            let ids = SCOPES.map(|scope| {
-                self.groups
-                    .visit(scope, GroupKey::of(scope, labels), requests)
-            });
+            let ids = self
+                .groups
+                .visit_series(series.id, &series.labels, requests);
             let Some(window) = series.windows.get(w).filter(|w| w.requests > 0) else {
                 continue;
             };
