@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Deserialize;
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, Snapshot};
 use crate::alert::{AlertEngine, Transition};
 use crate::setting::InvalidSetting;
 
@@ -441,6 +441,8 @@ pub struct Evaluator {
     tick_us: i64,
     window_us: i64,
     next_tick: Option<i64>,
+    /// The last tick's snapshot, written over at the next one so that its vectors are reused.
+    snapshot: Snapshot,
 }
 
 impl Evaluator {
@@ -457,6 +459,7 @@ impl Evaluator {
             tick_us,
             window_us,
             next_tick: None,
+            snapshot: Snapshot::default(),
         }
     }
 
@@ -507,9 +510,13 @@ impl Evaluator {
                 }
             }
             agg.advance(tick);
-            let snapshot = agg.snapshot_of(tick, &[self.engine.config().window_secs]);
+            agg.snapshot_into(
+                tick,
+                &[self.engine.config().window_secs],
+                &mut self.snapshot,
+            );
             drop(agg);
-            for t in self.engine.evaluate(&snapshot, tick) {
+            for t in self.engine.evaluate(&self.snapshot, tick) {
                 sink(t);
             }
             tick += tick_us;
