@@ -691,39 +691,52 @@ impl Aggregator {
     /// Like [`Aggregator::snapshot`] with only the windows of `windows_secs` (the alert rules
     /// need one; summing the others at every evaluation tick would be wasted work).
     pub fn snapshot_of(&self, end: i64, windows_secs: &[u32]) -> Snapshot {
-        let windows: Vec<i64> = windows_secs
-            .iter()
-            .map(|&w| i64::from(w) * SECOND_US)
-            .collect();
+        let mut snapshot = Snapshot::default();
+        self.snapshot_into(end, windows_secs, &mut snapshot);
+        snapshot
+    }
+
+    /// [`Aggregator::snapshot_of`] written over `into`, an earlier snapshot: its vectors are
+    /// reused, so an evaluation tick over ten thousand series allocates (and frees) next to
+    /// nothing once warm.
+    pub fn snapshot_into(&self, end: i64, windows_secs: &[u32], into: &mut Snapshot) {
         // One pair of histograms for every window of every series: reset, not reallocated.
         let mut scratch = (new_hdr(), new_hdr());
-        let series = self
-            .states
-            .iter()
-            .flatten()
-            .map(|state| SeriesSnapshot {
-                labels: Arc::clone(&state.labels),
-                totals: state.totals.clone(),
-                bytes_in_total: state.bytes_in,
-                bytes_out_total: state.bytes_out,
-                latency: state.latency.clone(),
-                windows: windows
-                    .iter()
-                    .map(|&w| window(state, end.saturating_sub(w), end, &mut scratch))
-                    .collect(),
-            })
-            .collect();
-        Snapshot {
-            end,
-            windows_secs: windows_secs.to_vec(),
-            attribute_labels: Arc::clone(&self.attribute_labels),
-            series,
-            max_event_time: self.max_event,
-            late_entries: self.late_entries,
-            future_entries: self.future_entries,
-            overflowed_entries: self.table.overflowed_entries,
-            evicted_series: self.evicted_series,
+        let mut n = 0;
+        for (id, state) in self.states.iter().enumerate() {
+            let Some(state) = state else {
+                continue;
+            };
+            if n == into.series.len() {
+                into.series.push(SeriesSnapshot::default());
+            }
+            let series = &mut into.series[n];
+            n += 1;
+            // Ids come from the series table, which holds at most `max_series` + 1.
+            series.id = id as u32;
+            series.labels = Arc::clone(&state.labels);
+            series.totals.clone_from(&state.totals);
+            series.bytes_in_total = state.bytes_in;
+            series.bytes_out_total = state.bytes_out;
+            series.latency = state.latency.clone();
+            series
+                .windows
+                .resize_with(windows_secs.len(), WindowSnapshot::default);
+            for (w, &secs) in series.windows.iter_mut().zip(windows_secs) {
+                let from = end.saturating_sub(i64::from(secs) * SECOND_US);
+                window_into(state, from, end, &mut scratch, w);
+            }
         }
+        into.series.truncate(n);
+        into.end = end;
+        into.windows_secs.clear();
+        into.windows_secs.extend_from_slice(windows_secs);
+        into.attribute_labels = Arc::clone(&self.attribute_labels);
+        into.max_event_time = self.max_event;
+        into.late_entries = self.late_entries;
+        into.future_entries = self.future_entries;
+        into.overflowed_entries = self.table.overflowed_entries;
+        into.evicted_series = self.evicted_series;
     }
 }
 
@@ -768,21 +781,23 @@ fn new_hdr() -> Histogram<u32> {
         .expect("constant bounds hdrhistogram accepts: low >= 1, high >= 2 * low, sigfig <= 5")
 }
 
-/// The window `[from, end)` of `state`; `scratch` is any pair of histograms from [`new_hdr`].
-fn window(
+/// The window `[from, end)` of `state`, written over `w` (whose cells' vector is reused);
+/// `scratch` is any pair of histograms from [`new_hdr`].
+fn window_into(
     state: &SeriesState,
     from: i64,
     end: i64,
     (target, elapsed): &mut (Histogram<u32>, Histogram<u32>),
-) -> WindowSnapshot {
-    let mut w = window_counts(state, from, end);
+    w: &mut WindowSnapshot,
+) {
+    counts_into(state, from, end, w);
     let mut minutes = state
         .minutes
         .iter()
         .filter(|m| m.start + MINUTE_US > from && m.start < end)
         .peekable();
     if minutes.peek().is_none() {
-        return w;
+        return;
     }
     target.reset();
     elapsed.reset();
@@ -792,12 +807,24 @@ fn window(
     }
     w.target_latency = Quantiles::of(target);
     w.elapsed_latency = Quantiles::of(elapsed);
-    w
 }
 
 /// The requests, bytes and cells of the window `[from, end)` of `state`, without latencies.
 fn window_counts(state: &SeriesState, from: i64, end: i64) -> WindowSnapshot {
     let mut w = WindowSnapshot::default();
+    counts_into(state, from, end, &mut w);
+    w
+}
+
+/// The requests, bytes and cells of the window `[from, end)` of `state`, written over `w`;
+/// its latencies are cleared.
+fn counts_into(state: &SeriesState, from: i64, end: i64, w: &mut WindowSnapshot) {
+    w.requests = 0;
+    w.bytes_in = 0;
+    w.bytes_out = 0;
+    w.cells.clear();
+    w.target_latency = None;
+    w.elapsed_latency = None;
     for bucket in state
         .buckets
         .iter()
@@ -825,7 +852,6 @@ fn window_counts(state: &SeriesState, from: i64, end: i64) -> WindowSnapshot {
             }
         }
     }
-    w
 }
 
 /// p50/p90/p99 in seconds.
@@ -880,8 +906,11 @@ impl WindowSnapshot {
 }
 
 /// One series: totals since it appeared, and each configured window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SeriesSnapshot {
+    /// The series' id in the aggregator: the same in every snapshot while the series lives,
+    /// and given to another series once it is evicted (whose labels are then another `Arc`).
+    pub id: u32,
     pub labels: Arc<SeriesLabels>,
     /// Requests by `(elb_status_code, cause)` since the series appeared.
     pub totals: Vec<(Option<u16>, Cause, u64)>,
@@ -893,7 +922,7 @@ pub struct SeriesSnapshot {
 }
 
 /// Everything the exporter and the alert rules need, owned, taken at `end`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Windows end here (exclusive), µs since the epoch.
     pub end: i64,

@@ -221,6 +221,45 @@ fn target_churn_stays_under_the_cap_and_idle_series_are_evicted() {
     assert_eq!(snap.evicted_series, 51);
 }
 
+/// A snapshot written over an earlier one (the evaluator's, reused tick after tick) reads
+/// exactly as a fresh one, whether series came, went or changed their windows meanwhile.
+#[test]
+fn a_snapshot_written_over_an_older_one_equals_a_fresh_one() {
+    let config = AggregateConfig {
+        series_ttl_secs: 300,
+        ..cfg()
+    };
+    let mut agg = Aggregator::new(config);
+    let mut acc = BatchAccumulator::new(agg.config());
+    let mut reused = Snapshot::default();
+    let windows = [60, 300];
+    // Three targets, then two others while the first ones go idle and are evicted; faults
+    // and OKs mixed so the windows have several cells and latencies.
+    for step in 0..12_i64 {
+        let at = T0 + step * MINUTE_US;
+        let targets: &[&str] = if step < 4 {
+            &["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80"]
+        } else {
+            &["10.0.2.1:80", "10.0.2.2:80"]
+        };
+        let lines: Vec<String> = targets
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| {
+                (0..=i as i64).map(move |k| line_at(if k % 2 == 0 { 0 } else { 28 }, at + k, t))
+            })
+            .collect();
+        feed(&mut acc, &mut agg, &lines);
+        agg.advance(at);
+        let end = at + SECOND_US;
+        agg.snapshot_into(end, &windows, &mut reused);
+        let fresh = agg.snapshot_of(end, &windows);
+        assert_eq!(format!("{reused:?}"), format!("{fresh:?}"), "step {step}");
+    }
+    assert!(reused.evicted_series > 0, "some series went");
+    assert_eq!(reused.series.len(), 2);
+}
+
 /// Regression (daemon test): entries hours old arriving now (a backfill or a late Firehose
 /// delivery) made their series look idle, so the next tick evicted it and its totals vanished
 /// from the exposition.

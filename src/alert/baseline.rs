@@ -1,12 +1,8 @@
 //! What is normal for each `(cause, group)`: an exponentially decaying tally, in event time,
 //! of the cause's requests and of all the group's requests, and the surge test that compares
-//! an evaluation window with it. The alert engine owns one [`Baselines`] table, keyed like its
-//! alerts, and updates it once per evaluation from the snapshot's window counts; nothing here
-//! runs per log line.
-//!
-//! The table follows the aggregator's series: the engine lists, at every evaluation, the
-//! groups present in the snapshot, and [`Baselines::update`] keeps exactly those, so the
-//! series cap bounds it and a series the aggregator evicts takes its baselines with it.
+//! an evaluation window with it. The alert engine keeps one per normal-noise cause of each
+//! group it judges (in its group table) and folds each evaluation's window counts in; nothing
+//! here runs per log line.
 //!
 //! **The test.** With baseline share `p0` and `c` requests of the cause among the window's `n`,
 //! the Chernoff bound of the binomial tail is `P(X ≥ c) ≤ exp(−n·KL(c/n ‖ p0))`, where
@@ -15,10 +11,6 @@
 //! `α`. It is closed-form, needs no table, and reads the same in PromQL. The engine adds the
 //! rule's floors (a count and a rise in share over `p0`) so that a busy group's significant but
 //! tiny wobble does not page.
-
-use std::hash::{BuildHasher, Hash};
-
-use hashbrown::{DefaultHashBuilder, HashTable, hash_table};
 
 use super::rules::BaselineConfig;
 
@@ -117,106 +109,6 @@ pub struct Fold {
     pub window_us: i64,
     pub half_life_us: i64,
     pub hold_us: i64,
-}
-
-/// A borrowed form of a [`Baselines`] key `K`, to look a baseline up and to present a group at
-/// an update without owning its key. It must hash exactly like the owned key it matches (as
-/// `str` does `String`), because the table hashes owned keys when it grows.
-pub trait KeyRef<K>: Hash {
-    /// Whether this is the borrowed form of `key`.
-    fn matches(&self, key: &K) -> bool;
-    /// The owned key of a baseline that starts here.
-    fn to_key(&self) -> K;
-}
-
-/// One baseline and the update that last listed its key.
-#[derive(Debug)]
-struct Slot<K> {
-    key: K,
-    baseline: Baseline,
-    seen: u64,
-}
-
-/// Every baseline, in a hash table so that one evaluation's update costs a probe per present
-/// key whatever the number of keys (target-scoped causes bring thousands); an update marks the
-/// keys it lists with its generation and drops the unmarked rest in one pass. Nothing reads
-/// the table in its (random) iteration order, so the engine stays deterministic.
-#[derive(Debug)]
-pub struct Baselines<K> {
-    table: HashTable<Slot<K>>,
-    hasher: DefaultHashBuilder,
-    /// Counts updates, to tell the keys of the latest one from those it did not list.
-    generation: u64,
-}
-
-impl<K> Default for Baselines<K> {
-    fn default() -> Self {
-        Baselines {
-            table: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
-            generation: 0,
-        }
-    }
-}
-
-impl<K: Hash> Baselines<K> {
-    pub fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
-    }
-
-    /// The baseline of the key `key` is the borrowed form of.
-    pub fn find<Q: KeyRef<K>>(&self, key: &Q) -> Option<&Baseline> {
-        let hash = self.hasher.hash_one(key);
-        self.table
-            .find(hash, |slot| key.matches(&slot.key))
-            .map(|slot| &slot.baseline)
-    }
-
-    /// The baseline of the key `key` is the borrowed form of, to mark a surge on.
-    pub fn find_mut<Q: KeyRef<K>>(&mut self, key: &Q) -> Option<&mut Baseline> {
-        let hash = self.hasher.hash_one(key);
-        self.table
-            .find_mut(hash, |slot| key.matches(&slot.key))
-            .map(|slot| &mut slot.baseline)
-    }
-
-    /// Makes the table follow `present`, the keys of this evaluation in any order (borrowed
-    /// forms, each once, with the window's count and total): a key already known keeps its
-    /// baseline and folds the window in, a new one starts empty, a known key missing from
-    /// `present` is dropped.
-    pub fn update<Q: KeyRef<K>>(
-        &mut self,
-        present: impl IntoIterator<Item = (Q, u64, u64)>,
-        at: Fold,
-    ) {
-        self.generation += 1;
-        let generation = self.generation;
-        let Baselines { table, hasher, .. } = self;
-        for (key, count, total) in present {
-            let hash = hasher.hash_one(&key);
-            let slot = match table.entry(
-                hash,
-                |slot| key.matches(&slot.key),
-                |slot| hasher.hash_one(&slot.key),
-            ) {
-                hash_table::Entry::Occupied(e) => e.into_mut(),
-                hash_table::Entry::Vacant(e) => e
-                    .insert(Slot {
-                        key: key.to_key(),
-                        baseline: Baseline::default(),
-                        seen: generation,
-                    })
-                    .into_mut(),
-            };
-            slot.seen = generation;
-            slot.baseline.fold(at, count, total);
-        }
-        table.retain(|slot| slot.seen == generation);
-    }
 }
 
 #[cfg(test)]
@@ -358,30 +250,5 @@ mod tests {
         now += TICK_US;
         b.fold(at(now), 1, 1000);
         assert_ne!(b, learned, "learns again after the hold");
-    }
-
-    impl KeyRef<String> for &str {
-        fn matches(&self, key: &String) -> bool {
-            key == self
-        }
-
-        fn to_key(&self) -> String {
-            (*self).to_owned()
-        }
-    }
-
-    #[test]
-    fn the_table_follows_the_present_keys() {
-        let mut t: Baselines<String> = Baselines::default();
-        t.update([("a", 1, 10), ("b", 2, 10)], at(TICK_US));
-        assert_eq!(t.len(), 2);
-        t.update([("c", 0, 10), ("b", 2, 10)], at(2 * TICK_US));
-        assert_eq!(t.len(), 2);
-        assert!(t.find(&"a").is_none(), "a left");
-        let b = t.find(&"b").copied().unwrap_or_default();
-        let c = t.find(&"c").copied().unwrap_or_default();
-        assert!(b.requests() > c.requests(), "b kept its history");
-        t.update(Vec::<(&str, u64, u64)>::new(), at(3 * TICK_US));
-        assert!(t.is_empty());
     }
 }

@@ -283,7 +283,7 @@ fn a_day_of_steady_background_noise_raises_no_alert() {
     }
     assert_eq!(sim.fired(), []);
     // Bounded: one baseline per normal-noise cause of each scope, per group of the fleet.
-    let bound = sim.engine.surge_causes.len() * 200;
+    let bound = sim.engine.baseline_of.iter().flatten().count() * 200;
     assert!(
         (1..=bound).contains(&sim.engine.baseline_count()),
         "{} baselines",

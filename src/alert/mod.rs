@@ -19,6 +19,7 @@
 //! aggregator's capped series table (a group whose series are evicted loses its baselines).
 
 pub mod baseline;
+mod groups;
 pub mod hold;
 pub mod log;
 pub mod notify;
@@ -42,11 +43,11 @@ use std::collections::btree_map::Entry;
 use hashbrown::HashMap;
 use serde_json::{Map, Value};
 
-use crate::aggregate::series::SeriesLabels;
 use crate::aggregate::{Snapshot, TraceId, WindowCell, WindowSnapshot};
-use crate::classify::{Cause, Scope};
+use crate::classify::Cause;
 use crate::parse::StatusText;
-use baseline::{Baseline, Baselines, Fold, KeyRef, surge_score};
+use baseline::{Baseline, Fold, surge_score};
+use groups::{Group, GroupKey, GroupTable, baseline_positions, scope_index};
 
 const SECOND_US: i64 = 1_000_000;
 
@@ -140,91 +141,6 @@ pub struct Transition {
     pub alert: Alert,
 }
 
-/// A group of series, borrowed from a snapshot; `None` parts are not part of the grouping.
-/// Attribute values always are: `env="prod"` and `env="staging"` alert apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct GroupKey<'a> {
-    elb: &'a str,
-    target_group: Option<&'a str>,
-    target: Option<&'a str>,
-    attributes: &'a [String],
-}
-
-impl<'a> GroupKey<'a> {
-    fn of(scope: Scope, labels: &'a SeriesLabels) -> Self {
-        let (target_group, target) = match scope {
-            Scope::Target => (Some(&*labels.target_group), Some(&*labels.target)),
-            Scope::TargetGroup => (Some(&*labels.target_group), None),
-            Scope::LoadBalancer => (None, None),
-        };
-        GroupKey {
-            elb: &labels.elb,
-            target_group,
-            target,
-            attributes: &labels.attributes,
-        }
-    }
-
-    /// The scope this group is a group of.
-    fn scope(self) -> Scope {
-        match (self.target_group, self.target) {
-            (Some(_), Some(_)) => Scope::Target,
-            (Some(_), None) => Scope::TargetGroup,
-            _ => Scope::LoadBalancer,
-        }
-    }
-
-    fn owned(self) -> Group {
-        Group {
-            elb: self.elb.to_owned(),
-            target_group: self.target_group.map(str::to_owned),
-            target: self.target.map(str::to_owned),
-            attributes: self.attributes.to_vec(),
-        }
-    }
-
-    /// `(name, value)` of each attribute label with a value.
-    fn attributes<'n>(self, names: &'n [String]) -> impl Iterator<Item = (&'n String, &'a String)> {
-        names
-            .iter()
-            .zip(self.attributes)
-            .filter(|(_, value)| !value.is_empty())
-    }
-}
-
-/// The owned identity of a group, kept across evaluations. Its fields are [`GroupKey`]'s, in the
-/// same order and of types that hash and order like their borrowed forms (`String` like `str`,
-/// `Vec<String>` like `[String]`), so the two hash and order alike.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Group {
-    elb: String,
-    target_group: Option<String>,
-    target: Option<String>,
-    attributes: Vec<String>,
-}
-
-impl Group {
-    /// The borrowed form, which hashes and orders exactly like the owned one.
-    fn as_key(&self) -> GroupKey<'_> {
-        GroupKey {
-            elb: &self.elb,
-            target_group: self.target_group.as_deref(),
-            target: self.target.as_deref(),
-            attributes: &self.attributes,
-        }
-    }
-}
-
-impl KeyRef<(Cause, Group)> for (Cause, GroupKey<'_>) {
-    fn matches(&self, (cause, group): &(Cause, Group)) -> bool {
-        self.0 == *cause && self.1 == group.as_key()
-    }
-
-    fn to_key(&self) -> (Cause, Group) {
-        (self.0, self.1.owned())
-    }
-}
-
 /// Requests of one cause in one group over the evaluation window.
 #[derive(Debug, Default)]
 struct Tally<'a> {
@@ -295,10 +211,12 @@ pub struct AlertEngine {
     /// The effective rule of each cause, indexed by `cause as usize`.
     rules: Vec<Option<Rule>>,
     active: BTreeMap<(Cause, Group), Active>,
-    /// What is normal for each normal-noise `(cause, group)` of the last snapshot.
-    baselines: Baselines<(Cause, Group)>,
-    /// The causes whose rule compares with a baseline, in `Cause` order.
-    surge_causes: Vec<Cause>,
+    /// Every group of the last snapshot, with what is normal for each of its normal-noise
+    /// causes.
+    groups: GroupTable,
+    /// For each cause (by `cause as usize`), the position of its baseline among its scope's
+    /// in [`GroupTable`]; `None` for a cause without one.
+    baseline_of: Vec<Option<usize>>,
     /// Counts evaluations, so the ones that saw a condition true can be told apart.
     generation: u64,
     /// Evaluations skipped because the snapshot lacked the evaluation window.
@@ -320,12 +238,13 @@ impl AlertEngine {
             .map(|(_, &cause)| cause)
             .collect();
         surge_causes.sort();
+        let (baseline_of, per_scope) = baseline_positions(&surge_causes);
         AlertEngine {
             cfg,
             rules,
             active: BTreeMap::new(),
-            baselines: Baselines::default(),
-            surge_causes,
+            groups: GroupTable::new(per_scope),
+            baseline_of,
             generation: 0,
             skipped: 0,
         }
@@ -349,7 +268,12 @@ impl AlertEngine {
     /// How many `(cause, group)` baselines it holds: at most the normal-noise causes times
     /// the groups of the last snapshot.
     pub fn baseline_count(&self) -> usize {
-        self.baselines.len()
+        self.groups.baseline_count()
+    }
+
+    /// The position of `cause`'s baseline among its groups' (see [`GroupTable`]).
+    fn baseline_of(&self, cause: Cause) -> Option<usize> {
+        self.baseline_of.get(cause as usize).copied().flatten()
     }
 
     /// Evaluations that did nothing because the snapshot had no window of `window_secs`
@@ -376,20 +300,20 @@ impl AlertEngine {
         self.generation += 1;
         let generation = self.generation;
 
-        // Hashed, not ordered: with the series cap full these see tens of thousands of groups
-        // a tick, and only the few alerts that fire need an order.
-        let mut totals: HashMap<GroupKey<'_>, u64> = HashMap::default();
-        let mut tallies: HashMap<(Cause, GroupKey<'_>), Tally<'_>> = HashMap::default();
+        // Each series finds its group of each scope once; totals, tallies and baselines then
+        // go by the group's id. Tallies are hashed, not ordered: with the series cap full
+        // there are thousands a tick, and only the few alerts that fire need an order.
+        self.groups.begin();
+        let mut tallies: HashMap<(Cause, u32), Tally<'_>> = HashMap::default();
         // Requests per cause within one series; reused across series.
         let mut per_series: Vec<(Cause, u64)> = Vec::new();
         for series in &snapshot.series {
-            let labels = &*series.labels;
             // Every group of the snapshot has a total, even a quiet one, so its baselines
             // live as long as its series.
             let requests = series.windows.get(w).map_or(0, |w| w.requests);
-            for scope in [Scope::Target, Scope::TargetGroup, Scope::LoadBalancer] {
-                *totals.entry(GroupKey::of(scope, labels)).or_default() += requests;
-            }
+            let ids = self
+                .groups
+                .visit_series(series.id, &series.labels, requests);
             let Some(window) = series.windows.get(w).filter(|w| w.requests > 0) else {
                 continue;
             };
@@ -398,16 +322,16 @@ impl AlertEngine {
                 if cell.requests == 0 || self.rule(cell.cause).is_none() {
                     continue;
                 }
-                let key = GroupKey::of(cell.cause.scope(), labels);
-                tallies.entry((cell.cause, key)).or_default().add(cell);
+                let id = ids[scope_index(cell.cause.scope())];
+                tallies.entry((cell.cause, id)).or_default().add(cell);
                 match per_series.iter_mut().find(|(c, _)| *c == cell.cause) {
                     Some((_, n)) => *n += cell.requests,
                     None => per_series.push((cell.cause, cell.requests)),
                 }
             }
             for &(cause, n) in &per_series {
-                let key = GroupKey::of(cause.scope(), labels);
-                if let Some(tally) = tallies.get_mut(&(cause, key))
+                let id = ids[scope_index(cause.scope())];
+                if let Some(tally) = tallies.get_mut(&(cause, id))
                     && tally.top.is_none_or(|(top, _)| n > top)
                 {
                     tally.top = Some((n, window));
@@ -419,14 +343,19 @@ impl AlertEngine {
         // move a baseline's share or warmth), so the tallies are judged in hash order and only
         // the firing ones are sorted, for transitions in `(cause, group)` order.
         let mut firing = Vec::new();
-        for (&(cause, key), tally) in &tallies {
+        for (&(cause, id), tally) in &tallies {
             let Some(rule) = self.rule(cause) else {
                 continue;
             };
-            let total = totals.get(&key).copied().unwrap_or(0);
+            let at = self.baseline_of(cause);
+            if let Some(at) = at {
+                self.groups.set_count(id, at, tally.count);
+            }
+            let total = self.groups.total(id);
             let warm = rule
                 .surge
-                .and_then(|surge| Some((surge, *self.baselines.find(&(cause, key))?)))
+                .zip(at)
+                .and_then(|(surge, at)| Some((surge, *self.groups.baseline(id, at)?)))
                 .filter(|(_, b)| b.is_warm(&self.cfg.baseline));
             let fires = match warm {
                 Some((surge, b)) => self.surges(tally.count, total, &b, surge),
@@ -438,18 +367,22 @@ impl AlertEngine {
                 }
             };
             if fires {
-                firing.push((cause, key, rule, tally, total, warm.map(|(_, b)| b)));
+                firing.push((cause, id, rule, tally, total, warm.map(|(_, b)| b)));
             }
         }
-        firing.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let groups = &self.groups;
+        firing.sort_unstable_by(|a, b| (a.0, groups.key(a.1)).cmp(&(b.0, groups.key(b.1))));
 
         let mut out = Vec::new();
-        for (cause, key, rule, tally, total, warm) in firing {
+        for (cause, id, rule, tally, total, warm) in firing {
             if warm.is_some()
-                && let Some(b) = self.baselines.find_mut(&(cause, key))
+                && let Some(b) = self
+                    .baseline_of(cause)
+                    .and_then(|at| self.groups.baseline_mut(id, at))
             {
                 b.mark_surge(now_us);
             }
+            let key = self.groups.key(id);
             let names = &snapshot.attribute_labels;
             let annotations = self.annotations(cause, key, names, tally, total, warm.as_ref());
             match self.active.entry((cause, key.owned())) {
@@ -483,24 +416,12 @@ impl AlertEngine {
         }
 
         let hold = i64::from(self.cfg.resolve_after_secs) * SECOND_US;
-        let fold = Fold {
+        self.groups.finish(Fold {
             now_us,
             window_us: i64::from(self.cfg.window_secs) * SECOND_US,
             half_life_us: i64::from(self.cfg.baseline.half_life_secs) * SECOND_US,
             hold_us: hold,
-        };
-        let tallies = &tallies;
-        let totals = &totals;
-        let present = self.surge_causes.iter().flat_map(|&cause| {
-            totals
-                .iter()
-                .filter(move |(key, _)| key.scope() == cause.scope())
-                .map(move |(&key, &total)| {
-                    let count = tallies.get(&(cause, key)).map_or(0, |t| t.count);
-                    ((cause, key), count, total)
-                })
         });
-        self.baselines.update(present, fold);
 
         let mut done = Vec::new();
         for (id, active) in &mut self.active {

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Deserialize;
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, Snapshot};
 use crate::alert::{AlertEngine, Transition};
 use crate::history::History;
 use crate::setting::InvalidSetting;
@@ -444,6 +444,8 @@ pub struct Evaluator {
     next_tick: Option<i64>,
     /// What the status page or the replay report draws, when one is wanted.
     history: Option<History>,
+    /// The last tick's snapshot, written over at the next one so that its vectors are reused.
+    snapshot: Snapshot,
 }
 
 impl Evaluator {
@@ -461,6 +463,7 @@ impl Evaluator {
             window_us,
             next_tick: None,
             history: None,
+            snapshot: Snapshot::default(),
         }
     }
 
@@ -526,12 +529,16 @@ impl Evaluator {
                 }
             }
             agg.advance(tick);
-            let snapshot = agg.snapshot_of(tick, &[self.engine.config().window_secs]);
+            agg.snapshot_into(
+                tick,
+                &[self.engine.config().window_secs],
+                &mut self.snapshot,
+            );
             if let Some(history) = &mut self.history {
                 history.record_tick(tick, tick_us, agg.bucket_at(tick - tick_us));
             }
             drop(agg);
-            for t in self.engine.evaluate(&snapshot, tick) {
+            for t in self.engine.evaluate(&self.snapshot, tick) {
                 if let Some(history) = &mut self.history {
                     history.record_transition(&t);
                 }
