@@ -69,6 +69,14 @@ async fn create_stream(client: &aws_sdk_kinesis::Client, stream: &str) {
     create_stream_with(client, stream, 1).await;
 }
 
+/// A kinesalite of the test's own holding `stream` with `shards` shards, and its client.
+async fn kinesalite_with(stream: &str, shards: i32) -> (Kinesalite, aws_sdk_kinesis::Client) {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream_with(&c, stream, shards).await;
+    (k, c)
+}
+
 /// PutRecord; returns the record's sequence number.
 async fn put(
     client: &aws_sdk_kinesis::Client,
@@ -435,9 +443,7 @@ impl Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_gzip_and_cloudwatch_records_are_counted_once() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "formats").await;
+    let (_k, c) = kinesalite_with("formats", 1).await;
     put(&c, "formats", lines(2), None).await;
     put(&c, "formats", gzip(&lines(3)), None).await;
     put(&c, "formats", cwl_envelope("DATA_MESSAGE", 2), None).await;
@@ -460,9 +466,7 @@ async fn plain_gzip_and_cloudwatch_records_are_counted_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_from_the_checkpoint_without_loss() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "restart").await;
+    let (_k, c) = kinesalite_with("restart", 1).await;
     for _ in 0..5 {
         put(&c, "restart", lines(1), None).await;
     }
@@ -533,9 +537,7 @@ async fn split_parent_reaches_shard_end_before_children_are_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_backs_off_and_loses_nothing() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "throttle").await;
+    let (_k, c) = kinesalite_with("throttle", 1).await;
     for _ in 0..3 {
         put(&c, "throttle", lines(1), None).await;
     }
@@ -548,9 +550,7 @@ async fn throttling_backs_off_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_iterator_is_renewed_after_the_last_record_read() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "expire").await;
+    let (_k, c) = kinesalite_with("expire", 1).await;
     for _ in 0..3 {
         put(&c, "expire", lines(1), None).await;
     }
@@ -605,9 +605,7 @@ const PARSED: &str = "albwatch_lines_total{outcome=\"parsed\"}";
 /// SIGTERM a final checkpoint in the configured directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_reads_the_stream_named_on_the_command_line() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "daemon").await;
+    let (k, c) = kinesalite_with("daemon", 1).await;
     put(&c, "daemon", lines(2), None).await;
     put(&c, "daemon", gzip(&lines(3)), None).await;
 
@@ -645,9 +643,7 @@ async fn daemon_reads_the_stream_named_on_the_command_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_child_is_read_after_both_parents_end() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream_with(&c, "merge", 2).await;
+    let (_k, c) = kinesalite_with("merge", 2).await;
     put(&c, "merge", lines(1), Some("1")).await;
     put(
         &c,
@@ -715,9 +711,7 @@ async fn a_missing_stream_is_an_error_not_a_silent_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_page_is_cut_into_batches_between_records() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "cut").await;
+    let (_k, c) = kinesalite_with("cut", 1).await;
     for _ in 0..6 {
         put(&c, "cut", lines(2), None).await;
     }
@@ -743,9 +737,7 @@ async fn a_large_page_is_cut_into_batches_between_records() {
 /// because the checkpoint interval passed after the last batch was acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_checkpoints_survive_a_crash() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "crash").await;
+    let (_k, c) = kinesalite_with("crash", 1).await;
     let mut last = None;
     for _ in 0..5 {
         last = Some(put(&c, "crash", lines(1), None).await);
@@ -780,9 +772,7 @@ async fn periodic_checkpoints_survive_a_crash() {
 /// read each has a checkpoint age and they are all owned; once stopped, their gauges are gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_shards_are_counted_exactly_per_shard() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream_with(&c, "shards", 3).await;
+    let (_k, c) = kinesalite_with("shards", 3).await;
     let per_shard: [Vec<Vec<u8>>; 3] = [
         vec![lines(1), gzip(&lines(3))],
         vec![lines(2), lines(2), lines(2)],
@@ -921,9 +911,7 @@ fn promtool_check(exposition: &str) {
 /// CloudWatch Logs record beside them is counted too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kpl_aggregates_and_cloudwatch_envelopes_are_counted_exactly() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream_with(&c, "kpl", 2).await;
+    let (_k, c) = kinesalite_with("kpl", 2).await;
     let mixed = kpl_aggregate(&[lines(2), gzip(&lines(3)), cwl_envelope("DATA_MESSAGE", 2)]);
     let many = kpl_aggregate(&(0..10).map(|_| lines(1)).collect::<Vec<_>>());
     let mut corrupt = kpl_aggregate(&[lines(1), lines(1)]);
@@ -993,9 +981,7 @@ async fn put_round(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hard_killed_daemon_resumes_from_its_checkpoint_and_loses_nothing() {
     const STREAM: &str = "hardkill";
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream_with(&c, STREAM, 2).await;
+    let (k, c) = kinesalite_with(STREAM, 2).await;
     let shard_ids = ["shardId-000000000000", "shardId-000000000001"];
     // (shard, sequence number, lines) of every record put, to tell what a checkpoint covers.
     let mut put_log: Vec<(String, SequenceNumber, usize)> = Vec::new();
@@ -1206,9 +1192,7 @@ async fn children_named_at_shard_end_are_read_without_a_listing() {
 /// albwatch was down are read, where a fresh LATEST would skip them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_at_latest_reads_what_arrived_while_down() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "latest").await;
+    let (_k, c) = kinesalite_with("latest", 1).await;
     let h = Harness::new("latest");
     let at_latest = Options {
         start: StartAt::Latest,
@@ -1247,9 +1231,7 @@ async fn a_restart_at_latest_reads_what_arrived_while_down() {
 /// `save_many`, each at its last record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_saves_every_shard_in_one_write() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream_with(&c, "final", 3).await;
+    let (_k, c) = kinesalite_with("final", 3).await;
     let mut ends = BTreeMap::new();
     for (i, hash) in HASH_IN_SHARD_OF_3.iter().enumerate() {
         let seq = put(&c, "final", lines(1), Some(hash)).await;
@@ -1288,9 +1270,7 @@ async fn shutdown_saves_every_shard_in_one_write() {
 async fn the_s3_forwarder_delivers_every_line_of_an_object_once() {
     const STREAM: &str = "forwarded";
     const LINES: usize = 3000;
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream_with(&c, STREAM, 2).await;
+    let (k, _c) = kinesalite_with(STREAM, 2).await;
     let dir = TempDir::new("kinesis", "forwarder");
     let object = dir
         .0
@@ -1410,9 +1390,7 @@ fn alert_transitions(path: &Path) -> Vec<serde_json::Value> {
 async fn lines_six_minutes_old_raise_their_alert_at_their_event_time() {
     const STREAM: &str = "sixminutes";
     const TARGET: &str = "10.0.1.17:8080";
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, STREAM).await;
+    let (k, c) = kinesalite_with(STREAM, 1).await;
 
     // The burst starts 1 s into a bucket six minutes ago and lasts 2 s, so every refused
     // connection is in that one bucket; 90 healthy requests fill the 30 s before it.
