@@ -24,6 +24,11 @@ use serde_json::Value;
 mod http;
 use http::{encode, free_port, http_get};
 
+#[path = "support/scratch.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod scratch;
+use scratch::TempDir;
+
 const BIN: &str = env!("CARGO_BIN_EXE_albwatch");
 
 const INSTALL_HINT: &str = "Run scripts/install-test-deps.sh (Debian: apt-get install \
@@ -298,18 +303,14 @@ impl Drop for Server {
 /// their storage.
 struct Rig {
     servers: Vec<Server>,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Rig {
     fn new(test: &str) -> Rig {
-        let dir =
-            std::env::temp_dir().join(format!("albwatch-alerting-{}-{test}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("creates the scratch directory");
         Rig {
             servers: Vec::new(),
-            dir,
+            dir: TempDir::new("alerting", test),
         }
     }
 
@@ -481,8 +482,8 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
+        // The servers first; the directory they use goes with the field after this.
         self.servers.clear();
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 

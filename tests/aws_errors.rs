@@ -28,6 +28,11 @@ use http::{free_port, http_get};
 mod kinesalite;
 use kinesalite::{Kinesalite, client, create_stream_with};
 
+#[path = "support/scratch.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod scratch;
+use scratch::TempDir;
+
 /// The exit status of a configuration that cannot work.
 const EXIT_BAD_CONFIG: i32 = 64;
 
@@ -59,21 +64,11 @@ async fn kinesalite_with(stream: &str, shards: i32) -> Kinesalite {
     k
 }
 
-/// A directory of its own per test, removed on drop.
-struct TempDir(PathBuf);
-
 impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("albwatch-aws-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-
     /// A config file with checkpoints inside this directory, plus `extra` `[kinesis]` keys.
     fn config(&self, extra: &str) -> PathBuf {
-        let path = self.0.join("albwatch.toml");
-        let checkpoints = self.0.join("checkpoints");
+        let path = self.join("albwatch.toml");
+        let checkpoints = self.join("checkpoints");
         std::fs::write(
             &path,
             format!(
@@ -86,24 +81,18 @@ impl TempDir {
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `albwatch run --kinesis-stream STREAM` with `config` added to the `[kinesis]` section, in an
 /// environment holding only `env`: no AWS variables of the test's own, a home without `~/.aws`,
 /// and the instance-metadata service at a closed loopback port — a laptop's situation, and on
 /// an EC2 test host no role is found.
 fn albwatch_run(dir: &TempDir, stream: &str, config: &str, env: &[(&str, &str)]) -> Command {
-    let home = dir.0.join("home");
+    let home = dir.join("home");
     std::fs::create_dir_all(&home).expect("home");
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--admin-addr", "127.0.0.1:0", "--config"])
         .arg(dir.config(config))
         .args(["--kinesis-stream", stream])
-        .current_dir(&dir.0)
+        .current_dir(dir.path())
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", &home)
@@ -179,7 +168,7 @@ const NO_REGION: &str = "no AWS region: set AWS_REGION, or kinesis.region in the
 
 #[test]
 fn no_credentials_no_region_or_a_bad_endpoint_stop_start_up_with_one_line() {
-    let dir = TempDir::new("setup");
+    let dir = TempDir::new("aws", "setup");
     let region = ("AWS_REGION", "us-east-1");
     let [key, secret] = KEYS;
     let cases = [
@@ -208,7 +197,7 @@ fn no_credentials_no_region_or_a_bad_endpoint_stop_start_up_with_one_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_stream_stops_start_up_naming_it() {
     let k = kinesalite_with("alb-logs", 1).await;
-    let dir = TempDir::new("unknown");
+    let dir = TempDir::new("aws", "unknown");
     let out = run_to_exit(albwatch_run(&dir, "alb-logz", "", &deployed(&k.endpoint)));
     assert_eq!(
         refused(&out),
@@ -219,7 +208,7 @@ async fn an_unknown_stream_stops_start_up_naming_it() {
         )
     );
     // Nothing was started: no checkpoint directory.
-    assert!(!dir.0.join("checkpoints").exists());
+    assert!(!dir.join("checkpoints").exists());
 }
 
 /// A loopback server that answers every call with the error AWS sends for `code` (the JSON 1.1
@@ -260,7 +249,7 @@ fn answering(code: &'static str, message: &'static str) -> String {
 
 #[test]
 fn refused_credentials_and_denied_access_stop_start_up_with_one_line() {
-    let dir = TempDir::new("denied");
+    let dir = TempDir::new("aws", "denied");
     let denied = "User: arn:aws:iam::123456789012:user/reader is not authorized to perform: \
                   kinesis:ListShards on resource: arn:aws:kinesis:us-east-1:123456789012:stream/alb-logs";
     let cases = [
@@ -382,7 +371,7 @@ fn lines_with<'a>(lines: &'a [String], needle: &str) -> Vec<&'a String> {
 
 #[test]
 fn an_endpoint_that_does_not_answer_is_retried_and_logged_one_line_per_interval() {
-    let dir = TempDir::new("closed");
+    let dir = TempDir::new("aws", "closed");
     let closed = format!("http://127.0.0.1:{}", free_port());
     // Discovery retried within a second, so failures pile up quickly.
     let cmd = albwatch_run(
@@ -413,7 +402,7 @@ fn an_endpoint_that_does_not_answer_is_retried_and_logged_one_line_per_interval(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesalite_killed_mid_run_is_retried_and_logged_one_line_per_interval() {
     let k = kinesalite_with("alb-logs", 2).await;
-    let dir = TempDir::new("killed");
+    let dir = TempDir::new("aws", "killed");
     let config = "poll_interval_ms = 200\nshard_discovery_secs = 1\n";
     let daemon = Daemon::start(albwatch_run(
         &dir,

@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
@@ -26,6 +25,11 @@ use serde_json::{Value, json};
 #[path = "support/http.rs"]
 mod http;
 use http::{encode, free_port, http_get};
+
+#[path = "support/scratch.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod scratch;
+use scratch::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_albwatch");
 const DASHBOARD: &str = include_str!("../deploy/grafana/albwatch.json");
@@ -414,15 +418,6 @@ impl Drop for Proc {
     }
 }
 
-/// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Every line of a child's pipe, kept for failure messages and also handed to `Receiver` as
 /// it comes. The pipe is drained to its end even when nobody listens any more, so a chatty
 /// child never blocks on a full pipe.
@@ -591,11 +586,8 @@ fn every_panel_query_returns_data_from_prometheus_scraping_the_demo() {
         }
     };
 
-    let dir = std::env::temp_dir().join(format!("albwatch-grafana-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let scratch = Scratch(dir);
-    let config = scratch.0.join("prometheus.yml");
+    let scratch = TempDir::new("grafana", "prometheus");
+    let config = scratch.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
@@ -604,14 +596,14 @@ fn every_panel_query_returns_data_from_prometheus_scraping_the_demo() {
         ),
     )
     .expect("writes prometheus.yml");
-    let log_path = scratch.0.join("prometheus.log");
+    let log_path = scratch.join("prometheus.log");
     let log = std::fs::File::create(&log_path).expect("prometheus log");
     let prometheus_addr = format!("127.0.0.1:{}", free_port());
     let child = match Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
-            scratch.0.join("tsdb").display()
+            scratch.join("tsdb").display()
         ))
         .arg(format!("--web.listen-address={prometheus_addr}"))
         .stdout(Stdio::null())

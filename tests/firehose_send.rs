@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +23,11 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "support/scratch.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod scratch;
+use scratch::TempDir;
 
 const KEY: &str = "my-secret-api-key";
 const ARN: &str = "arn:aws:firehose:us-east-1:123456789012:deliverystream/alb-logs";
@@ -183,31 +188,6 @@ fn fail(status: u16, seen: &Seen) -> Response {
     )
 }
 
-/// A scratch directory for one test's input files, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!(
-        "albwatch-firehose-send-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    Scratch(dir)
-}
-
 /// `n` distinct ALB-shaped lines (the AWS example HTTP line with a varying client port).
 fn alb_lines(n: usize) -> Vec<String> {
     (0..n)
@@ -309,7 +289,7 @@ fn assert_consistent(r: &SendReport) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_spec_exact_requests_and_every_line() {
     let server = Server::start(|seen, _| ok(seen)).await;
-    let dir = scratch("plain");
+    let dir = TempDir::new("firehose-send", "plain");
     let input = dir.join("a.log");
     let lines = alb_lines(250);
     write_lines(&input, &lines);
@@ -402,7 +382,7 @@ async fn sends_spec_exact_requests_and_every_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_input_and_gzip_bodies_round_trip() {
     let server = Server::start(|seen, _| ok(seen)).await;
-    let dir = scratch("gzip");
+    let dir = TempDir::new("firehose-send", "gzip");
     let lines = alb_lines(120);
     // One gzip'd file as ALB writes to S3, one plain file after it.
     let gz_path = dir.join("a.log.gz");
@@ -464,7 +444,7 @@ async fn retries_resend_the_same_id_and_body() {
         _ => ok(seen),
     })
     .await;
-    let dir = scratch("retry");
+    let dir = TempDir::new("firehose-send", "retry");
     let input = dir.join("a.log");
     write_lines(&input, &alb_lines(12));
     let report = firehose_send::run(
@@ -521,7 +501,7 @@ async fn prepared_requests_are_the_same_requests() {
         _ => ok(seen),
     })
     .await;
-    let dir = scratch("prepare");
+    let dir = TempDir::new("firehose-send", "prepare");
     let input = dir.join("a.log");
     let lines = alb_lines(40);
     write_lines(&input, &lines);
@@ -586,7 +566,7 @@ async fn a_413_drops_the_batch_without_retry() {
         }
     })
     .await;
-    let dir = scratch("413");
+    let dir = TempDir::new("firehose-send", "413");
     let input = dir.join("a.log");
     write_lines(&input, &alb_lines(30));
     let report = firehose_send::run(
@@ -645,7 +625,7 @@ async fn a_200_off_the_spec_is_a_failure_and_other_2xx_too() {
         _ => ok(seen),
     })
     .await;
-    let dir = scratch("bad200");
+    let dir = TempDir::new("firehose-send", "bad200");
     let input = dir.join("a.log");
     write_lines(&input, &alb_lines(3));
     let report = firehose_send::run(args(&server.base, &[&input], &[]), None)
@@ -670,7 +650,7 @@ async fn a_200_off_the_spec_is_a_failure_and_other_2xx_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_given_up_after_max_retries() {
     let server = Server::start(|seen, _| fail(500, seen)).await;
-    let dir = scratch("exhaust");
+    let dir = TempDir::new("firehose-send", "exhaust");
     let input = dir.join("a.log");
     write_lines(&input, &alb_lines(4));
     let report = firehose_send::run(
@@ -707,7 +687,7 @@ async fn a_batch_is_given_up_after_max_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bytes_bound_every_body_and_bad_inputs_are_counted() {
     let server = Server::start(|seen, _| ok(seen)).await;
-    let dir = scratch("bounds");
+    let dir = TempDir::new("firehose-send", "bounds");
     let input = dir.join("a.log");
     let mut lines = alb_lines(40);
     let mut text = String::new();
@@ -777,7 +757,7 @@ async fn refused_connections_are_retried_then_given_up() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let dir = scratch("refused");
+    let dir = TempDir::new("firehose-send", "refused");
     let input = dir.join("a.log");
     write_lines(&input, &alb_lines(2));
     let report = firehose_send::run(
@@ -878,7 +858,7 @@ async fn broken_answers_from_a_raw_endpoint_are_retried() {
             let _ = stream.shutdown().await;
         }
     });
-    let dir = scratch("raw");
+    let dir = TempDir::new("firehose-send", "raw");
     let input = dir.join("a.log");
     write_lines(&input, &alb_lines(5));
     let report = firehose_send::run(

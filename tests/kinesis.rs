@@ -9,9 +9,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,26 +19,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod fixtures;
 use fixtures::cause_line_at;
 
-use albwatch::aggregate::{AggregateConfig, Aggregator};
-use albwatch::classify::LoadBalancers;
-use albwatch::decode::DecodeLimits;
-use albwatch::event_time::InputKind;
-use albwatch::input::PartitionSource;
 use albwatch::input::aws::{AwsError, Fault};
-use albwatch::input::kinesis::KinesisMetrics;
 use albwatch::input::kinesis::checkpoint::{
     CheckpointError, CheckpointStore, FileCheckpointStore, Position, SaveOutcome, SequenceNumber,
 };
 use albwatch::input::kinesis::config::{KinesisConfig, StartAt};
 use albwatch::input::kinesis::consumer::{
-    self, ApiError, IteratorStart, KinesisApi, RecordsPage, SdkApi, ShardInfo,
+    ApiError, IteratorStart, KinesisApi, RecordsPage, SdkApi, ShardInfo,
 };
-use albwatch::pipeline::{Pool, PoolConfig};
 use aws_sdk_kinesis::primitives::Blob;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
-const LINE: &str = "http 2018-07-02T22:23:00.186641Z app/my-loadbalancer/50dc6c495c0c9188 192.168.131.39:2817 10.0.0.1:80 0.000 0.001 0.000 200 200 34 366 \"GET http://www.example.com:80/ HTTP/1.1\" \"curl/7.46.0\" - - arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/my-targets/73e2d6bc24d8a067 \"Root=1-58337262-36d228ad5d99923122bbe354\" \"-\" \"-\" 0 2018-07-02T22:22:48.364000Z \"forward\" \"-\" \"-\" \"10.0.0.1:80\" \"200\" \"-\" \"-\" TID_1234abcd5678ef90 \"-\" \"-\" \"-\"\n";
 
 /// 2^127: the split point that halves a single shard's hash range.
 const MIDDLE_HASH: &str = "170141183460469231731687303715884105728";
@@ -58,8 +46,35 @@ mod kinesalite;
 
 use kinesalite::{Kinesalite, client, create_stream_with, wait_active};
 
+#[path = "support/kinesis_consumer.rs"]
+mod kinesis_consumer;
+use kinesis_consumer::{Consumer, LINE, Running, calls, lines, stop};
+
+#[path = "support/daemon.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod daemon;
+use daemon::{BIN, Daemon, aws_env};
+
+#[path = "support/exposition.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod exposition;
+use exposition::{sample, value};
+
+#[path = "support/scratch.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod scratch;
+use scratch::TempDir;
+
 async fn create_stream(client: &aws_sdk_kinesis::Client, stream: &str) {
     create_stream_with(client, stream, 1).await;
+}
+
+/// A kinesalite of the test's own holding `stream` with `shards` shards, and its client.
+async fn kinesalite_with(stream: &str, shards: i32) -> (Kinesalite, aws_sdk_kinesis::Client) {
+    let k = Kinesalite::start();
+    let c = client(&k.endpoint).await;
+    create_stream_with(&c, stream, shards).await;
+    (k, c)
 }
 
 /// PutRecord; returns the record's sequence number.
@@ -122,14 +137,6 @@ async fn put_many(
 /// The exposition sample name of a per-shard counter, e.g. `albwatch_kinesis_lines_total{…}`.
 fn shard_sample(what: &str, shard: u32) -> String {
     format!("albwatch_kinesis_{what}_total{{shard=\"shardId-{shard:012}\"}}")
-}
-
-fn calls(operation: &str, outcome: &str) -> String {
-    format!("albwatch_kinesis_api_calls_total{{operation=\"{operation}\",outcome=\"{outcome}\"}}")
-}
-
-fn lines(n: usize) -> Vec<u8> {
-    LINE.repeat(n).into_bytes()
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -331,53 +338,26 @@ impl Default for Options {
     }
 }
 
-/// A consumer task and the sender that stops it.
-type Running = (
-    watch::Sender<bool>,
-    JoinHandle<Result<(), consumer::ConsumerError>>,
-);
-
+/// The shared consumer set-up, plus what this file's wrappers note.
 struct Harness {
-    agg: Arc<Mutex<Aggregator>>,
-    pool: Option<Pool>,
-    dir: PathBuf,
-    store: Arc<FileCheckpointStore>,
-    metrics: KinesisMetrics,
-    registry: prometheus::Registry,
+    consumer: Consumer,
     iterators: Arc<Mutex<Vec<String>>>,
     expire: Arc<AtomicUsize>,
     save_many_sizes: Arc<Mutex<Vec<usize>>>,
 }
 
+impl std::ops::Deref for Harness {
+    type Target = Consumer;
+
+    fn deref(&self) -> &Consumer {
+        &self.consumer
+    }
+}
+
 impl Harness {
     fn new(name: &str) -> Harness {
-        let dir =
-            std::env::temp_dir().join(format!("albwatch-kinesis-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let agg = Arc::new(Mutex::new(Aggregator::new(AggregateConfig::default())));
-        let pool = Pool::start(
-            &PoolConfig {
-                workers: 2,
-                queue_batches: 8,
-                max_line_bytes: 65_536,
-            },
-            &AggregateConfig::default(),
-            Arc::new(LoadBalancers::default()),
-            Arc::clone(&agg),
-            Arc::new(|| i64::MAX),
-            None,
-        )
-        .expect("worker threads");
-        let store = Arc::new(FileCheckpointStore::open(&dir).expect("checkpoint dir"));
-        let registry = prometheus::Registry::new();
-        let metrics = KinesisMetrics::register(&registry).expect("metrics");
         Harness {
-            agg,
-            pool: Some(pool),
-            dir,
-            store,
-            metrics,
-            registry,
+            consumer: Consumer::new("kinesis", name),
             iterators: Arc::default(),
             expire: Arc::default(),
             save_many_sizes: Arc::default(),
@@ -404,7 +384,7 @@ impl Harness {
         let mut cfg = KinesisConfig {
             stream: Some(stream.to_owned()),
             start: options.start,
-            checkpoint_dir: self.dir.clone(),
+            checkpoint_dir: self.dir.path().to_owned(),
             poll_interval_ms: 200,
             shard_discovery_secs: 1,
             checkpoint_interval_secs: options.checkpoint_interval_secs,
@@ -425,28 +405,7 @@ impl Harness {
             inner: Arc::clone(&self.store),
             save_many_sizes: Arc::clone(&self.save_many_sizes),
         };
-        let (tx, rx) = watch::channel(false);
-        let pool = self.pool.as_ref().expect("pool running");
-        let task = tokio::spawn(consumer::run(
-            api,
-            cfg,
-            Arc::new(store) as Arc<dyn CheckpointStore>,
-            PartitionSource::standalone(InputKind::Kinesis, pool.submitter()),
-            self.metrics.clone(),
-            DecodeLimits::default(),
-            rx,
-        ));
-        (tx, task)
-    }
-
-    fn counted(&self) -> u64 {
-        let agg = self.agg.lock().unwrap_or_else(PoisonError::into_inner);
-        agg.snapshot(i64::MAX)
-            .series
-            .iter()
-            .flat_map(|s| &s.totals)
-            .map(|t| t.2)
-            .sum()
+        self.spawn(api, cfg, Arc::new(store))
     }
 
     async fn wait_counted(&self, n: u64) {
@@ -471,12 +430,6 @@ impl Harness {
         assert_eq!(self.counted(), n, "lines counted");
     }
 
-    /// What `/metrics` would serve now.
-    fn exposition(&self) -> String {
-        let (_, body) = albwatch::export::admin::encode(&self.registry).expect("encode");
-        String::from_utf8(body).expect("utf8")
-    }
-
     fn metric(&self, name: &str) -> f64 {
         sample(&self.exposition(), name)
     }
@@ -486,31 +439,11 @@ impl Harness {
     }
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(pool) = self.pool.take() {
-            pool.finish();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn stop(tx: watch::Sender<bool>, task: JoinHandle<Result<(), consumer::ConsumerError>>) {
-    let _ = tx.send(true);
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .expect("consumer stops in time")
-        .expect("consumer task")
-        .expect("consumer ran without error");
-}
-
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_gzip_and_cloudwatch_records_are_counted_once() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "formats").await;
+    let (_k, c) = kinesalite_with("formats", 1).await;
     put(&c, "formats", lines(2), None).await;
     put(&c, "formats", gzip(&lines(3)), None).await;
     put(&c, "formats", cwl_envelope("DATA_MESSAGE", 2), None).await;
@@ -533,9 +466,7 @@ async fn plain_gzip_and_cloudwatch_records_are_counted_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_from_the_checkpoint_without_loss() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "restart").await;
+    let (_k, c) = kinesalite_with("restart", 1).await;
     for _ in 0..5 {
         put(&c, "restart", lines(1), None).await;
     }
@@ -606,9 +537,7 @@ async fn split_parent_reaches_shard_end_before_children_are_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_backs_off_and_loses_nothing() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "throttle").await;
+    let (_k, c) = kinesalite_with("throttle", 1).await;
     for _ in 0..3 {
         put(&c, "throttle", lines(1), None).await;
     }
@@ -621,9 +550,7 @@ async fn throttling_backs_off_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_iterator_is_renewed_after_the_last_record_read() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "expire").await;
+    let (_k, c) = kinesalite_with("expire", 1).await;
     for _ in 0..3 {
         put(&c, "expire", lines(1), None).await;
     }
@@ -651,92 +578,23 @@ async fn expired_iterator_is_renewed_after_the_last_record_read() {
     assert_eq!(renewals, 2, "one iterator at start, one after the expiry");
 }
 
-/// `albwatch run` as deployed, pointed at kinesalite through the standard AWS environment
-/// (`AWS_ENDPOINT_URL_KINESIS`, static keys, `AWS_REGION`), its admin server on a free port.
-/// Killed on drop, so a failing test leaves no daemon behind.
-struct Daemon {
-    child: Child,
-    admin: String,
-}
+/// How long `/metrics` is polled for what a test waits for.
+const METRICS_LIMIT: Duration = Duration::from_secs(20);
+
+/// How long a daemon may take to exit after SIGTERM.
+const EXIT_LIMIT: Duration = Duration::from_secs(60);
 
 impl Daemon {
+    /// `albwatch run` as deployed, pointed at kinesalite through the standard AWS environment
+    /// (`AWS_ENDPOINT_URL_KINESIS`, static keys, `AWS_REGION`), its admin server on a free port.
     fn start(config: &Path, endpoint: &str, args: &[&str]) -> Daemon {
-        let admin_port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let admin = format!("127.0.0.1:{admin_port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_albwatch"))
-            .args(["run", "--config"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--config"])
             .arg(config)
-            .args(["--admin-addr", &admin])
-            .args(args)
-            .env("AWS_ENDPOINT_URL_KINESIS", endpoint)
-            .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
-            .env("AWS_SECRET_ACCESS_KEY", "secret")
-            .env("AWS_REGION", "us-east-1")
-            .env_remove("AWS_ENDPOINT_URL")
-            .env_remove("AWS_PROFILE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("albwatch runs");
-        Daemon { child, admin }
-    }
-
-    fn metrics(&self) -> Option<String> {
-        http_get(&self.admin, "/metrics")
-    }
-
-    /// Polls `/metrics` until `done` holds, and returns that exposition.
-    async fn wait_metrics(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let mut last = String::new();
-        for _ in 0..400 {
-            if let Some(body) = self.metrics() {
-                if done(&body) {
-                    return body;
-                }
-                last = body;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("/metrics never showed {what}; last:\n{last}");
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        self.child.wait().expect("albwatch exits")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SIGKILL; a no-op error if it already exited.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("albwatch-kinesis-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+            .args(["--admin-addr", "127.0.0.1:0"])
+            .args(args);
+        aws_env(&mut cmd, &[("AWS_ENDPOINT_URL_KINESIS", endpoint)]);
+        Daemon::spawn("albwatch", &mut cmd)
     }
 }
 
@@ -747,15 +605,13 @@ const PARSED: &str = "albwatch_lines_total{outcome=\"parsed\"}";
 /// SIGTERM a final checkpoint in the configured directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_reads_the_stream_named_on_the_command_line() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "daemon").await;
+    let (k, c) = kinesalite_with("daemon", 1).await;
     put(&c, "daemon", lines(2), None).await;
     put(&c, "daemon", gzip(&lines(3)), None).await;
 
-    let dir = TempDir::new("daemon");
-    let config = dir.0.join("albwatch.toml");
-    let checkpoints = dir.0.join("checkpoints");
+    let dir = TempDir::new("kinesis", "daemon");
+    let config = dir.join("albwatch.toml");
+    let checkpoints = dir.join("checkpoints");
     std::fs::write(
         &config,
         format!(
@@ -764,13 +620,13 @@ async fn daemon_reads_the_stream_named_on_the_command_line() {
         ),
     )
     .expect("config");
-    let daemon = Daemon::start(&config, &k.endpoint, &["--kinesis-stream", "daemon"]);
+    let mut daemon = Daemon::start(&config, &k.endpoint, &["--kinesis-stream", "daemon"]);
     let body = daemon
-        .wait_metrics("5 lines from 2 records", |body| {
+        .wait_metrics("5 lines from 2 records", METRICS_LIMIT, |body| {
             sample(body, &shard_sample("records", 0)) >= 2.0 && sample(body, PARSED) >= 5.0
         })
         .await;
-    let status = daemon.terminate();
+    let status = daemon.terminate(EXIT_LIMIT);
     assert!(status.success(), "{status}");
     assert_eq!(sample(&body, &shard_sample("records", 0)), 2.0);
     assert_eq!(sample(&body, PARSED), 5.0);
@@ -785,31 +641,9 @@ async fn daemon_reads_the_stream_named_on_the_command_line() {
     );
 }
 
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-}
-
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_child_is_read_after_both_parents_end() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream_with(&c, "merge", 2).await;
+    let (_k, c) = kinesalite_with("merge", 2).await;
     put(&c, "merge", lines(1), Some("1")).await;
     put(
         &c,
@@ -877,9 +711,7 @@ async fn a_missing_stream_is_an_error_not_a_silent_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_page_is_cut_into_batches_between_records() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "cut").await;
+    let (_k, c) = kinesalite_with("cut", 1).await;
     for _ in 0..6 {
         put(&c, "cut", lines(2), None).await;
     }
@@ -905,9 +737,7 @@ async fn a_large_page_is_cut_into_batches_between_records() {
 /// because the checkpoint interval passed after the last batch was acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_checkpoints_survive_a_crash() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "crash").await;
+    let (_k, c) = kinesalite_with("crash", 1).await;
     let mut last = None;
     for _ in 0..5 {
         last = Some(put(&c, "crash", lines(1), None).await);
@@ -942,9 +772,7 @@ async fn periodic_checkpoints_survive_a_crash() {
 /// read each has a checkpoint age and they are all owned; once stopped, their gauges are gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_shards_are_counted_exactly_per_shard() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream_with(&c, "shards", 3).await;
+    let (_k, c) = kinesalite_with("shards", 3).await;
     let per_shard: [Vec<Vec<u8>>; 3] = [
         vec![lines(1), gzip(&lines(3))],
         vec![lines(2), lines(2), lines(2)],
@@ -983,11 +811,7 @@ async fn several_shards_are_counted_exactly_per_shard() {
     for shard in 0..3 {
         let age =
             format!("albwatch_kinesis_checkpoint_age_seconds{{shard=\"shardId-{shard:012}\"}}");
-        let value: f64 = running
-            .lines()
-            .find_map(|l| l.strip_prefix(&age))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{age} missing in\n{running}"));
+        let value = value(&running, &age).unwrap_or_else(|| panic!("{age} missing in\n{running}"));
         assert!(value >= 0.0, "{age} = {value}");
         assert_eq!(
             sample(
@@ -1087,9 +911,7 @@ fn promtool_check(exposition: &str) {
 /// CloudWatch Logs record beside them is counted too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kpl_aggregates_and_cloudwatch_envelopes_are_counted_exactly() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream_with(&c, "kpl", 2).await;
+    let (_k, c) = kinesalite_with("kpl", 2).await;
     let mixed = kpl_aggregate(&[lines(2), gzip(&lines(3)), cwl_envelope("DATA_MESSAGE", 2)]);
     let many = kpl_aggregate(&(0..10).map(|_| lines(1)).collect::<Vec<_>>());
     let mut corrupt = kpl_aggregate(&[lines(1), lines(1)]);
@@ -1159,15 +981,13 @@ async fn put_round(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hard_killed_daemon_resumes_from_its_checkpoint_and_loses_nothing() {
     const STREAM: &str = "hardkill";
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream_with(&c, STREAM, 2).await;
+    let (k, c) = kinesalite_with(STREAM, 2).await;
     let shard_ids = ["shardId-000000000000", "shardId-000000000001"];
     // (shard, sequence number, lines) of every record put, to tell what a checkpoint covers.
     let mut put_log: Vec<(String, SequenceNumber, usize)> = Vec::new();
-    let dir = TempDir::new("hardkill");
-    let config = dir.0.join("albwatch.toml");
-    let checkpoints = dir.0.join("checkpoints");
+    let dir = TempDir::new("kinesis", "hardkill");
+    let config = dir.join("albwatch.toml");
+    let checkpoints = dir.join("checkpoints");
     // 4 KiB batches: a GetRecords page becomes many acknowledged batches, so the kill lands
     // between them and the checkpoint trails what was counted.
     std::fs::write(
@@ -1185,9 +1005,11 @@ async fn a_hard_killed_daemon_resumes_from_its_checkpoint_and_loses_nothing() {
 
     // Run 1: the first put is read and checkpointed.
     let first = put_round(&c, STREAM, &mut put_log, 10).await;
-    let run1 = Daemon::start(&config, &k.endpoint, &[]);
-    run1.wait_metrics("the first put counted", |b| sample(b, PARSED) >= first)
-        .await;
+    let mut run1 = Daemon::start(&config, &k.endpoint, &[]);
+    run1.wait_metrics("the first put counted", METRICS_LIMIT, |b| {
+        sample(b, PARSED) >= first
+    })
+    .await;
     let last_of = |log: &[(String, SequenceNumber, usize)], shard: &str| {
         log.iter()
             .filter(|(s, _, _)| s == shard)
@@ -1219,7 +1041,7 @@ async fn a_hard_killed_daemon_resumes_from_its_checkpoint_and_loses_nothing() {
     for round in 0.. {
         assert!(round < 100, "no checkpoint after the first put");
         counted_before_tail += put_round(&c, STREAM, &mut put_log, 2).await;
-        run1.wait_metrics("the next put counted", |b| {
+        run1.wait_metrics("the next put counted", METRICS_LIMIT, |b| {
             sample(b, PARSED) >= counted_before_tail
         })
         .await;
@@ -1236,14 +1058,12 @@ async fn a_hard_killed_daemon_resumes_from_its_checkpoint_and_loses_nothing() {
     // the scrape, so whatever it covers had been counted by that scrape (the pipeline counts a
     // batch before acknowledging it, and only acknowledged batches are checkpointed).
     let total = counted_before_tail + put_round(&c, STREAM, &mut put_log, 40).await;
-    let mut run1 = run1;
     let (before_kill, counted_by_run1) = loop {
         let positions = load();
         let body = run1.metrics().unwrap_or_default();
         let counted = sample(&body, PARSED);
         if counted > counted_before_tail {
-            run1.child.kill().expect("SIGKILL");
-            run1.child.wait().expect("killed");
+            run1.kill_hard();
             break (positions, counted);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1276,10 +1096,10 @@ async fn a_hard_killed_daemon_resumes_from_its_checkpoint_and_loses_nothing() {
     }
 
     // Run 2 on the same directory: exactly the lines after the checkpoint, per shard.
-    let run2 = Daemon::start(&config, &k.endpoint, &[]);
+    let mut run2 = Daemon::start(&config, &k.endpoint, &[]);
     let expected: f64 = uncovered.iter().sum();
     let ends: Vec<Position> = shard_ids.iter().map(|s| last_of(&put_log, s)).collect();
-    run2.wait_metrics("the lines after the checkpoint", |b| {
+    run2.wait_metrics("the lines after the checkpoint", METRICS_LIMIT, |b| {
         sample(b, PARSED) >= expected
     })
     .await;
@@ -1306,7 +1126,7 @@ async fn a_hard_killed_daemon_resumes_from_its_checkpoint_and_loses_nothing() {
     }
     let counted_by_run2 = sample(&body, PARSED);
     assert_eq!(counted_by_run2, expected);
-    let status = run2.terminate();
+    let status = run2.terminate(EXIT_LIMIT);
     assert!(status.success(), "{status}");
     let final_positions = load();
     for (shard, end) in shard_ids.iter().zip(&ends) {
@@ -1372,9 +1192,7 @@ async fn children_named_at_shard_end_are_read_without_a_listing() {
 /// albwatch was down are read, where a fresh LATEST would skip them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_at_latest_reads_what_arrived_while_down() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, "latest").await;
+    let (_k, c) = kinesalite_with("latest", 1).await;
     let h = Harness::new("latest");
     let at_latest = Options {
         start: StartAt::Latest,
@@ -1413,9 +1231,7 @@ async fn a_restart_at_latest_reads_what_arrived_while_down() {
 /// `save_many`, each at its last record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_saves_every_shard_in_one_write() {
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream_with(&c, "final", 3).await;
+    let (_k, c) = kinesalite_with("final", 3).await;
     let mut ends = BTreeMap::new();
     for (i, hash) in HASH_IN_SHARD_OF_3.iter().enumerate() {
         let seq = put(&c, "final", lines(1), Some(hash)).await;
@@ -1454,10 +1270,8 @@ async fn shutdown_saves_every_shard_in_one_write() {
 async fn the_s3_forwarder_delivers_every_line_of_an_object_once() {
     const STREAM: &str = "forwarded";
     const LINES: usize = 3000;
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream_with(&c, STREAM, 2).await;
-    let dir = TempDir::new("forwarder");
+    let (k, _c) = kinesalite_with(STREAM, 2).await;
+    let dir = TempDir::new("kinesis", "forwarder");
     let object = dir
         .0
         .join("123456789012_elasticloadbalancing_us-east-1_app.shop.log.gz");
@@ -1508,23 +1322,23 @@ async fn the_s3_forwarder_delivers_every_line_of_an_object_once() {
         "{calls:?}"
     );
 
-    let config = dir.0.join("albwatch.toml");
+    let config = dir.join("albwatch.toml");
     std::fs::write(
         &config,
         format!(
             "[kinesis]\nstream = \"{STREAM}\"\nstart = \"trim_horizon\"\npoll_interval_ms = 200\n\
              checkpoint_dir = {:?}\n",
-            dir.0.join("checkpoints").display().to_string()
+            dir.join("checkpoints").display().to_string()
         ),
     )
     .expect("config");
-    let daemon = Daemon::start(&config, &k.endpoint, &[]);
+    let mut daemon = Daemon::start(&config, &k.endpoint, &[]);
     let body = daemon
-        .wait_metrics("every line of the object", |b| {
+        .wait_metrics("every line of the object", METRICS_LIMIT, |b| {
             sample(b, PARSED) >= LINES as f64
         })
         .await;
-    let status = daemon.terminate();
+    let status = daemon.terminate(EXIT_LIMIT);
     assert!(status.success(), "{status}");
     assert_eq!(sample(&body, PARSED), LINES as f64);
     let read =
@@ -1576,9 +1390,7 @@ fn alert_transitions(path: &Path) -> Vec<serde_json::Value> {
 async fn lines_six_minutes_old_raise_their_alert_at_their_event_time() {
     const STREAM: &str = "sixminutes";
     const TARGET: &str = "10.0.1.17:8080";
-    let k = Kinesalite::start();
-    let c = client(&k.endpoint).await;
-    create_stream(&c, STREAM).await;
+    let (k, c) = kinesalite_with(STREAM, 1).await;
 
     // The burst starts 1 s into a bucket six minutes ago and lasts 2 s, so every refused
     // connection is in that one bucket; 90 healthy requests fill the 30 s before it.
@@ -1595,15 +1407,15 @@ async fn lines_six_minutes_old_raise_their_alert_at_their_event_time() {
     }
     put(&c, STREAM, gzip(refused.as_bytes()), None).await;
 
-    let dir = TempDir::new("sixminutes");
-    let config = dir.0.join("albwatch.toml");
-    let alerts = dir.0.join("alerts.jsonl");
+    let dir = TempDir::new("kinesis", "sixminutes");
+    let config = dir.join("albwatch.toml");
+    let alerts = dir.join("alerts.jsonl");
     std::fs::write(
         &config,
         format!(
             "[event_time]\nidle_timeout_secs = 2\n\n[kinesis]\nstart = \"trim_horizon\"\n\
              poll_interval_ms = 200\ncheckpoint_dir = {:?}\n",
-            dir.0.join("checkpoints").display().to_string()
+            dir.join("checkpoints").display().to_string()
         ),
     )
     .expect("config");
@@ -1635,7 +1447,7 @@ async fn lines_six_minutes_old_raise_their_alert_at_their_event_time() {
     };
     let checked_at = now_us();
     let body = daemon.metrics().expect("/metrics");
-    let status = daemon.terminate();
+    let status = daemon.terminate(EXIT_LIMIT);
     assert!(status.success(), "{status}");
 
     // startsAt is the event time of the incident: the tick ending the burst's bucket.

@@ -21,40 +21,34 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use albwatch::aggregate::{AggregateConfig, Aggregator};
-use albwatch::classify::LoadBalancers;
-use albwatch::decode::DecodeLimits;
-use albwatch::event_time::InputKind;
-use albwatch::input::PartitionSource;
 use albwatch::input::aws::{AwsError, Fault};
-use albwatch::input::kinesis::KinesisMetrics;
 use albwatch::input::kinesis::checkpoint::{
     CheckpointStore, FileCheckpointStore, Position, SequenceNumber,
 };
 use albwatch::input::kinesis::config::{KinesisConfig, StartAt};
 use albwatch::input::kinesis::consumer::{
-    self, ApiError, IteratorStart, KinesisApi, RecordsPage, SdkApi, ShardEvent, ShardInfo,
+    ApiError, IteratorStart, KinesisApi, RecordsPage, SdkApi, ShardEvent, ShardInfo,
     StreamConsumer, Subscription,
 };
-use albwatch::pipeline::{Pool, PoolConfig};
 use aws_sdk_kinesis::primitives::Blob;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 #[path = "support/kinesis_local.rs"]
 mod kinesis_local;
 use kinesis_local::{KinesisLocal, client, create_stream_with, wait_active};
 
-const LINE: &str = "http 2018-07-02T22:23:00.186641Z app/my-loadbalancer/50dc6c495c0c9188 192.168.131.39:2817 10.0.0.1:80 0.000 0.001 0.000 200 200 34 366 \"GET http://www.example.com:80/ HTTP/1.1\" \"curl/7.46.0\" - - arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/my-targets/73e2d6bc24d8a067 \"Root=1-58337262-36d228ad5d99923122bbe354\" \"-\" \"-\" 0 2018-07-02T22:22:48.364000Z \"forward\" \"-\" \"-\" \"10.0.0.1:80\" \"200\" \"-\" \"-\" TID_1234abcd5678ef90 \"-\" \"-\" \"-\"\n";
+#[path = "support/kinesis_consumer.rs"]
+mod kinesis_consumer;
+use kinesis_consumer::{Consumer, Running, calls, lines, stop};
+
+#[path = "support/exposition.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod exposition;
+use exposition::value;
 
 /// 2^127: the split point that halves a single shard's hash range.
 const MIDDLE_HASH: &str = "170141183460469231731687303715884105728";
 /// 2^128 − 1: the highest hash key, in the last shard of any stream.
 const LAST_HASH: &str = "340282366920938463463374607431768211455";
-
-fn lines(n: usize) -> Vec<u8> {
-    LINE.repeat(n).into_bytes()
-}
 
 /// PutRecord with an explicit hash key; returns the shard and the record's sequence number.
 async fn put(
@@ -204,21 +198,20 @@ impl KinesisApi for Watched {
     }
 }
 
+/// The shared consumer set-up, plus what this file's wrapper notes.
 struct Harness {
-    agg: Arc<Mutex<Aggregator>>,
-    pool: Option<Pool>,
-    dir: std::path::PathBuf,
-    store: Arc<FileCheckpointStore>,
-    metrics: KinesisMetrics,
-    registry: prometheus::Registry,
+    consumer: Consumer,
     seen: Arc<Seen>,
     parent: Arc<Mutex<Option<(String, String)>>>,
 }
 
-type Running = (
-    watch::Sender<bool>,
-    JoinHandle<Result<(), consumer::ConsumerError>>,
-);
+impl std::ops::Deref for Harness {
+    type Target = Consumer;
+
+    fn deref(&self) -> &Consumer {
+        &self.consumer
+    }
+}
 
 /// How a test runs the consumer.
 struct Options {
@@ -240,33 +233,8 @@ impl Default for Options {
 
 impl Harness {
     fn new(name: &str) -> Harness {
-        let dir =
-            std::env::temp_dir().join(format!("albwatch-fanout-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let agg = Arc::new(Mutex::new(Aggregator::new(AggregateConfig::default())));
-        let pool = Pool::start(
-            &PoolConfig {
-                workers: 2,
-                queue_batches: 8,
-                max_line_bytes: 65_536,
-            },
-            &AggregateConfig::default(),
-            Arc::new(LoadBalancers::default()),
-            Arc::clone(&agg),
-            Arc::new(|| i64::MAX),
-            None,
-        )
-        .expect("worker threads");
-        let store = Arc::new(FileCheckpointStore::open(&dir).expect("checkpoint dir"));
-        let registry = prometheus::Registry::new();
-        let metrics = KinesisMetrics::register(&registry).expect("metrics");
         Harness {
-            agg,
-            pool: Some(pool),
-            dir,
-            store,
-            metrics,
-            registry,
+            consumer: Consumer::new("fanout", name),
             seen: Arc::default(),
             parent: Arc::default(),
         }
@@ -282,7 +250,7 @@ impl Harness {
         let mut cfg = KinesisConfig {
             stream: Some(stream.to_owned()),
             start: StartAt::TrimHorizon,
-            checkpoint_dir: self.dir.clone(),
+            checkpoint_dir: self.dir.path().to_owned(),
             shard_discovery_secs: options.shard_discovery_secs,
             checkpoint_interval_secs: 1,
             consumer: Some(consumer_name.to_owned()),
@@ -300,28 +268,11 @@ impl Harness {
             stream: stream.to_owned(),
             parent: Arc::clone(&self.parent),
         };
-        let (tx, rx) = watch::channel(false);
-        let pool = self.pool.as_ref().expect("pool running");
-        let task = tokio::spawn(consumer::run(
+        self.spawn(
             api,
             cfg,
             Arc::clone(&self.store) as Arc<dyn CheckpointStore>,
-            PartitionSource::standalone(InputKind::Kinesis, pool.submitter()),
-            self.metrics.clone(),
-            DecodeLimits::default(),
-            rx,
-        ));
-        (tx, task)
-    }
-
-    fn counted(&self) -> u64 {
-        let agg = self.agg.lock().unwrap_or_else(PoisonError::into_inner);
-        agg.snapshot(i64::MAX)
-            .series
-            .iter()
-            .flat_map(|s| &s.totals)
-            .map(|t| t.2)
-            .sum()
+        )
     }
 
     /// Waits until `n` lines are counted, then a while longer (several events of every
@@ -347,16 +298,9 @@ impl Harness {
         );
     }
 
-    fn exposition(&self) -> String {
-        let (_, body) = albwatch::export::admin::encode(&self.registry).expect("encode");
-        String::from_utf8(body).expect("utf8")
-    }
-
     fn metric(&self, name: &str) -> f64 {
         let text = self.exposition();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+        value(&text, name).unwrap_or_else(|| panic!("{name} not in\n{text}"))
     }
 
     fn subscribes(&self) -> Vec<(String, IteratorStart)> {
@@ -366,28 +310,6 @@ impl Harness {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(pool) = self.pool.take() {
-            pool.finish();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn stop(tx: watch::Sender<bool>, task: JoinHandle<Result<(), consumer::ConsumerError>>) {
-    let _ = tx.send(true);
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .expect("consumer stops in time")
-        .expect("consumer task")
-        .expect("consumer ran without error");
-}
-
-fn calls(operation: &str, outcome: &str) -> String {
-    format!("albwatch_kinesis_api_calls_total{{operation=\"{operation}\",outcome=\"{outcome}\"}}")
 }
 
 fn subscriptions(outcome: &str) -> String {

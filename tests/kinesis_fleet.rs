@@ -27,25 +27,27 @@
 //! every wait polls with a deadline far beyond what the work needs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-#[path = "support/cli.rs"]
+#[path = "support/daemon.rs"]
 #[allow(dead_code, reason = "shared by several test binaries")]
-mod cli;
-use cli::{BIN, lines_of};
+mod daemon;
+use daemon::{BIN, Daemon, aws_env};
 
-#[path = "support/http.rs"]
+#[path = "support/exposition.rs"]
 #[allow(dead_code, reason = "shared by several test binaries")]
-mod http;
-use http::http_get;
+mod exposition;
+use exposition::{family_sum, sample};
+
+#[path = "support/scratch.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod scratch;
+use scratch::TempDir;
 
 #[path = "support/kinesalite.rs"]
 #[allow(dead_code, reason = "shared with tests/kinesis.rs and the benchmark")]
@@ -93,25 +95,6 @@ const STEADY: Timing = Timing {
 // ---------------------------------------------------------------------------------------------
 // The servers and the stream
 
-/// A directory of its own per test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("albwatch-fleet-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// kinesalite and dynalite of one test, their clients, and the test's directory.
 struct Servers {
     kinesalite: Kinesalite,
@@ -134,7 +117,7 @@ impl Servers {
             dynalite,
             kinesis,
             dynamodb,
-            dir: TempDir::new(name),
+            dir: TempDir::new("fleet", name),
         }
     }
 
@@ -230,6 +213,33 @@ impl Servers {
                 _ => return out,
             }
         }
+    }
+
+    /// Waits until the fleet shows `settled` (`what`), then until every checkpoint has caught
+    /// up, and returns the expositions once it is still settled: the baseline to count
+    /// exactly from, with nothing read past a checkpoint.
+    async fn baseline(
+        &self,
+        ledger: &Ledger,
+        members: &mut [Member],
+        what: &str,
+        settled: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        wait_until(members, what, &settled).await;
+        self.wait_checkpointed(ledger, &[], members).await;
+        wait_until(members, &format!("still {what}"), settled).await
+    }
+
+    /// Waits until every checkpoint is at the last record put (see [`Self::wait_checkpointed`])
+    /// and returns the expositions then: the counts are final.
+    async fn caught_up(
+        &self,
+        ledger: &Ledger,
+        ended: &[&str],
+        members: &mut [Member],
+    ) -> Vec<String> {
+        self.wait_checkpointed(ledger, ended, members).await;
+        wait_until(members, "the end", |_| true).await
     }
 
     /// Waits until every shard's lease checkpoint is at the last record put into it (or, for
@@ -408,19 +418,12 @@ async fn put_round(
 // The instances
 
 /// One `albwatch run --kinesis-stream` of the fleet, worker id `name`, pointed at the test's
-/// emulators through the standard AWS environment, its admin server on a free port (announced
-/// on stderr). Killed (SIGKILL) on drop, so a failing test leaves no process behind. Its
-/// stderr is echoed with its name and kept for assertions and failure messages.
-struct Member {
-    name: String,
-    child: Child,
-    admin: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
+/// emulators through the standard AWS environment (see [`Daemon`]).
+type Member = Daemon;
 
 impl Member {
     fn start(servers: &Servers, name: &str, timing: Timing) -> Member {
-        let config = servers.dir.0.join(format!("{name}.toml"));
+        let config = servers.dir.join(&format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
@@ -433,153 +436,25 @@ impl Member {
             ),
         )
         .expect("config");
-        let mut child = Command::new(BIN)
-            .args([
-                "run",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--kinesis-stream",
-                STREAM,
-            ])
-            .arg("--config")
-            .arg(&config)
-            .current_dir(&servers.dir.0)
-            .env("AWS_ENDPOINT_URL_KINESIS", &servers.kinesalite.endpoint)
-            .env("AWS_ENDPOINT_URL_DYNAMODB", &servers.dynalite.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
-            .env("AWS_SECRET_ACCESS_KEY", "secret")
-            .env("AWS_REGION", "us-east-1")
-            .env_remove("AWS_ENDPOINT_URL")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_DEFAULT_REGION")
-            .env_remove("AWS_SESSION_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("albwatch runs");
-        let stderr = lines_of(child.stderr.take().expect("stderr"));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        // The admin address, from the announcement; every line before it is kept.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let admin = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match stderr.recv_timeout(left) {
-                Ok(line) => {
-                    eprintln!("[{name}] {line}");
-                    let admin = line
-                        .contains("metrics on http://")
-                        .then(|| line.rsplit(' ').next())
-                        .flatten()
-                        .and_then(|u| u.strip_prefix("http://"))
-                        .and_then(|u| u.strip_suffix("/metrics"))
-                        .map(str::to_owned);
-                    log.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(line);
-                    if let Some(admin) = admin {
-                        break admin;
-                    }
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    let status = child.wait().expect("albwatch exits");
-                    let why = match e {
-                        RecvTimeoutError::Timeout => "did not announce its admin address in 30 s",
-                        RecvTimeoutError::Disconnected => "exited at start",
-                    };
-                    panic!(
-                        "albwatch {name} {why} ({status}); stderr:\n{}",
-                        log.lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .join("\n")
-                    );
-                }
-            }
-        };
-        let keep = Arc::clone(&log);
-        let tag = name.to_owned();
-        std::thread::spawn(move || {
-            for line in stderr {
-                eprintln!("[{tag}] {line}");
-                keep.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(line);
-            }
-        });
-        Member {
-            name: name.to_owned(),
-            child,
-            admin,
-            log,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .join("\n")
-    }
-
-    /// `/metrics` now; `None` while the admin server does not answer. Never call it on a
-    /// stopped process: the connection would be accepted and the read would hang.
-    fn scrape(&self) -> Option<String> {
-        match http_get(&self.admin, "/metrics") {
-            Ok((200, body)) => Some(body),
-            _ => None,
-        }
-    }
-
-    /// Fails the test if the process has exited.
-    fn check_alive(&mut self, what: &str) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "albwatch {} exited ({status}) while waiting for {what}; stderr:\n{}",
-                self.name,
-                self.stderr()
-            );
-        }
-    }
-
-    /// Sends `signal` (a name `kill` knows: TERM, STOP, CONT).
-    fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .args([format!("-{signal}"), self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "kill -{signal} {}: {sent}", self.name);
-    }
-
-    /// SIGKILL, and the process reaped.
-    fn kill_hard(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("killed");
-    }
-
-    /// Waits for the exit after a signal sent earlier, at most [`LIMIT`].
-    fn exit_status(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "albwatch {} did not exit within {LIMIT:?} of SIGTERM; stderr:\n{}",
-                self.name,
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        // SIGKILL also ends a stopped process; a no-op error if it already exited.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "run",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--kinesis-stream",
+            STREAM,
+        ])
+        .arg("--config")
+        .arg(&config)
+        .current_dir(servers.dir.path());
+        aws_env(
+            &mut cmd,
+            &[
+                ("AWS_ENDPOINT_URL_KINESIS", &servers.kinesalite.endpoint),
+                ("AWS_ENDPOINT_URL_DYNAMODB", &servers.dynalite.endpoint),
+            ],
+        );
+        Daemon::spawn(name, &mut cmd)
     }
 }
 
@@ -590,7 +465,7 @@ async fn terminate_all(servers: &Servers, mut members: Vec<Member>) {
         m.signal("TERM");
     }
     for m in &mut members {
-        let status = m.exit_status();
+        let status = m.exit_status(LIMIT);
         assert!(
             status.success(),
             "albwatch {} after SIGTERM: {status}; stderr:\n{}",
@@ -617,7 +492,7 @@ async fn wait_until(
         let mut bodies = Vec::new();
         for m in members.iter_mut() {
             m.check_alive(what);
-            if let Some(body) = m.scrape() {
+            if let Some(body) = m.metrics() {
                 bodies.push(body);
             }
         }
@@ -640,7 +515,7 @@ fn describe(members: &[Member]) -> String {
         .iter()
         .map(|m| {
             let samples = m
-                .scrape()
+                .metrics()
                 .unwrap_or_default()
                 .lines()
                 .filter(|l| {
@@ -666,33 +541,6 @@ fn describe(members: &[Member]) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Reading the expositions
-
-/// The value of the sample `name` (with its labels, exactly as exposed), or 0 when absent.
-fn sample(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
-/// The sum over every sample of the family `name` (all label values).
-fn family_sum(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let value = if rest.starts_with('{') {
-                rest.rsplit_once("} ")?.1
-            } else {
-                rest.strip_prefix(' ')?
-            };
-            value.trim().parse::<f64>().ok()
-        })
-        .sum()
-}
 
 fn held(body: &str) -> f64 {
     sample(body, "albwatch_kinesis_leases_held")
@@ -777,9 +625,9 @@ async fn three_instances_settle_on_eight_shards_and_count_each_line_once() {
         .into_iter()
         .map(|name| Member::start(&servers, name, STEADY))
         .collect();
-    wait_until(&mut members, "3/3/2 leases", settled_on_eight).await;
-    servers.wait_checkpointed(&ledger, &[], &mut members).await;
-    let base = wait_until(&mut members, "still 3/3/2 leases", settled_on_eight).await;
+    let base = servers
+        .baseline(&ledger, &mut members, "3/3/2 leases", settled_on_eight)
+        .await;
     let mut held_now: Vec<f64> = base.iter().map(|b| held(b)).collect();
     held_now.sort_by(f64::total_cmp);
     assert_eq!(held_now, [2.0, 3.0, 3.0]);
@@ -810,8 +658,7 @@ async fn three_instances_settle_on_eight_shards_and_count_each_line_once() {
         })
         .await;
     }
-    servers.wait_checkpointed(&ledger, &[], &mut members).await;
-    let end = wait_until(&mut members, "the end", |_| true).await;
+    let end = servers.caught_up(&ledger, &[], &mut members).await;
     for t in &targets {
         let s = t.shard.as_str();
         let counted = fleet(&end, |b| shard_lines(b, s)) - fleet(&base, |b| shard_lines(b, s));
@@ -853,9 +700,9 @@ async fn a_killed_instance_s_shards_are_taken_over_and_no_line_is_lost() {
         .into_iter()
         .map(|name| Member::start(&servers, name, STEADY))
         .collect();
-    wait_until(&mut members, "3/3/2 leases", settled_on_eight).await;
-    servers.wait_checkpointed(&ledger, &[], &mut members).await;
-    let mut base = wait_until(&mut members, "still 3/3/2 leases", settled_on_eight).await;
+    let mut base = servers
+        .baseline(&ledger, &mut members, "3/3/2 leases", settled_on_eight)
+        .await;
     let put0 = ledger.per_shard();
 
     // Rounds counted one by one; right after the last is counted (with at most a checkpoint
@@ -905,8 +752,7 @@ async fn a_killed_instance_s_shards_are_taken_over_and_no_line_is_lost() {
     for _ in 0..2 {
         put_round(&servers, &targets, 2, &mut ledger).await;
     }
-    servers.wait_checkpointed(&ledger, &[], &mut members).await;
-    let end = wait_until(&mut members, "the end", |_| true).await;
+    let end = servers.caught_up(&ledger, &[], &mut members).await;
 
     let put = (ledger.total() - put0.values().sum::<u64>()) as f64;
     let counted = dead_read + fleet(&end, lines) - fleet(&base, lines);
@@ -1056,8 +902,7 @@ async fn a_paused_instance_finds_its_lease_taken_and_stops_reading() {
     for _ in 0..2 {
         put_round(&servers, &targets, 2, &mut ledger).await;
     }
-    servers.wait_checkpointed(&ledger, &[], &mut members).await;
-    let end = wait_until(&mut members, "the end", |_| true).await;
+    let end = servers.caught_up(&ledger, &[], &mut members).await;
     let (a_end, b_end) = (&end[0], &end[1]);
     assert_eq!(
         (held(a_end), owned(a_end), held(b_end), owned(b_end)),
@@ -1111,9 +956,9 @@ async fn a_split_shard_s_children_are_read_after_the_parent_once() {
         .map(|name| Member::start(&servers, name, STEADY))
         .collect();
     let one_each = |b: &[String]| b.iter().all(|b| held(b) == 1.0) && reading_what_it_holds(b);
-    wait_until(&mut members, "1/1 leases", one_each).await;
-    servers.wait_checkpointed(&ledger, &[], &mut members).await;
-    let base = wait_until(&mut members, "still 1/1 leases", one_each).await;
+    let base = servers
+        .baseline(&ledger, &mut members, "1/1 leases", one_each)
+        .await;
     let put0 = ledger.per_shard();
 
     // Records into both shards, then the split at once, while they are being read.
@@ -1131,12 +976,12 @@ async fn a_split_shard_s_children_are_read_after_the_parent_once() {
     let mut check_order = |members: &mut [Member]| {
         let first = members
             .iter()
-            .map(|m| m.scrape().unwrap_or_default())
+            .map(|m| m.metrics().unwrap_or_default())
             .collect::<Vec<_>>();
         let children_counted: f64 = children.iter().map(|c| fleet_since(&first, c)).sum();
         let then = members
             .iter()
-            .map(|m| m.scrape().unwrap_or_default())
+            .map(|m| m.metrics().unwrap_or_default())
             .collect::<Vec<_>>();
         if children_counted > 0.0 {
             child_lines_seen = true;
@@ -1175,10 +1020,7 @@ async fn a_split_shard_s_children_are_read_after_the_parent_once() {
     }
     check_order(&mut members);
     assert!(child_lines_seen, "no child line was ever seen counted");
-    servers
-        .wait_checkpointed(&ledger, &ended, &mut members)
-        .await;
-    let end = wait_until(&mut members, "the end", |_| true).await;
+    let end = servers.caught_up(&ledger, &ended, &mut members).await;
 
     // Every child's first take is expected; any other take or steal is a handover.
     let moved = handovers(&end, 2.0) - handovers(&base, 0.0);

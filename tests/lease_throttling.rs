@@ -13,15 +13,19 @@ mod kinesalite;
 #[path = "support/dynalite.rs"]
 mod dynalite;
 
+#[path = "support/kinesis_consumer.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with tests/kinesis.rs and tests/kinesis_fanout.rs"
+)]
+mod kinesis_consumer;
+use kinesis_consumer::{Counting, LINE};
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use albwatch::aggregate::{AggregateConfig, Aggregator};
-use albwatch::classify::LoadBalancers;
 use albwatch::decode::DecodeLimits;
-use albwatch::event_time::InputKind;
-use albwatch::input::PartitionSource;
 use albwatch::input::aws::{AwsError, Fault};
 use albwatch::input::kinesis::KinesisMetrics;
 use albwatch::input::kinesis::config::{KinesisConfig, StartAt};
@@ -30,11 +34,8 @@ use albwatch::input::kinesis::lease::fleet::{self, FleetHooks, LeaseMetrics};
 use albwatch::input::kinesis::lease::table::{
     Checkpoint, DynamoLeaseTable, Lease, LeaseError, LeaseTable, Listing,
 };
-use albwatch::pipeline::{Pool, PoolConfig};
 use aws_sdk_kinesis::primitives::Blob;
 use tokio::sync::watch;
-
-const LINE: &str = "http 2018-07-02T22:23:00.186641Z app/my-loadbalancer/50dc6c495c0c9188 192.168.131.39:2817 10.0.0.1:80 0.000 0.001 0.000 200 200 34 366 \"GET http://www.example.com:80/ HTTP/1.1\" \"curl/7.46.0\" - - arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/my-targets/73e2d6bc24d8a067 \"Root=1-58337262-36d228ad5d99923122bbe354\" \"-\" \"-\" 0 2018-07-02T22:22:48.364000Z \"forward\" \"-\" \"-\" \"10.0.0.1:80\" \"200\" \"-\" \"-\" TID_1234abcd5678ef90 \"-\" \"-\" \"-\"\n";
 
 /// The lease table, throttled while `throttling` is on.
 struct Throttled<T> {
@@ -112,16 +113,6 @@ fn metric(registry: &prometheus::Registry, name: &str, label: Option<(&str, &str
         .sum()
 }
 
-fn counted(agg: &Mutex<Aggregator>) -> u64 {
-    let agg = agg.lock().unwrap_or_else(PoisonError::into_inner);
-    agg.snapshot(i64::MAX)
-        .series
-        .iter()
-        .flat_map(|s| &s.totals)
-        .map(|t| t.2)
-        .sum()
-}
-
 /// Polls `ready` every 50 ms for up to 30 s.
 async fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
     for _ in 0..600 {
@@ -176,20 +167,7 @@ async fn leases_survive_throttling_shorter_than_the_failover_and_are_given_up_af
     kinesalite::create_stream_with(&kc, "throttled", 1).await;
     let first = put_lines(&kc, "throttled", 10).await;
 
-    let agg = Arc::new(Mutex::new(Aggregator::new(AggregateConfig::default())));
-    let pool = Pool::start(
-        &PoolConfig {
-            workers: 1,
-            queue_batches: 8,
-            max_line_bytes: 65_536,
-        },
-        &AggregateConfig::default(),
-        Arc::new(LoadBalancers::default()),
-        Arc::clone(&agg),
-        Arc::new(|| i64::MAX),
-        None,
-    )
-    .expect("worker threads");
+    let mut pool = Counting::start(1);
     let cfg = KinesisConfig {
         stream: Some("throttled".into()),
         start: StartAt::TrimHorizon,
@@ -218,7 +196,7 @@ async fn leases_survive_throttling_shorter_than_the_failover_and_are_given_up_af
         cfg,
         settings,
         table,
-        PartitionSource::standalone(InputKind::Kinesis, pool.submitter()),
+        pool.source(),
         KinesisMetrics::register(&registry).expect("metrics"),
         FleetHooks {
             metrics: LeaseMetrics::register(&registry).expect("lease metrics"),
@@ -229,7 +207,7 @@ async fn leases_survive_throttling_shorter_than_the_failover_and_are_given_up_af
     ));
     let observer =
         DynamoLeaseTable::new(dynalite::client(&dynamo.endpoint).await, "throttled-leases");
-    eventually("the first 50 lines", || counted(&agg) == 50).await;
+    eventually("the first 50 lines", || pool.counted() == 50).await;
     wait_checkpointed(&observer, &first).await;
     assert_eq!(metric(&registry, "albwatch_kinesis_leases_held", None), 1.0);
 
@@ -247,7 +225,7 @@ async fn leases_survive_throttling_shorter_than_the_failover_and_are_given_up_af
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     throttling.store(false, Ordering::SeqCst);
     let second = put_lines(&kc, "throttled", 10).await;
-    eventually("the next 50 lines", || counted(&agg) == 100).await;
+    eventually("the next 50 lines", || pool.counted() == 100).await;
     wait_checkpointed(&observer, &second).await;
     let lost = Some(("event", "lost"));
     assert_eq!(
@@ -278,7 +256,7 @@ async fn leases_survive_throttling_shorter_than_the_failover_and_are_given_up_af
     // reading resumes from its checkpoint: nothing is lost, nothing counted twice.
     throttling.store(false, Ordering::SeqCst);
     put_lines(&kc, "throttled", 10).await;
-    eventually("the last 50 lines", || counted(&agg) >= 150).await;
+    eventually("the last 50 lines", || pool.counted() >= 150).await;
     eventually("the lease held again", || {
         metric(&registry, "albwatch_kinesis_leases_held", None) == 1.0
     })
@@ -286,5 +264,5 @@ async fn leases_survive_throttling_shorter_than_the_failover_and_are_given_up_af
     stop_tx.send(true).expect("stop");
     task.await.expect("fleet task").expect("fleet ends cleanly");
     pool.finish();
-    assert_eq!(counted(&agg), 150, "every record once");
+    assert_eq!(pool.counted(), 150, "every record once");
 }

@@ -11,20 +11,24 @@
 //! and an object far larger than the memory bound streamed through without the daemon's peak
 //! RSS growing by anything like the object's size.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-#[path = "support/cli.rs"]
+#[path = "support/daemon.rs"]
 #[allow(dead_code, reason = "shared by several test binaries")]
-mod cli;
-use cli::{BIN, announced, lines_of};
+mod daemon;
+use daemon::{BIN, Daemon};
 
-#[path = "support/http.rs"]
+#[path = "support/exposition.rs"]
 #[allow(dead_code, reason = "shared by several test binaries")]
-mod http;
-use http::http_get;
+mod exposition;
+use exposition::{family_sum, sample};
+
+#[path = "support/scratch.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod scratch;
+use scratch::TempDir;
 
 #[path = "support/moto.rs"]
 #[allow(dead_code, reason = "shared with tests/s3_replay.rs")]
@@ -42,177 +46,32 @@ const ONE_WORKER: &str = "workers = 1\n";
 /// Five minutes in microseconds: the period of one ELB log object.
 const PERIOD_US: i64 = 300_000_000;
 
-/// A directory of its own per test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("albwatch-s3-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `albwatch run --s3-queue-url QUEUE` pointed at moto through the standard AWS environment,
-/// its admin server on a free port (announced on stderr), its config the `[pipeline]` and
-/// `[s3]` keys given. Killed (SIGKILL) on drop, so a failing test leaves no daemon behind.
-/// Its stderr is kept for failure messages.
-struct Daemon {
-    child: Child,
-    admin: String,
-    log: Arc<Mutex<Vec<String>>>,
+/// its config the `[pipeline]` and `[s3]` keys given; failure messages show its S3, SQS and
+/// line samples.
+fn start(moto: &Moto, dir: &TempDir, name: &str, queue: &str, s3: &str, pipeline: &str) -> Daemon {
+    let config = dir.join(&format!("{name}.toml"));
+    std::fs::write(&config, format!("[pipeline]\n{pipeline}\n[s3]\n{s3}")).expect("config");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--admin-addr", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .args(["--s3-queue-url", queue])
+        .current_dir(dir.path());
+    moto.aws_env(&mut cmd);
+    Daemon::spawn(name, &mut cmd).showing(s3_lines_of)
 }
 
-impl Daemon {
-    fn start(
-        moto: &Moto,
-        dir: &TempDir,
-        name: &str,
-        queue: &str,
-        s3: &str,
-        pipeline: &str,
-    ) -> Daemon {
-        let config = dir.0.join(format!("{name}.toml"));
-        std::fs::write(&config, format!("[pipeline]\n{pipeline}\n[s3]\n{s3}")).expect("config");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--admin-addr", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .args(["--s3-queue-url", queue])
-            .current_dir(&dir.0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        moto.aws_env(&mut cmd);
-        let mut child = cmd.spawn().expect("albwatch runs");
-        let stderr = lines_of(child.stderr.take().expect("stderr"));
-        let (admin, _) = announced(&stderr, false);
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let keep = Arc::clone(&log);
-        let tag = name.to_owned();
-        std::thread::spawn(move || {
-            for line in stderr {
-                eprintln!("[{tag}] {line}");
-                keep.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(line);
-            }
-        });
-        Daemon { child, admin, log }
-    }
-
-    fn stderr(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .join("\n")
-    }
-
-    fn metrics(&self) -> Option<String> {
-        match http_get(&self.admin, "/metrics") {
-            Ok((200, body)) => Some(body),
-            _ => None,
-        }
-    }
-
-    /// Polls `/metrics` until `done` holds, at most [`LIMIT`]; returns that exposition. Fails
-    /// at once if the daemon exits.
-    async fn wait_metrics(&mut self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + LIMIT;
-        let mut last = String::new();
-        loop {
-            if let Some(body) = self.metrics() {
-                if done(&body) {
-                    return body;
-                }
-                last = body;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "albwatch exited ({status}) before {what}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "/metrics never showed {what} within {LIMIT:?}; last:\n{}\nstderr:\n{}",
-                s3_lines_of(&last),
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Peak resident set size (`VmHWM` of `/proc/PID/status`), in bytes.
-    fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/PID/status of the daemon");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().strip_suffix("kB"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .unwrap_or_else(|| panic!("no VmHWM in {status}"))
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "albwatch did not exit within {LIMIT:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The value of the sample `name` (with its labels, exactly as exposed), or 0 when absent.
-fn sample(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
-/// The sum over every sample of the family `name` (all label values).
-fn family_sum(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let value = if rest.starts_with('{') {
-                rest.rsplit_once("} ")?.1
-            } else {
-                rest.strip_prefix(' ')?
-            };
-            value.trim().parse::<f64>().ok()
-        })
-        .sum()
+/// Peak resident set size (`VmHWM` of `/proc/PID/status`) of `daemon`, in bytes.
+fn peak_rss(daemon: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id()))
+        .expect("/proc/PID/status of the daemon");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"))
 }
 
 fn objects(body: &str, outcome: &str) -> f64 {
@@ -309,6 +168,49 @@ fn big_object(gzipped: bool) -> Object {
     }
 }
 
+/// Polls `daemon` until `done` holds with nothing in flight, then waits for `queue` to be
+/// empty, and returns a scrape taken after that: once every message is deleted, every object
+/// announced has been handled, so the counts are final.
+async fn drained(
+    daemon: &mut Daemon,
+    moto: &Moto,
+    queue: &str,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let body = daemon
+        .wait_metrics(what, LIMIT, |b| done(b) && in_flight(b) == (0.0, 0.0))
+        .await;
+    moto.wait_queue(queue, "every message deleted", LIMIT, |v, h| v + h == 0)
+        .await;
+    daemon.metrics().unwrap_or(body)
+}
+
+/// Polls `daemon` until it has handled S3's test event (sent when the bucket's notification
+/// is set up) and has nothing in flight.
+async fn test_event_handled(daemon: &mut Daemon) {
+    daemon
+        .wait_metrics("the test event handled", LIMIT, |b| {
+            messages(b, "test_event") >= 1.0 && in_flight(b) == (0.0, 0.0)
+        })
+        .await;
+}
+
+/// Polls `daemon` until it is seen in the middle of an object (one in flight, lines read) or
+/// has counted more than `counted_before` objects; returns that exposition.
+async fn in_flight_or_counted(daemon: &mut Daemon, counted_before: f64) -> String {
+    daemon
+        .wait_metrics(
+            "the object in flight with lines read, or counted",
+            LIMIT,
+            |b| {
+                (sample(b, "albwatch_s3_objects_in_flight") == 1.0 && lines_read(b) > 0.0)
+                    || objects(b, "counted") > counted_before
+            },
+        )
+        .await
+}
+
 fn s3_config(visibility_secs: u32, extra: &str) -> String {
     format!("visibility_timeout_secs = {visibility_secs}\nwait_time_secs = 1\n{extra}")
 }
@@ -366,8 +268,8 @@ async fn objects_are_counted_line_for_line_once_and_their_messages_deleted() {
         );
     };
 
-    let dir = TempDir::new("counted");
-    let mut daemon = Daemon::start(
+    let dir = TempDir::new("s3", "counted");
+    let mut daemon = start(
         &moto,
         &dir,
         "albwatch",
@@ -375,17 +277,15 @@ async fn objects_are_counted_line_for_line_once_and_their_messages_deleted() {
         &s3_config(5, ""),
         TWO_WORKERS,
     );
-    let body = daemon
-        .wait_metrics("5 objects counted and 1 skipped, nothing in flight", |b| {
-            objects(b, "counted") >= 5.0
-                && objects(b, "skipped_key") >= 1.0
-                && in_flight(b) == (0.0, 0.0)
-        })
-        .await;
-    moto.wait_queue(&queue, "every message deleted", LIMIT, |v, h| v + h == 0)
-        .await;
-    // The queue is empty, so every message's objects were counted: the counts are final.
-    let body = daemon.metrics().unwrap_or(body);
+    // Once the queue is empty every message's objects were counted: the counts are final.
+    let body = drained(
+        &mut daemon,
+        &moto,
+        &queue,
+        "5 objects counted and 1 skipped",
+        |b| objects(b, "counted") >= 5.0 && objects(b, "skipped_key") >= 1.0,
+    )
+    .await;
     let shown = s3_lines_of(&body);
     assert_eq!(objects(&body, "counted"), 5.0, "{shown}");
     assert_eq!(objects(&body, "skipped_key"), 1.0, "{shown}");
@@ -444,7 +344,7 @@ async fn objects_are_counted_line_for_line_once_and_their_messages_deleted() {
         .await
         .expect("send the notification again");
     daemon
-        .wait_metrics("the redelivery recognised", |b| {
+        .wait_metrics("the redelivery recognised", LIMIT, |b| {
             objects(b, "duplicate") >= 1.0 && in_flight(b) == (0.0, 0.0)
         })
         .await;
@@ -460,7 +360,7 @@ async fn objects_are_counted_line_for_line_once_and_their_messages_deleted() {
         lines as f64,
         "no line read twice\n{shown}"
     );
-    let status = daemon.terminate();
+    let status = daemon.terminate(LIMIT);
     assert!(status.success(), "{status}");
 }
 
@@ -474,14 +374,11 @@ async fn a_hard_killed_instance_leaves_its_object_to_the_next() {
     let (queue, dlq) = moto.create_queue_with_dlq("hardkill", VISIBILITY, 5).await;
     moto.create_bucket_notifying("alb-logs-hardkill", &queue)
         .await;
-    let dir = TempDir::new("hardkill");
+    let dir = TempDir::new("s3", "hardkill");
     // One worker, so reading the object takes a while.
     let config = s3_config(VISIBILITY, "max_messages = 1\n");
-    let mut a = Daemon::start(&moto, &dir, "a", &queue, &config, ONE_WORKER);
-    a.wait_metrics("the test event handled", |b| {
-        messages(b, "test_event") >= 1.0 && in_flight(b) == (0.0, 0.0)
-    })
-    .await;
+    let mut a = start(&moto, &dir, "a", &queue, &config, ONE_WORKER);
+    test_event_handled(&mut a).await;
     moto.wait_queue(&queue, "the test event deleted", LIMIT, |v, h| v + h == 0)
         .await;
 
@@ -497,15 +394,9 @@ async fn a_hard_killed_instance_leaves_its_object_to_the_next() {
         let counted_before = objects(&a.metrics().unwrap_or_default(), "counted");
         moto.put_log_object("alb-logs-hardkill", &o.key, o.bytes.clone())
             .await;
-        let body = a
-            .wait_metrics("the object in flight with lines read, or counted", |b| {
-                (sample(b, "albwatch_s3_objects_in_flight") == 1.0 && lines_read(b) > 0.0)
-                    || objects(b, "counted") > counted_before
-            })
-            .await;
+        let body = in_flight_or_counted(&mut a, counted_before).await;
         if objects(&body, "counted") == counted_before {
-            a.child.kill().expect("SIGKILL");
-            a.child.wait().expect("A ends");
+            a.kill_hard();
             // Its message must still be in the queue (received, not deleted): otherwise A
             // finished between the scrape and the kill.
             let (visible, hidden) = moto.queue_counts(&queue).await;
@@ -514,7 +405,7 @@ async fn a_hard_killed_instance_leaves_its_object_to_the_next() {
                 break;
             }
             eprintln!("A finished the {lines}-line object between scrape and kill; retrying");
-            a = Daemon::start(&moto, &dir, "a", &queue, &config, ONE_WORKER);
+            a = start(&moto, &dir, "a", &queue, &config, ONE_WORKER);
         } else {
             eprintln!("A counted the {lines}-line object before it was seen in flight");
             moto.wait_queue(&queue, "the object's message deleted", LIMIT, |v, h| {
@@ -529,17 +420,15 @@ async fn a_hard_killed_instance_leaves_its_object_to_the_next() {
     drop(a);
     eprintln!("A killed after reading {read_by_a} of {} lines", o.lines);
 
-    let mut b = Daemon::start(&moto, &dir, "b", &queue, &config, ONE_WORKER);
-    let body = b
-        .wait_metrics("the killed instance's object counted", |b| {
-            objects(b, "counted") >= 1.0 && in_flight(b) == (0.0, 0.0)
-        })
-        .await;
-    moto.wait_queue(&queue, "the object's message deleted", LIMIT, |v, h| {
-        v + h == 0
-    })
+    let mut b = start(&moto, &dir, "b", &queue, &config, ONE_WORKER);
+    let body = drained(
+        &mut b,
+        &moto,
+        &queue,
+        "the killed instance's object counted",
+        |b| objects(b, "counted") >= 1.0,
+    )
     .await;
-    let body = b.metrics().unwrap_or(body);
     let shown = s3_lines_of(&body);
     assert_eq!(objects(&body, "counted"), 1.0, "{shown}");
     assert_eq!(s3_lines(&body), o.lines as f64, "{shown}");
@@ -549,7 +438,7 @@ async fn a_hard_killed_instance_leaves_its_object_to_the_next() {
         (0, 0),
         "nothing dead-lettered"
     );
-    let status = b.terminate();
+    let status = b.terminate(LIMIT);
     assert!(status.success(), "{status}");
 }
 
@@ -563,46 +452,36 @@ async fn a_stopped_instance_hands_its_message_back_at_once() {
     let (queue, dlq) = moto.create_queue_with_dlq("stopped", VISIBILITY, 5).await;
     moto.create_bucket_notifying("alb-logs-stopped", &queue)
         .await;
-    let dir = TempDir::new("stopped");
+    let dir = TempDir::new("s3", "stopped");
     let config = s3_config(VISIBILITY, "max_messages = 1\n");
-    let mut a = Daemon::start(&moto, &dir, "a", &queue, &config, ONE_WORKER);
-    a.wait_metrics("the test event handled", |b| {
-        messages(b, "test_event") >= 1.0 && in_flight(b) == (0.0, 0.0)
-    })
-    .await;
+    let mut a = start(&moto, &dir, "a", &queue, &config, ONE_WORKER);
+    test_event_handled(&mut a).await;
     let o = big_object(true);
     moto.put_log_object("alb-logs-stopped", &o.key, o.bytes.clone())
         .await;
-    let body = a
-        .wait_metrics("the object in flight with lines read, or counted", |b| {
-            (sample(b, "albwatch_s3_objects_in_flight") == 1.0 && lines_read(b) > 0.0)
-                || objects(b, "counted") > 0.0
-        })
-        .await;
+    let body = in_flight_or_counted(&mut a, 0.0).await;
     assert_eq!(
         objects(&body, "counted"),
         0.0,
         "A counted the {}-line object before it was seen in flight: make it bigger",
         o.lines
     );
-    let status = a.terminate();
+    let status = a.terminate(LIMIT);
     assert!(status.success(), "A exits 0 on SIGTERM: {status}");
     moto.wait_queue(&queue, "the message visible again", LIMIT, |v, h| {
         (v, h) == (1, 0)
     })
     .await;
 
-    let mut b = Daemon::start(&moto, &dir, "b", &queue, &config, ONE_WORKER);
-    let body = b
-        .wait_metrics("the stopped instance's object counted", |b| {
-            objects(b, "counted") >= 1.0 && in_flight(b) == (0.0, 0.0)
-        })
-        .await;
-    moto.wait_queue(&queue, "the object's message deleted", LIMIT, |v, h| {
-        v + h == 0
-    })
+    let mut b = start(&moto, &dir, "b", &queue, &config, ONE_WORKER);
+    let body = drained(
+        &mut b,
+        &moto,
+        &queue,
+        "the stopped instance's object counted",
+        |b| objects(b, "counted") >= 1.0,
+    )
     .await;
-    let body = b.metrics().unwrap_or(body);
     let shown = s3_lines_of(&body);
     assert_eq!(objects(&body, "counted"), 1.0, "{shown}");
     assert_eq!(s3_lines(&body), o.lines as f64, "{shown}");
@@ -611,7 +490,7 @@ async fn a_stopped_instance_hands_its_message_back_at_once() {
         (0, 0),
         "nothing dead-lettered"
     );
-    let status = b.terminate();
+    let status = b.terminate(LIMIT);
     assert!(status.success(), "{status}");
 }
 
@@ -623,10 +502,10 @@ async fn two_instances_share_a_queue_and_count_each_object_once() {
     let (queue, dlq) = moto.create_queue_with_dlq("shared", 5, 5).await;
     moto.create_bucket_notifying("alb-logs-shared", &queue)
         .await;
-    let dir = TempDir::new("shared");
+    let dir = TempDir::new("s3", "shared");
     let config = s3_config(5, "max_messages = 2\n");
-    let mut a = Daemon::start(&moto, &dir, "a", &queue, &config, TWO_WORKERS);
-    let mut b = Daemon::start(&moto, &dir, "b", &queue, &config, TWO_WORKERS);
+    let mut a = start(&moto, &dir, "a", &queue, &config, TWO_WORKERS);
+    let mut b = start(&moto, &dir, "b", &queue, &config, TWO_WORKERS);
     let objects_put: Vec<Object> = (0..20)
         .map(|i| object(i, 1500 + 97 * i, i % 3 != 0))
         .collect();
@@ -638,10 +517,10 @@ async fn two_instances_share_a_queue_and_count_each_object_once() {
     moto.wait_queue(&queue, "every message deleted", LIMIT, |v, h| v + h == 0)
         .await;
     let body_a = a
-        .wait_metrics("nothing in flight", |b| in_flight(b) == (0.0, 0.0))
+        .wait_metrics("nothing in flight", LIMIT, |b| in_flight(b) == (0.0, 0.0))
         .await;
     let body_b = b
-        .wait_metrics("nothing in flight", |b| in_flight(b) == (0.0, 0.0))
+        .wait_metrics("nothing in flight", LIMIT, |b| in_flight(b) == (0.0, 0.0))
         .await;
     let shown = format!("A:\n{}\nB:\n{}", s3_lines_of(&body_a), s3_lines_of(&body_b));
     let both = |f: fn(&str) -> f64| f(&body_a) + f(&body_b);
@@ -668,7 +547,7 @@ async fn two_instances_share_a_queue_and_count_each_object_once() {
         "nothing dead-lettered"
     );
     for d in [a, b] {
-        let status = d.terminate();
+        let status = d.terminate(LIMIT);
         assert!(status.success(), "{status}");
     }
 }
@@ -748,8 +627,8 @@ async fn corrupt_non_alb_and_missing_objects_go_to_the_dead_letter_queue() {
         .expect("delete an object");
     let lines: usize = good.iter().map(|o| o.lines).sum();
 
-    let dir = TempDir::new("bad");
-    let mut daemon = Daemon::start(
+    let dir = TempDir::new("s3", "bad");
+    let mut daemon = start(
         &moto,
         &dir,
         "albwatch",
@@ -761,14 +640,14 @@ async fn corrupt_non_alb_and_missing_objects_go_to_the_dead_letter_queue() {
         v + h >= 3
     })
     .await;
-    let body = daemon
-        .wait_metrics("the good objects counted", |b| {
-            objects(b, "counted") >= 3.0 && in_flight(b) == (0.0, 0.0)
-        })
-        .await;
-    moto.wait_queue(&queue, "an empty queue", LIMIT, |v, h| v + h == 0)
-        .await;
-    let body = daemon.metrics().unwrap_or(body);
+    let body = drained(
+        &mut daemon,
+        &moto,
+        &queue,
+        "the good objects counted",
+        |b| objects(b, "counted") >= 3.0,
+    )
+    .await;
     let shown = s3_lines_of(&body);
     assert_eq!(objects(&body, "counted"), 3.0, "{shown}");
     assert_eq!(s3_lines(&body), lines as f64, "{shown}");
@@ -802,7 +681,7 @@ async fn corrupt_non_alb_and_missing_objects_go_to_the_dead_letter_queue() {
     // Each failure is logged naming its object; the missing one is not blamed on a bucket
     // that exists.
     let log = daemon.stderr();
-    let status = daemon.terminate();
+    let status = daemon.terminate(LIMIT);
     assert!(status.success(), "{status}");
     for key in [&corrupt.key, &other.key, &gone.key] {
         assert!(log.contains(key.as_str()), "no line names {key}:\n{log}");
@@ -827,7 +706,7 @@ async fn an_object_larger_than_the_memory_bound_streams_through() {
     let moto = Moto::start();
     let (queue, dlq) = moto.create_queue_with_dlq("large", 2, 5).await;
     moto.create_bucket_notifying("alb-logs-large", &queue).await;
-    let dir = TempDir::new("large");
+    let dir = TempDir::new("s3", "large");
     // A 2 s visibility timeout, shorter than reading the object takes on a slow machine:
     // the message must be kept invisible meanwhile, or the object is counted twice.
     let config = s3_config(
@@ -835,23 +714,19 @@ async fn an_object_larger_than_the_memory_bound_streams_through() {
         "max_bytes_in_flight = 1048576\nmax_objects_in_flight = 1\n",
     );
     let pipeline = "workers = 2\nqueue_batches = 4\nbatch_bytes = 262144\n";
-    let mut daemon = Daemon::start(&moto, &dir, "albwatch", &queue, &config, pipeline);
-    daemon
-        .wait_metrics("the test event handled", |b| {
-            messages(b, "test_event") >= 1.0 && in_flight(b) == (0.0, 0.0)
-        })
-        .await;
+    let mut daemon = start(&moto, &dir, "albwatch", &queue, &config, pipeline);
+    test_event_handled(&mut daemon).await;
     let o = big_object(false);
     let size = o.bytes.len();
     assert!(size > 50 << 20, "the object is {size} bytes");
-    let before = daemon.peak_rss();
+    let before = peak_rss(&daemon);
     moto.put_log_object("alb-logs-large", &o.key, o.bytes).await;
     let body = daemon
-        .wait_metrics("the object counted", |b| {
+        .wait_metrics("the object counted", LIMIT, |b| {
             objects(b, "counted") >= 1.0 && in_flight(b) == (0.0, 0.0)
         })
         .await;
-    let peak = daemon.peak_rss();
+    let peak = peak_rss(&daemon);
     moto.wait_queue(&queue, "an empty queue", LIMIT, |v, h| v + h == 0)
         .await;
     let shown = s3_lines_of(&body);
@@ -877,6 +752,6 @@ async fn an_object_larger_than_the_memory_bound_streams_through() {
         (0, 0),
         "nothing dead-lettered"
     );
-    let status = daemon.terminate();
+    let status = daemon.terminate(LIMIT);
     assert!(status.success(), "{status}");
 }
