@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[path = "support/chromium.rs"]
@@ -15,6 +15,9 @@ mod chromium;
 #[path = "support/cli.rs"]
 #[allow(dead_code, reason = "shared by several test binaries")]
 mod cli;
+#[path = "support/daemon.rs"]
+#[allow(dead_code, reason = "shared by several test binaries")]
+mod daemon;
 #[path = "support/http.rs"]
 #[allow(dead_code, reason = "shared by several test binaries")]
 mod http;
@@ -23,7 +26,8 @@ mod http;
 mod scratch;
 
 use chromium::{artifacts, attribute};
-use cli::{BIN, albwatch, announced, lines_of};
+use cli::albwatch;
+use daemon::{BIN, Daemon};
 use http::http_get;
 use scratch::TempDir;
 
@@ -33,51 +37,32 @@ const PHONE_WIDTH: u32 = 500;
 /// The demo's incident cycle, in seconds: every scripted incident once.
 const CYCLE_SECS: &str = "2610";
 
-/// A running `albwatch` daemon, killed when dropped.
-struct Daemon {
-    child: Child,
-    admin: String,
-}
-
-impl Daemon {
-    fn start(args: &[&str]) -> Daemon {
-        let mut child = Command::new(BIN)
+/// Starts `albwatch ARGS --admin-addr 127.0.0.1:0` (`demo` or `run`), tagged `name`.
+fn start(name: &str, args: &[&str]) -> Daemon {
+    Daemon::spawn(
+        name,
+        Command::new(BIN)
             .args(args)
-            .args(["--admin-addr", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starts albwatch");
-        let stderr = lines_of(child.stderr.take().expect("piped stderr"));
-        let (admin, _) = announced(&stderr, false);
-        // Keep reading stderr so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || while stderr.recv().is_ok() {});
-        Daemon { child, admin }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    /// Waits until an alert fires (at most `limit`): the page then has something to show.
-    fn wait_for_alert(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok((200, body)) = http_get(&self.admin, "/api/alerts")
-                && body.contains("alertname")
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "no alert fired within {limit:?}");
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
+            .args(["--admin-addr", "127.0.0.1:0"]),
+    )
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+fn url(daemon: &Daemon, path: &str) -> String {
+    format!("http://{}{path}", daemon.admin)
+}
+
+/// Waits until an alert fires (at most `limit`): the page then has something to show.
+fn wait_for_alert(daemon: &mut Daemon, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok((200, body)) = http_get(&daemon.admin, "/api/alerts")
+            && body.contains("alertname")
+        {
+            return;
+        }
+        daemon.check_alive("waiting for an alert");
+        assert!(Instant::now() < deadline, "no alert fired within {limit:?}");
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -101,9 +86,9 @@ fn width(dom: &str) -> u32 {
 
 #[test]
 fn the_live_status_page_shows_groups_alerts_and_timelines_and_refreshes_itself() {
-    let demo = Daemon::start(&["demo"]);
-    demo.wait_for_alert(Duration::from_secs(120));
-    let url = demo.url("/");
+    let mut demo = start("demo", &["demo"]);
+    wait_for_alert(&mut demo, Duration::from_secs(120));
+    let url = url(&demo, "/");
 
     // Eleven seconds of the page's own time: it fetches its main part twice.
     let dom = chromium::dom(&url, 1280, 900, 11_000);
@@ -288,17 +273,17 @@ fn markup_and_script_in_log_lines_show_as_text_and_never_run() {
         "the report has the alert"
     );
 
-    let daemon = Daemon::start(&["run", log.to_str().expect("utf-8 path")]);
-    daemon.wait_for_alert(Duration::from_secs(60));
+    let mut daemon = start("evil", &["run", log.to_str().expect("utf-8 path")]);
+    wait_for_alert(&mut daemon, Duration::from_secs(60));
     // Six seconds of page time: one refresh swaps the main part in from the server.
-    let dom = chromium::dom(&daemon.url("/"), 1280, 900, 6_000);
+    let dom = chromium::dom(&url(&daemon, "/"), 1280, 900, 6_000);
     assert_ne!(attribute(&dom, "data-refreshes"), Some("0"));
     assert_inert(&dom, "status page");
     assert!(dom.contains("data-alert="), "the status page has the alert");
-    let dom = chromium::dom(&daemon.url("/alerts"), 1280, 900, 1_000);
+    let dom = chromium::dom(&url(&daemon, "/alerts"), 1280, 900, 1_000);
     assert_inert(&dom, "alerts table");
     chromium::screenshot(
-        &daemon.url("/"),
+        &url(&daemon, "/"),
         &artifacts().join("status-page-escaped.png"),
         1280,
         900,
@@ -313,7 +298,7 @@ fn the_page_reloads_its_main_part_from_the_daemon() {
     let dir = TempDir::new("browser", "routes");
     let log = dir.join("one.log");
     fs::write(&log, "").expect("writes an empty log");
-    let daemon = Daemon::start(&["run", log.to_str().expect("utf-8 path")]);
+    let daemon = start("empty", &["run", log.to_str().expect("utf-8 path")]);
     let (status, body) = http_get(&daemon.admin, "/?part=main").expect("GET /?part=main");
     assert_eq!(status, 200);
     assert!(

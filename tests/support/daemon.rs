@@ -3,8 +3,8 @@
 //! kept, for assertions and failure messages; `/metrics` scraped and polled (failing at once if
 //! the process exits); signals, a bounded wait for the exit, and SIGKILL on drop, so a failing
 //! test leaves no process behind. [`aws_env`] points it at emulators through the standard AWS
-//! environment. Included with `#[path]` by `tests/kinesis.rs`, `tests/kinesis_fleet.rs` and
-//! `tests/s3_input.rs`.
+//! environment. Included with `#[path]` by `tests/kinesis.rs`, `tests/kinesis_fleet.rs`,
+//! `tests/s3_input.rs` and `tests/browser.rs` (which runs `demo` with it too).
 
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
