@@ -51,8 +51,8 @@ pub fn render(report: &ReplayReport, history: &History, command: &str) -> String
         .keys()
         .next_back()
         .map_or(from + MINUTE_US, |m| m + MINUTE_US);
-    let bin_minutes = ((to - from) / MINUTE_US).div_euclid(MAX_BARS) + 1;
-    let bin_us = bin_minutes * MINUTE_US;
+    let bin_us = bin_width(from, to, MAX_BARS);
+    let bin_minutes = bin_us / MINUTE_US;
     let spans = spans(report, to);
 
     let mut out = String::with_capacity(256 * 1024);
@@ -158,6 +158,12 @@ pub fn render(report: &ReplayReport, history: &History, command: &str) -> String
          d.dataset.scrollWidth=String(d.scrollWidth)})</script></body></html>\n",
     );
     out
+}
+
+/// The width of a bar, whole minutes, so that `[from, to)` takes at most `bars` of them.
+fn bin_width(from: i64, to: i64, bars: i64) -> i64 {
+    let minutes = (to - from).div_euclid(MINUTE_US).max(1);
+    (minutes + bars - 1).div_euclid(bars) * MINUTE_US
 }
 
 /// The totals box: lines, requests, faults, alerts.
@@ -322,7 +328,7 @@ fn worst_targets(out: &mut String, range: &Range, (from, to): (i64, i64)) {
         out.push_str("<p>No target had a fault.</p></section>");
         return;
     }
-    let bin_us = ((to - from) / MINUTE_US).div_euclid(MAX_TARGET_BARS) * MINUTE_US + MINUTE_US;
+    let bin_us = bin_width(from, to, MAX_TARGET_BARS);
     out.push_str(
         "<table><tr><th>Target</th><th>Requests</th><th>Faults</th><th>Main cause</th>\
          <th style=\"width:40%\">Fault share over the range</th></tr>",
@@ -409,6 +415,15 @@ mod tests {
             ),
             r"albwatch replay 'a b.log' --report 'it'\''s.html'"
         );
+    }
+
+    #[test]
+    fn bars_are_whole_minutes_and_never_more_than_asked() {
+        assert_eq!(bin_width(0, 44 * MINUTE_US, MAX_BARS), MINUTE_US);
+        assert_eq!(bin_width(0, 240 * MINUTE_US, MAX_BARS), MINUTE_US);
+        assert_eq!(bin_width(0, 241 * MINUTE_US, MAX_BARS), 2 * MINUTE_US);
+        assert_eq!(bin_width(0, 1440 * MINUTE_US, MAX_BARS), 6 * MINUTE_US);
+        assert_eq!(bin_width(0, 0, MAX_BARS), MINUTE_US);
     }
 
     #[test]
