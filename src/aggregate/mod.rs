@@ -168,6 +168,9 @@ struct LocalSeries {
     has_target_group: bool,
     /// The target's port; `None` for an entry without a target.
     port: Option<u16>,
+    /// The cell the series' last entry went to, tried first: most of a series' entries
+    /// share a bucket and a status.
+    last_cell: usize,
     cells: Vec<Cell>,
     samples: Vec<Sample>,
     /// The newest event time within the future limit; `i64::MIN` if none.
@@ -205,11 +208,14 @@ pub struct BatchAccumulator {
     /// pointing past `live` or at a series of other fields is a miss, so merging leaves the
     /// cache as it is; new attribute values clear it.
     recent: Vec<u32>,
+    /// The bucket of the last entry within the future limit.
+    last_bucket: Option<i64>,
 }
 
 /// Slots of [`BatchAccumulator::recent`]: a power of two well above the few dozen series a
 /// batch usually holds, so two of them rarely share a slot.
 const RECENT_SLOTS: usize = 256;
+const _: () = assert!(RECENT_SLOTS.is_power_of_two());
 
 /// The fields a series key is built from, as an entry wrote them.
 #[derive(Clone, Copy)]
@@ -228,15 +234,23 @@ impl<'a> KeyFields<'a> {
         }
     }
 
-    /// A hash to pick a slot of [`BatchAccumulator::recent`] by. The ELB name and the ARN
-    /// end in their resource ids, so their last bytes tell them apart and the rest of them
-    /// is left to the comparison that confirms a hit.
-    fn slot(&self, hasher: &DefaultHashBuilder) -> usize {
-        fn tail(b: &[u8]) -> &[u8] {
-            &b[b.len().saturating_sub(8)..]
+    /// The slot of [`BatchAccumulator::recent`] for these fields: a few multiplies over the
+    /// last eight bytes of each, where the ELB name and the ARN keep their resource ids and an
+    /// address its last digits. A poor spread only costs misses (the comparison that
+    /// confirms a hit reads every byte), so it need not be a real hash.
+    fn slot(&self) -> usize {
+        fn tail(b: &[u8]) -> u64 {
+            match b.last_chunk::<8>() {
+                Some(t) => u64::from_le_bytes(*t),
+                None => b.iter().fold(0, |w, &x| w << 8 | u64::from(x)),
+            }
         }
-        let hash = hasher.hash_one((tail(self.elb), self.target_group.map(tail), self.target));
-        hash as usize % RECENT_SLOTS
+        let (ip, port) = self.target.unwrap_or_default();
+        let h = (tail(ip) ^ u64::from(port)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ tail(self.target_group.unwrap_or_default()).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            ^ tail(self.elb);
+        // The top bits of the product depend on every bit of `h`.
+        (h.wrapping_mul(0x1656_67B1_9E37_79F9) >> (64 - RECENT_SLOTS.trailing_zeros())) as usize
     }
 }
 
@@ -257,6 +271,7 @@ impl BatchAccumulator {
             suffix,
             future_limit: i64::MAX,
             recent: vec![u32::MAX; RECENT_SLOTS],
+            last_bucket: None,
         }
     }
 
@@ -285,30 +300,30 @@ impl BatchAccumulator {
             FUTURE_BUCKET
         } else {
             s.max_time = s.max_time.max(e.time);
-            e.time.div_euclid(self.bucket_us) * self.bucket_us
+            bucket_start(&mut self.last_bucket, e.time, self.bucket_us)
         };
         let code = e.elb_status_code;
-        let cell = match s
-            .cells
-            .iter_mut()
-            .rev()
-            .find(|c| c.bucket == bucket && c.code == code && c.cause == cause)
-        {
-            Some(cell) => cell,
-            None => {
-                s.cells.push(Cell {
-                    bucket,
-                    code,
-                    cause,
-                    requests: 0,
-                    bytes_in: 0,
-                    bytes_out: 0,
-                    trace: None,
-                });
-                let last = s.cells.len() - 1;
-                &mut s.cells[last]
-            }
+        let of_entry = |c: &Cell| c.bucket == bucket && c.code == code && c.cause == cause;
+        let at = match s.cells.get(s.last_cell) {
+            Some(c) if of_entry(c) => s.last_cell,
+            _ => match s.cells.iter().rposition(of_entry) {
+                Some(at) => at,
+                None => {
+                    s.cells.push(Cell {
+                        bucket,
+                        code,
+                        cause,
+                        requests: 0,
+                        bytes_in: 0,
+                        bytes_out: 0,
+                        trace: None,
+                    });
+                    s.cells.len() - 1
+                }
+            },
         };
+        s.last_cell = at;
+        let cell = &mut s.cells[at];
         cell.requests += 1;
         cell.bytes_in += e.received_bytes;
         cell.bytes_out += e.sent_bytes;
@@ -330,7 +345,7 @@ impl BatchAccumulator {
     /// series built from the same fields, else by its key.
     fn series_of(&mut self, e: &LogEntry<'_>) -> usize {
         let fields = KeyFields::of(e);
-        let slot = fields.slot(&self.hasher);
+        let slot = fields.slot();
         let cached = self.recent[slot] as usize;
         if cached < self.live && self.built_from(cached, &fields) {
             return cached;
@@ -428,6 +443,21 @@ impl BatchAccumulator {
         self.arena.clear();
         self.live = 0;
     }
+}
+
+/// The start of the bucket of `time` (µs), trying `last`, the previous entry's, first: lines
+/// come mostly in time order, so they mostly share it and skip a 64-bit division.
+fn bucket_start(last: &mut Option<i64>, time: i64, bucket_us: i64) -> i64 {
+    if let Some(b) = *last
+        && time
+            .checked_sub(b)
+            .is_some_and(|d| (0..bucket_us).contains(&d))
+    {
+        return b;
+    }
+    let b = time.div_euclid(bucket_us) * bucket_us;
+    *last = Some(b);
+    b
 }
 
 fn push_u16(out: &mut Vec<u8>, v: u16) {

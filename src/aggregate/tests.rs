@@ -592,3 +592,27 @@ fn microsecond_bounds_pick_the_same_bucket_as_seconds() {
         }
     }
 }
+
+#[test]
+fn the_remembered_bucket_is_the_one_a_division_gives() {
+    let w = 10 * SECOND_US;
+    let mut last = None;
+    for t in [
+        T0,
+        T0 + 1,
+        T0 + w - 1,
+        T0 + w,
+        T0 - 1,
+        T0,
+        -1,
+        0,
+        w - 1,
+        -w,
+        -w - 1,
+        i64::MAX,
+        i64::MAX - w,
+        T0,
+    ] {
+        assert_eq!(bucket_start(&mut last, t, w), t.div_euclid(w) * w, "{t}");
+    }
+}
