@@ -161,6 +161,16 @@ struct LocalSeries {
     key_start: usize,
     key_end: usize,
     hash: u64,
+    /// The entry fields the key was built from, as the first entry wrote them: the ELB name,
+    /// the target group ARN and the target's address sit in the arena right after the key,
+    /// ending at these offsets.
+    fields_end: [usize; 3],
+    has_target_group: bool,
+    /// The target's port; `None` for an entry without a target.
+    port: Option<u16>,
+    /// The cell the series' last entry went to, tried first: most of a series' entries
+    /// share a bucket and a status.
+    last_cell: usize,
     cells: Vec<Cell>,
     samples: Vec<Sample>,
     /// The newest event time within the future limit; `i64::MIN` if none.
@@ -192,6 +202,56 @@ pub struct BatchAccumulator {
     suffix: Vec<u8>,
     /// Entries stamped after this (µs) are beyond the future limit of the batch.
     future_limit: i64,
+    /// Ids into `series` by a hash of an entry's key fields as written: a direct-mapped cache
+    /// in front of `index`, so an entry of a series seen before in the batch skips building
+    /// its key (cutting the name out of the ARN, formatting the port) and hashing it. A slot
+    /// pointing past `live` or at a series of other fields is a miss, so merging leaves the
+    /// cache as it is; new attribute values clear it.
+    recent: Vec<u32>,
+    /// The bucket of the last entry within the future limit.
+    last_bucket: Option<i64>,
+}
+
+/// Slots of [`BatchAccumulator::recent`]: a power of two well above the few dozen series a
+/// batch usually holds, so two of them rarely share a slot.
+const RECENT_SLOTS: usize = 256;
+const _: () = assert!(RECENT_SLOTS.is_power_of_two());
+
+/// The fields a series key is built from, as an entry wrote them.
+#[derive(Clone, Copy)]
+struct KeyFields<'a> {
+    elb: &'a [u8],
+    target_group: Option<&'a [u8]>,
+    target: Option<(&'a [u8], u16)>,
+}
+
+impl<'a> KeyFields<'a> {
+    fn of(e: &LogEntry<'a>) -> Self {
+        KeyFields {
+            elb: e.elb.as_bytes(),
+            target_group: e.target_group_arn().map(|t| t.as_bytes()),
+            target: e.target.map(|t| (t.ip.as_bytes(), t.port)),
+        }
+    }
+
+    /// The slot of [`BatchAccumulator::recent`] for these fields: a few multiplies over the
+    /// last eight bytes of each, where the ELB name and the ARN keep their resource ids and an
+    /// address its last digits. A poor spread only costs misses (the comparison that
+    /// confirms a hit reads every byte), so it need not be a real hash.
+    fn slot(&self) -> usize {
+        fn tail(b: &[u8]) -> u64 {
+            match b.last_chunk::<8>() {
+                Some(t) => u64::from_le_bytes(*t),
+                None => b.iter().fold(0, |w, &x| w << 8 | u64::from(x)),
+            }
+        }
+        let (ip, port) = self.target.unwrap_or_default();
+        let h = (tail(ip) ^ u64::from(port)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ tail(self.target_group.unwrap_or_default()).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            ^ tail(self.elb);
+        // The top bits of the product depend on every bit of `h`.
+        (h.wrapping_mul(0x1656_67B1_9E37_79F9) >> (64 - RECENT_SLOTS.trailing_zeros())) as usize
+    }
 }
 
 impl BatchAccumulator {
@@ -210,6 +270,8 @@ impl BatchAccumulator {
             attribute_count,
             suffix,
             future_limit: i64::MAX,
+            recent: vec![u32::MAX; RECENT_SLOTS],
+            last_bucket: None,
         }
     }
 
@@ -225,53 +287,43 @@ impl BatchAccumulator {
     pub fn set_attributes<T: AsRef<str>>(&mut self, values: &[T]) {
         self.suffix.clear();
         push_attributes(&mut self.suffix, self.attribute_count, values);
+        // The cached series carry the attribute values they were keyed with.
+        self.recent.fill(u32::MAX);
     }
 
     /// Counts one classified entry.
     pub fn add(&mut self, e: &LogEntry<'_>, cause: Cause) {
-        let tg = e.target_group_name().map_or(&b"-"[..], |t| t.as_bytes());
-        let scratch = &mut self.scratch;
-        series_key(scratch, e.elb.as_bytes(), tg, b"");
-        match e.target {
-            Some(t) => {
-                scratch.extend_from_slice(t.ip.as_bytes());
-                scratch.push(b':');
-                push_u16(scratch, t.port);
-            }
-            None => scratch.push(b'-'),
-        }
-        scratch.extend_from_slice(&self.suffix);
-        let idx = self.local_series();
+        let idx = self.series_of(e);
         let s = &mut self.series[idx];
         let future = e.time > self.future_limit;
         let bucket = if future {
             FUTURE_BUCKET
         } else {
             s.max_time = s.max_time.max(e.time);
-            e.time.div_euclid(self.bucket_us) * self.bucket_us
+            bucket_start(&mut self.last_bucket, e.time, self.bucket_us)
         };
         let code = e.elb_status_code;
-        let cell = match s
-            .cells
-            .iter_mut()
-            .rev()
-            .find(|c| c.bucket == bucket && c.code == code && c.cause == cause)
-        {
-            Some(cell) => cell,
-            None => {
-                s.cells.push(Cell {
-                    bucket,
-                    code,
-                    cause,
-                    requests: 0,
-                    bytes_in: 0,
-                    bytes_out: 0,
-                    trace: None,
-                });
-                let last = s.cells.len() - 1;
-                &mut s.cells[last]
-            }
+        let of_entry = |c: &Cell| c.bucket == bucket && c.code == code && c.cause == cause;
+        let at = match s.cells.get(s.last_cell) {
+            Some(c) if of_entry(c) => s.last_cell,
+            _ => match s.cells.iter().rposition(of_entry) {
+                Some(at) => at,
+                None => {
+                    s.cells.push(Cell {
+                        bucket,
+                        code,
+                        cause,
+                        requests: 0,
+                        bytes_in: 0,
+                        bytes_out: 0,
+                        trace: None,
+                    });
+                    s.cells.len() - 1
+                }
+            },
         };
+        s.last_cell = at;
+        let cell = &mut s.cells[at];
         cell.requests += 1;
         cell.bytes_in += e.received_bytes;
         cell.bytes_out += e.sent_bytes;
@@ -287,6 +339,64 @@ impl BatchAccumulator {
             target_us: e.target_processing_time,
             elapsed_us: e.elapsed_us().and_then(|us| u64::try_from(us).ok()),
         });
+    }
+
+    /// The index of the local series of `e`: from the recent cache when its slot holds a
+    /// series built from the same fields, else by its key.
+    fn series_of(&mut self, e: &LogEntry<'_>) -> usize {
+        let fields = KeyFields::of(e);
+        let slot = fields.slot();
+        let cached = self.recent[slot] as usize;
+        if cached < self.live && self.built_from(cached, &fields) {
+            return cached;
+        }
+        let tg = e.target_group_name().map_or(&b"-"[..], |t| t.as_bytes());
+        let scratch = &mut self.scratch;
+        series_key(scratch, fields.elb, tg, b"");
+        match fields.target {
+            Some((ip, port)) => {
+                scratch.extend_from_slice(ip);
+                scratch.push(b':');
+                push_u16(scratch, port);
+            }
+            None => scratch.push(b'-'),
+        }
+        scratch.extend_from_slice(&self.suffix);
+        let live = self.live;
+        let idx = self.local_series();
+        if self.live > live {
+            // A new series: the fields it was built from follow its key in the arena. (An
+            // older one keeps those of its first entry; other spellings of the same key, like
+            // a port with a leading zero, just miss the cache.)
+            let arena = &mut self.arena;
+            let mut ends = [0; 3];
+            for (end, part) in ends.iter_mut().zip([
+                fields.elb,
+                fields.target_group.unwrap_or_default(),
+                fields.target.map_or(&[][..], |t| t.0),
+            ]) {
+                arena.extend_from_slice(part);
+                *end = arena.len();
+            }
+            let s = &mut self.series[idx];
+            s.fields_end = ends;
+            s.has_target_group = fields.target_group.is_some();
+            s.port = fields.target.map(|t| t.1);
+        }
+        // Fewer than u32::MAX series, as in `local_series`.
+        self.recent[slot] = idx as u32;
+        idx
+    }
+
+    /// Whether local series `idx` was built from `fields`.
+    fn built_from(&self, idx: usize, fields: &KeyFields<'_>) -> bool {
+        let s = &self.series[idx];
+        let [elb_end, tg_end, target_end] = s.fields_end;
+        s.port == fields.target.map(|t| t.1)
+            && s.has_target_group == fields.target_group.is_some()
+            && self.arena[s.key_end..elb_end] == *fields.elb
+            && self.arena[elb_end..tg_end] == *fields.target_group.unwrap_or_default()
+            && self.arena[tg_end..target_end] == *fields.target.map_or(&[][..], |t| t.0)
     }
 
     /// The index of the local series whose key is in `scratch`, taking a spare one (and
@@ -333,6 +443,21 @@ impl BatchAccumulator {
         self.arena.clear();
         self.live = 0;
     }
+}
+
+/// The start of the bucket of `time` (µs), trying `last`, the previous entry's, first: lines
+/// come mostly in time order, so they mostly share it and skip a 64-bit division.
+fn bucket_start(last: &mut Option<i64>, time: i64, bucket_us: i64) -> i64 {
+    if let Some(b) = *last
+        && time
+            .checked_sub(b)
+            .is_some_and(|d| (0..bucket_us).contains(&d))
+    {
+        return b;
+    }
+    let b = time.div_euclid(bucket_us) * bucket_us;
+    *last = Some(b);
+    b
 }
 
 fn push_u16(out: &mut Vec<u8>, v: u16) {

@@ -336,6 +336,68 @@ fn attribute_values_split_series() {
 }
 
 #[test]
+fn many_interleaved_series_and_other_spellings_of_a_key_count_alike() {
+    // More targets than the accumulator's recent-series slots, one line each per round, so
+    // slots are shared and every lookup path is taken within one batch.
+    let targets: Vec<String> = (0..600)
+        .map(|i| format!("10.0.{}.{}:80", i / 200, i % 200))
+        .collect();
+    let mut lines = Vec::new();
+    for round in 0..3 {
+        for t in &targets {
+            lines.push(line_at(0, T0 + round * SECOND_US, t));
+        }
+    }
+    // The same series written otherwise: the port with a leading zero, and a target group of
+    // the same name in another account.
+    lines.push(line_at(0, T0, "10.0.0.7:080"));
+    lines.push(
+        line_at(0, T0, "10.0.0.7:80")
+            .replace(":123456789012:targetgroup", ":210987654321:targetgroup"),
+    );
+    let mut agg = Aggregator::new(AggregateConfig {
+        max_series: 1000,
+        ..cfg()
+    });
+    let mut acc = BatchAccumulator::new(agg.config());
+    feed(&mut acc, &mut agg, &lines);
+    let snap = agg.snapshot(T0 + MINUTE_US);
+    assert_eq!(snap.series.len(), targets.len());
+    for s in &snap.series {
+        let want = if s.labels.target == "10.0.0.7:80" {
+            5
+        } else {
+            3
+        };
+        assert_eq!(s.windows[0].requests, want, "{}", s.labels.target);
+        assert_eq!(s.labels.target_group, "web-prod");
+    }
+}
+
+#[test]
+fn new_attribute_values_within_a_batch_start_new_series() {
+    let mut agg = Aggregator::new(env_cfg(100));
+    let mut acc = BatchAccumulator::new(agg.config());
+    let lb = LbSettings::default();
+    let line = line_at(0, T0, "10.0.1.17:8080");
+    let e = parse_line(line.as_bytes()).expect("parses");
+    for env in ["prod", "prod", "staging", "prod"] {
+        acc.set_attributes(&[env]);
+        acc.add(&e, classify(&e, &lb));
+    }
+    acc.merge_into(&mut agg);
+    let snap = agg.snapshot(T0 + MINUTE_US);
+    let t = "10.0.1.17:8080".to_string();
+    assert_eq!(
+        requests_by_series(&snap),
+        [
+            (t.clone(), vec!["prod".to_string()], 3),
+            (t, vec!["staging".to_string()], 1),
+        ]
+    );
+}
+
+#[test]
 fn attribute_values_count_against_the_series_cap() {
     let mut agg = Aggregator::new(env_cfg(2));
     let mut acc = BatchAccumulator::new(agg.config());
@@ -528,5 +590,29 @@ fn microsecond_bounds_pick_the_same_bucket_as_seconds() {
             h.observe_us(us);
             assert_eq!(h.counts[by_seconds(us)], 1, "{us} µs");
         }
+    }
+}
+
+#[test]
+fn the_remembered_bucket_is_the_one_a_division_gives() {
+    let w = 10 * SECOND_US;
+    let mut last = None;
+    for t in [
+        T0,
+        T0 + 1,
+        T0 + w - 1,
+        T0 + w,
+        T0 - 1,
+        T0,
+        -1,
+        0,
+        w - 1,
+        -w,
+        -w - 1,
+        i64::MAX,
+        i64::MAX - w,
+        T0,
+    ] {
+        assert_eq!(bucket_start(&mut last, t, w), t.div_euclid(w) * w, "{t}");
     }
 }
