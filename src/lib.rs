@@ -49,6 +49,7 @@ pub mod gzip;
 pub mod history;
 pub mod html;
 pub mod http_client;
+pub mod ids;
 pub mod input;
 pub mod lines;
 pub mod parse;

@@ -12,7 +12,9 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
+
+use crate::ids::IdTable;
 
 /// The label value given to entries that did not fit under the cap.
 pub const OVERFLOW: &str = "__overflow__";
@@ -66,11 +68,10 @@ fn labels_of(key: &[u8], attribute_count: usize) -> SeriesLabels {
     }
 }
 
-/// A live series: its key and the key's hash (to find and release it by) and its labels.
+/// A live series: its key and its labels.
 #[derive(Debug)]
 struct Slot {
     key: Box<[u8]>,
-    hash: u64,
     labels: Arc<SeriesLabels>,
 }
 
@@ -78,10 +79,8 @@ struct Slot {
 #[derive(Debug)]
 pub struct SeriesTable {
     hasher: DefaultHashBuilder,
-    /// Live ids (the overflow series' too) by the hash of their key.
-    index: HashTable<u32>,
-    slots: Vec<Option<Slot>>,
-    free: Vec<u32>,
+    /// Live series (the overflow series too) by id, found by the hash of their key.
+    slots: IdTable<Slot>,
     max_series: usize,
     attribute_count: usize,
     overflow: Option<u32>,
@@ -95,9 +94,7 @@ impl SeriesTable {
     pub fn new(max_series: usize, attribute_count: usize) -> Self {
         SeriesTable {
             hasher: DefaultHashBuilder::default(),
-            index: HashTable::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: IdTable::default(),
             max_series,
             attribute_count,
             overflow: None,
@@ -109,17 +106,10 @@ impl SeriesTable {
     /// falling back to the overflow series (counting `entries` as overflowed) otherwise.
     pub fn intern(&mut self, key: &[u8], entries: u64) -> u32 {
         let hash = self.hasher.hash_one(key);
-        let slots = &self.slots;
-        let found = self.index.find(hash, |&id| {
-            slots
-                .get(id as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|s| *s.key == *key)
-        });
-        if let Some(&id) = found {
+        if let Some(id) = self.slots.find(hash, |s| *s.key == *key) {
             return id;
         }
-        if self.index.len() < self.max_series {
+        if self.slots.len() < self.max_series {
             return self.insert(key.into(), hash);
         }
         self.overflowed_entries += entries;
@@ -144,60 +134,28 @@ impl SeriesTable {
     }
 
     fn insert(&mut self, key: Box<[u8]>, hash: u64) -> u32 {
-        let slot = Some(Slot {
-            labels: Arc::new(labels_of(&key, self.attribute_count)),
-            key,
-            hash,
-        });
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.slots[id as usize] = slot;
-                id
-            }
-            None => {
-                self.slots.push(slot);
-                // The table never holds more than `max_series` + 1 ids, far below u32::MAX.
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let slots = &self.slots;
-        self.index.insert_unique(hash, id, |&i| {
-            slots
-                .get(i as usize)
-                .and_then(Option::as_ref)
-                .map_or(0, |s| s.hash)
-        });
-        id
+        let labels = Arc::new(labels_of(&key, self.attribute_count));
+        self.slots.insert(hash, Slot { key, labels })
     }
 
     /// Releases the series `id`; its id may be handed out again.
     pub fn release(&mut self, id: u32) {
-        let Some(slot) = self.slots.get_mut(id as usize).and_then(Option::take) else {
-            return;
-        };
-        if let Ok(entry) = self.index.find_entry(slot.hash, |&i| i == id) {
-            entry.remove();
-        }
-        if self.overflow == Some(id) {
+        if self.slots.remove(id).is_some() && self.overflow == Some(id) {
             self.overflow = None;
         }
-        self.free.push(id);
     }
 
     pub fn labels(&self, id: u32) -> Option<&Arc<SeriesLabels>> {
-        self.slots
-            .get(id as usize)
-            .and_then(Option::as_ref)
-            .map(|s| &s.labels)
+        self.slots.get(id).map(|s| &s.labels)
     }
 
     /// Live series, the overflow series included.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.slots.is_empty()
     }
 }
 

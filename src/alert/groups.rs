@@ -16,11 +16,12 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
 
 use super::baseline::{Baseline, Fold};
 use crate::aggregate::series::SeriesLabels;
 use crate::classify::{Cause, Scope};
+use crate::ids::IdTable;
 
 /// The scopes, in the order of [`scope_index`].
 const SCOPES: [Scope; 3] = [Scope::Target, Scope::TargetGroup, Scope::LoadBalancer];
@@ -111,11 +112,10 @@ struct CauseBaseline {
     count: u64,
 }
 
-/// One group: its key and the key's hash (to find and release it by), and its state.
+/// One group: its key and its state.
 #[derive(Debug)]
 struct Slot {
     key: Group,
-    hash: u64,
     /// The evaluation that last visited it.
     seen: u64,
     /// First visited by the current evaluation: its baselines have not seen a window yet.
@@ -133,10 +133,8 @@ struct Slot {
 #[derive(Debug)]
 pub(super) struct GroupTable {
     hasher: DefaultHashBuilder,
-    /// Live ids by the hash of their key.
-    index: HashTable<u32>,
-    slots: Vec<Option<Slot>>,
-    free: Vec<u32>,
+    /// Live groups by id, found by the hash of their key.
+    slots: IdTable<Slot>,
     /// How many baselines a group of each scope (by [`scope_index`]) holds.
     baselines_per_scope: [usize; 3],
     /// The groups of each aggregator series (by its id) the last evaluations visited.
@@ -161,9 +159,7 @@ impl GroupTable {
     pub fn new(baselines_per_scope: [usize; 3]) -> Self {
         GroupTable {
             hasher: DefaultHashBuilder::default(),
-            index: HashTable::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: IdTable::default(),
             baselines_per_scope,
             series: Vec::new(),
             generation: 0,
@@ -173,16 +169,12 @@ impl GroupTable {
     /// Groups the last evaluation visited (the current one's, during an evaluation).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.slots.len()
     }
 
     /// Baselines held, over every group.
     pub fn baseline_count(&self) -> usize {
-        self.slots
-            .iter()
-            .flatten()
-            .map(|slot| slot.baselines.len())
-            .sum()
+        self.slots.values().map(|slot| slot.baselines.len()).sum()
     }
 
     /// Starts an evaluation: every group is unvisited, with no requests yet.
@@ -195,45 +187,19 @@ impl GroupTable {
     fn visit(&mut self, scope: Scope, key: GroupKey<'_>, requests: u64) -> u32 {
         let generation = self.generation;
         let hash = self.hasher.hash_one(key);
-        let slots = &mut self.slots;
-        let found = self.index.find(hash, |&id| {
-            slots
-                .get(id as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|s| s.key.as_key() == key)
-        });
-        if let Some(&id) = found {
+        if let Some(id) = self.slots.find(hash, |s| s.key.as_key() == key) {
             self.add(id, requests);
             return id;
         }
-        let slot = Some(Slot {
+        let slot = Slot {
             key: key.owned(),
-            hash,
             seen: generation,
             fresh: true,
             total: requests,
             baselines: vec![CauseBaseline::default(); self.baselines_per_scope[scope_index(scope)]]
                 .into_boxed_slice(),
-        });
-        let id = match self.free.pop() {
-            Some(id) => {
-                slots[id as usize] = slot;
-                id
-            }
-            None => {
-                slots.push(slot);
-                // At most three groups per series of one snapshot, far below u32::MAX.
-                (slots.len() - 1) as u32
-            }
         };
-        let slots = &self.slots;
-        self.index.insert_unique(hash, id, |&i| {
-            slots
-                .get(i as usize)
-                .and_then(Option::as_ref)
-                .map_or(0, |s| s.hash)
-        });
-        id
+        self.slots.insert(hash, slot)
     }
 
     /// Adds `requests` to group `id`, the first visit of an evaluation starting it afresh.
@@ -288,11 +254,11 @@ impl GroupTable {
     }
 
     fn slot(&self, id: u32) -> Option<&Slot> {
-        self.slots.get(id as usize).and_then(Option::as_ref)
+        self.slots.get(id)
     }
 
     fn slot_mut(&mut self, id: u32) -> Option<&mut Slot> {
-        self.slots.get_mut(id as usize).and_then(Option::as_mut)
+        self.slots.get_mut(id)
     }
 
     /// The key of group `id`; a key with no parts for an id no visit handed out.
@@ -338,27 +304,17 @@ impl GroupTable {
     /// the groups it did not visit are dropped with theirs.
     pub fn finish(&mut self, at: Fold) {
         let generation = self.generation;
-        for id in 0..self.slots.len() {
-            let Some(slot) = self.slots[id].as_mut() else {
-                continue;
-            };
-            if slot.seen == generation {
-                let total = slot.total;
-                for b in &mut slot.baselines {
-                    b.baseline.fold(at, b.count, total);
-                    b.count = 0;
-                }
-                continue;
+        self.slots.retain(|slot| {
+            if slot.seen != generation {
+                return false;
             }
-            let hash = slot.hash;
-            self.slots[id] = None;
-            // Slot ids are below u32::MAX (see `visit`).
-            let id = id as u32;
-            if let Ok(entry) = self.index.find_entry(hash, |&i| i == id) {
-                entry.remove();
+            let total = slot.total;
+            for b in &mut slot.baselines {
+                b.baseline.fold(at, b.count, total);
+                b.count = 0;
             }
-            self.free.push(id);
-        }
+            true
+        });
         for known in &mut self.series {
             if known.as_ref().is_some_and(|k| k.seen != generation) {
                 *known = None;
