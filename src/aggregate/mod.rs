@@ -2,7 +2,7 @@
 //! configured attribute label (Firehose common attributes; a batch carries its request's
 //! values, other inputs none) — monotonic totals by `(code, cause)`, bytes and a classic
 //! latency histogram, plus fine event-time buckets from which the sliding windows (1 m, 5 m,
-//! 15 m by default) are summed, and per-minute `hdrhistogram`s for window latency quantiles.
+//! 15 m by default) are summed, and per-minute latency histograms for window quantiles.
 //! It hands an owned [`Snapshot`] to the exporter and the alert rules, which never touch the
 //! live state.
 //!
@@ -15,6 +15,7 @@
 //! which worker merged first. Lines stamped beyond the batch's future limit are counted in the
 //! totals only: they never open a bucket nor move the newest event time.
 
+mod latency;
 pub mod series;
 
 use std::borrow::Cow;
@@ -23,10 +24,11 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
-use hdrhistogram::Histogram;
 
 use crate::classify::Cause;
 use crate::parse::LogEntry;
+pub use latency::Quantiles;
+use latency::{LatencyHistogram, MAX_MS};
 use series::{SeriesLabels, SeriesTable, push_attributes, series_key};
 
 const SECOND_US: i64 = 1_000_000;
@@ -38,12 +40,6 @@ const MINUTE_US: i64 = 60 * SECOND_US;
 pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
-
-/// Window latencies are kept in milliseconds up to ALB's largest idle timeout (4000 s) with
-/// one significant digit (≤ 6.25 % error): about 1 KiB a histogram, so even the series cap
-/// stays affordable.
-const HDR_MAX_MS: u64 = 4_000_000;
-const HDR_SIGFIG: u8 = 1;
 
 /// Up to this many latencies of a minute are kept as they came, 4 bytes each, rather than in a
 /// histogram (about 1.2 KiB): a series of a churning fleet sees a handful of requests before
@@ -522,12 +518,14 @@ struct Minute {
     elapsed: Latencies,
 }
 
-/// One minute's latencies of one series, in milliseconds. Window quantiles read the same
-/// histogram either way: the few values are recorded into it as they would have been here.
+/// One minute's latencies of one series, in milliseconds (up to ALB's largest idle timeout,
+/// with one significant digit: at most 6.25 % off, about 1.2 KiB a histogram). Window
+/// quantiles read the same histogram either way: the few values are recorded into it as they
+/// would have been here.
 #[derive(Debug)]
 enum Latencies {
     Few(Vec<u32>),
-    Many(Box<Histogram<u32>>),
+    Many(LatencyHistogram),
 }
 
 impl Latencies {
@@ -535,28 +533,24 @@ impl Latencies {
         match self {
             Latencies::Few(few) if few.len() < FEW_LATENCIES => few.push(ms),
             Latencies::Few(few) => {
-                let mut many = new_hdr();
+                let mut many = LatencyHistogram::default();
                 for &v in few.iter().chain([&ms]) {
-                    many.saturating_record(u64::from(v));
+                    many.record(v);
                 }
-                *self = Latencies::Many(Box::new(many));
+                *self = Latencies::Many(many);
             }
-            Latencies::Many(many) => many.saturating_record(u64::from(ms)),
+            Latencies::Many(many) => many.record(ms),
         }
     }
 
-    /// Adds these latencies to `into`, a histogram from [`new_hdr`].
-    fn add_to(&self, into: &mut Histogram<u32>) {
+    fn add_to(&self, into: &mut LatencyHistogram) {
         match self {
             Latencies::Few(few) => {
                 for &v in few {
-                    into.saturating_record(u64::from(v));
+                    into.record(v);
                 }
             }
-            // Both histograms have the same bounds, so adding cannot fail.
-            Latencies::Many(many) => {
-                let _ = into.add(&**many);
-            }
+            Latencies::Many(many) => into.add(many),
         }
     }
 }
@@ -826,7 +820,7 @@ impl Aggregator {
     /// nothing once warm.
     pub fn snapshot_into(&self, end: i64, windows_secs: &[u32], into: &mut Snapshot) {
         // One pair of histograms for every window of every series: reset, not reallocated.
-        let mut scratch = (new_hdr(), new_hdr());
+        let mut scratch = (LatencyHistogram::default(), LatencyHistogram::default());
         let mut n = 0;
         for (id, state) in self.states.iter().enumerate() {
             let Some(state) = state else {
@@ -866,8 +860,8 @@ impl Aggregator {
 }
 
 fn ms(us: u64) -> u32 {
-    // Clamped to HDR_MAX_MS, which fits in a u32.
-    (us / 1000).clamp(1, HDR_MAX_MS) as u32
+    // Clamped to MAX_MS, which fits in a u32.
+    (us / 1000).clamp(1, u64::from(MAX_MS)) as u32
 }
 
 /// The bucket starting at `start`, inserted in order if it is new.
@@ -901,18 +895,13 @@ fn minute_for(minutes: &mut VecDeque<Minute>, start: i64) -> usize {
     at
 }
 
-fn new_hdr() -> Histogram<u32> {
-    Histogram::new_with_bounds(1, HDR_MAX_MS, HDR_SIGFIG)
-        .expect("constant bounds hdrhistogram accepts: low >= 1, high >= 2 * low, sigfig <= 5")
-}
-
 /// The window `[from, end)` of `state`, written over `w` (whose cells' vector is reused);
-/// `scratch` is any pair of histograms from [`new_hdr`].
+/// `scratch` is any pair of histograms.
 fn window_into(
     state: &SeriesState,
     from: i64,
     end: i64,
-    (target, elapsed): &mut (Histogram<u32>, Histogram<u32>),
+    (target, elapsed): &mut (LatencyHistogram, LatencyHistogram),
     w: &mut WindowSnapshot,
 ) {
     counts_into(state, from, end, w);
@@ -976,25 +965,6 @@ fn counts_into(state: &SeriesState, from: i64, end: i64, w: &mut WindowSnapshot)
                 }),
             }
         }
-    }
-}
-
-/// p50/p90/p99 in seconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Quantiles {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-}
-
-impl Quantiles {
-    fn of(h: &Histogram<u32>) -> Option<Quantiles> {
-        let at = |q| h.value_at_quantile(q) as f64 / 1e3;
-        (!h.is_empty()).then(|| Quantiles {
-            p50: at(0.5),
-            p90: at(0.9),
-            p99: at(0.99),
-        })
     }
 }
 

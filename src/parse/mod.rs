@@ -350,11 +350,11 @@ pub fn parse_line_into<'a>(line: &'a [u8], entry: &mut LogEntry<'a>) -> Result<(
     {
         return Err(fail(ErrorKind::BadElb, number(schema::ELB)));
     }
-    let client =
-        endpoint(f(schema::CLIENT)).ok_or(fail(ErrorKind::BadAddress, number(schema::CLIENT)))?;
+    let client = endpoint(f(schema::CLIENT))
+        .ok_or_else(|| fail(ErrorKind::BadAddress, number(schema::CLIENT)))?;
     let target = match f(schema::TARGET) {
         b"-" => None,
-        t => Some(endpoint(t).ok_or(fail(ErrorKind::BadAddress, number(schema::TARGET)))?),
+        t => Some(endpoint(t).ok_or_else(|| fail(ErrorKind::BadAddress, number(schema::TARGET)))?),
     };
     let request_processing_time = time_field(fields, schema::REQUEST_PROCESSING_TIME)?;
     let target_processing_time = time_field(fields, schema::TARGET_PROCESSING_TIME)?;
@@ -365,10 +365,10 @@ pub fn parse_line_into<'a>(line: &'a [u8], entry: &mut LogEntry<'a>) -> Result<(
     let sent_bytes = byte_count(fields, schema::SENT_BYTES)?;
     let request_creation_time = match fields.get(schema::REQUEST_CREATION_TIME) {
         None | Some(b"-") => None,
-        Some(t) => Some(timestamp_us_after(t, time_text, day_us).ok_or(fail(
-            ErrorKind::BadTime,
-            number(schema::REQUEST_CREATION_TIME),
-        ))?),
+        Some(t) => Some(
+            timestamp_us_after(t, time_text, day_us)
+                .ok_or_else(|| fail(ErrorKind::BadTime, number(schema::REQUEST_CREATION_TIME)))?,
+        ),
     };
     // Field by field: a whole new entry would copy the field table just written in place.
     entry.conn_type = conn_type;
@@ -394,7 +394,7 @@ pub fn parse_line_into<'a>(line: &'a [u8], entry: &mut LogEntry<'a>) -> Result<(
 #[inline(always)]
 fn time_field(fields: &Fields<'_>, i: usize) -> Result<Option<u64>, ParseError> {
     let (field, word) = fields.get_with_word(i).unwrap_or_default();
-    processing_time_us(field, word).ok_or(fail(ErrorKind::BadProcessingTime, number(i)))
+    processing_time_us(field, word).ok_or_else(|| fail(ErrorKind::BadProcessingTime, number(i)))
 }
 
 /// Status code `i`: three digits, or `-` for none (AWS writes `-` in `elb_status_code` too,
@@ -413,7 +413,7 @@ fn status_field(fields: &Fields<'_>, i: usize) -> Result<Option<u16>, ParseError
 #[inline(always)]
 fn byte_count(fields: &Fields<'_>, i: usize) -> Result<u64, ParseError> {
     let (field, word) = fields.get_with_word(i).unwrap_or_default();
-    uint(field, word).ok_or(fail(ErrorKind::BadBytes, number(i)))
+    uint(field, word).ok_or_else(|| fail(ErrorKind::BadBytes, number(i)))
 }
 
 /// Strips one line terminator (`\n`, `\r\n` or `\r`): anything more is data the last field has
