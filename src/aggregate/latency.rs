@@ -80,6 +80,7 @@ impl std::fmt::Debug for LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    #[inline]
     pub fn record(&mut self, ms: u32) {
         let slot = slot_of(u64::from(ms.min(MAX_MS)));
         if let Some(count) = self.counts.get_mut(slot) {

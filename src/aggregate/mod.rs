@@ -529,17 +529,26 @@ enum Latencies {
 }
 
 impl Latencies {
+    /// Inlined into the merge, which calls it twice a line; the switch to a histogram, once a
+    /// minute at most, stays out of line.
+    #[inline]
     fn record(&mut self, ms: u32) {
         match self {
-            Latencies::Few(few) if few.len() < FEW_LATENCIES => few.push(ms),
-            Latencies::Few(few) => {
-                let mut many = LatencyHistogram::default();
-                for &v in few.iter().chain([&ms]) {
-                    many.record(v);
-                }
-                *self = Latencies::Many(many);
-            }
             Latencies::Many(many) => many.record(ms),
+            Latencies::Few(few) if few.len() < FEW_LATENCIES => few.push(ms),
+            Latencies::Few(_) => self.switch(ms),
+        }
+    }
+
+    /// Moves the values kept so far, and `ms`, into a histogram.
+    #[cold]
+    fn switch(&mut self, ms: u32) {
+        if let Latencies::Few(few) = self {
+            let mut many = LatencyHistogram::default();
+            for &v in few.iter().chain([&ms]) {
+                many.record(v);
+            }
+            *self = Latencies::Many(many);
         }
     }
 
@@ -732,7 +741,7 @@ impl Aggregator {
             }
         }
         // A batch's lines of one series mostly share a minute: its position is looked up
-        // once per run of them, not by a search per line.
+        // (and its start divided out) once per run of them, not per line.
         let mut current: Option<(i64, usize)> = None;
         for sample in &local.samples {
             if let Some(us) = sample.target_us {
@@ -741,10 +750,10 @@ impl Aggregator {
             if sample.time < horizon {
                 continue;
             }
-            let start = sample.time.div_euclid(MINUTE_US) * MINUTE_US;
             let at = match current {
-                Some((at_start, at)) if at_start == start => at,
+                Some((start, at)) if (start..start + MINUTE_US).contains(&sample.time) => at,
                 _ => {
+                    let start = sample.time.div_euclid(MINUTE_US) * MINUTE_US;
                     let at = minute_for(&mut state.minutes, start);
                     current = Some((start, at));
                     at
