@@ -169,13 +169,8 @@ mod tests {
     /// The same values give the same quantiles as `hdrhistogram`, recorded one by one or added.
     #[test]
     fn quantiles_are_those_of_hdrhistogram() {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::rng::SplitMix64::new(19);
+        let mut next = move || rng.next();
         for count in [1usize, 2, 3, 10, 99, 100, 101, 1000, 20_000] {
             let mut ours = LatencyHistogram::default();
             let mut theirs = reference();
