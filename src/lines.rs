@@ -118,6 +118,19 @@ impl<R: Read> Chunker<R> {
         Ok(Some(chunk))
     }
 
+    /// Every batch of about `target` bytes, in order, until the reader's end or its first
+    /// error (the last item then), after which the reader is dropped.
+    pub fn into_chunks(self, target: usize) -> impl Iterator<Item = io::Result<Chunk>> {
+        let mut chunker = Some(self);
+        std::iter::from_fn(move || {
+            let next = chunker.as_mut()?.next_chunk(target);
+            if !matches!(next, Ok(Some(_))) {
+                chunker = None;
+            }
+            next.transpose()
+        })
+    }
+
     /// For a file that is still being written (`tail -F`): the whole lines available now, up
     /// to about `target` bytes, and whether the reader ran out. A partial last line is kept
     /// until its newline arrives, so a line is never cut while it is being written.

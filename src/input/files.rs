@@ -57,32 +57,19 @@ pub fn run_batches<'a>(
     buffers: &'a Buffers,
 ) -> impl Iterator<Item = Result<Chunk, Unreadable>> + 'a {
     paths.iter().flat_map(move |path| {
-        let mut chunker = match lines::open(path) {
-            Ok(reader) => Some(Chunker::new(reader, max_line).with_buffers(buffers.clone())),
-            Err(error) => {
-                return Box::new(std::iter::once(Err(Unreadable {
-                    path: path.clone(),
-                    error,
-                }))) as Box<dyn Iterator<Item = _>>;
-            }
+        let unreadable = |error| Unreadable {
+            path: path.clone(),
+            error,
         };
-        Box::new(std::iter::from_fn(move || {
-            let next = chunker.as_mut()?.next_chunk(batch_bytes);
-            match next {
-                Ok(Some(chunk)) => Some(Ok(chunk)),
-                Ok(None) => {
-                    chunker = None;
-                    None
-                }
-                Err(error) => {
-                    chunker = None;
-                    Some(Err(Unreadable {
-                        path: path.clone(),
-                        error,
-                    }))
-                }
-            }
-        }))
+        match lines::open(path) {
+            Ok(reader) => Box::new(
+                Chunker::new(reader, max_line)
+                    .with_buffers(buffers.clone())
+                    .into_chunks(batch_bytes)
+                    .map(move |item| item.map_err(unreadable)),
+            ) as Box<dyn Iterator<Item = _>>,
+            Err(error) => Box::new(std::iter::once(Err(unreadable(error)))),
+        }
     })
 }
 

@@ -145,23 +145,15 @@ pub fn chunks(
     max_line: usize,
     buffers: Buffers,
 ) -> Box<dyn Iterator<Item = Result<Chunk, ObjectError>>> {
-    let mut chunker = match lines::maybe_gzip(BufReader::with_capacity(READ_BUFFER, body)) {
-        Ok(reader) => Some(Chunker::new(reader, max_line).with_buffers(buffers)),
-        Err(e) => return Box::new(std::iter::once(Err(ObjectError::from(e)))),
-    };
-    Box::new(std::iter::from_fn(move || {
-        match chunker.as_mut()?.next_chunk(batch_bytes) {
-            Ok(Some(chunk)) => Some(Ok(chunk)),
-            Ok(None) => {
-                chunker = None;
-                None
-            }
-            Err(e) => {
-                chunker = None;
-                Some(Err(ObjectError::from(e)))
-            }
-        }
-    }))
+    match lines::maybe_gzip(BufReader::with_capacity(READ_BUFFER, body)) {
+        Ok(reader) => Box::new(
+            Chunker::new(reader, max_line)
+                .with_buffers(buffers)
+                .into_chunks(batch_bytes)
+                .map(|item| item.map_err(ObjectError::from)),
+        ),
+        Err(e) => Box::new(std::iter::once(Err(ObjectError::from(e)))),
+    }
 }
 
 /// What one object's lines came to.
