@@ -15,22 +15,22 @@ mod knobs;
 #[path = "../tests/support/kinesalite.rs"]
 mod kinesalite;
 
+#[path = "../tests/support/counting.rs"]
+mod counting;
+
 use knobs::env_number;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use albwatch::aggregate::{AggregateConfig, Aggregator};
-use albwatch::classify::LoadBalancers;
 use albwatch::decode::DecodeLimits;
 use albwatch::event_time::InputKind;
-use albwatch::input::PartitionSource;
 use albwatch::input::kinesis::KinesisMetrics;
 use albwatch::input::kinesis::checkpoint::{CheckpointStore, FileCheckpointStore};
 use albwatch::input::kinesis::config::{KinesisConfig, StartAt};
 use albwatch::input::kinesis::consumer::{self, SdkApi};
-use albwatch::pipeline::{Pool, PoolConfig};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use counting::Counting;
 use kinesalite::{Kinesalite, client, create_stream_with};
 use tokio::sync::watch;
 
@@ -190,21 +190,8 @@ async fn albwatch_pass(c: &aws_sdk_kinesis::Client, lines: u64, round: usize) ->
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    let agg = Arc::new(Mutex::new(Aggregator::new(AggregateConfig::default())));
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let pool = Pool::start(
-        &PoolConfig {
-            workers,
-            queue_batches: 64,
-            max_line_bytes: 65_536,
-        },
-        &AggregateConfig::default(),
-        Arc::new(LoadBalancers::default()),
-        Arc::clone(&agg),
-        Arc::new(|| i64::MAX),
-        None,
-    )
-    .expect("worker threads");
+    let mut pool = Counting::start(workers, 64);
     let registry = prometheus::Registry::new();
     let metrics = KinesisMetrics::register(&registry).expect("metrics");
     let store = FileCheckpointStore::open(&dir).expect("checkpoint dir");
@@ -220,15 +207,6 @@ async fn albwatch_pass(c: &aws_sdk_kinesis::Client, lines: u64, round: usize) ->
     }
     .validate()
     .expect("valid config");
-    let counted = || {
-        let agg = agg.lock().unwrap_or_else(PoisonError::into_inner);
-        agg.snapshot(i64::MAX)
-            .series
-            .iter()
-            .flat_map(|s| &s.totals)
-            .map(|t| t.2)
-            .sum::<u64>()
-    };
     let (tx, rx) = watch::channel(false);
     let cpu_start = cpu_seconds();
     let started = Instant::now();
@@ -236,12 +214,12 @@ async fn albwatch_pass(c: &aws_sdk_kinesis::Client, lines: u64, round: usize) ->
         SdkApi::new(c.clone(), STREAM),
         cfg,
         Arc::new(store) as Arc<dyn CheckpointStore>,
-        PartitionSource::standalone(InputKind::Kinesis, pool.submitter()),
+        pool.source(InputKind::Kinesis),
         metrics,
         DecodeLimits::default(),
         rx,
     ));
-    while counted() < lines {
+    while pool.counted() < lines {
         assert!(!task.is_finished(), "the consumer stopped early");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -251,9 +229,7 @@ async fn albwatch_pass(c: &aws_sdk_kinesis::Client, lines: u64, round: usize) ->
     task.await
         .expect("consumer task")
         .expect("consumer ran without error");
-    tokio::task::spawn_blocking(move || pool.finish())
-        .await
-        .expect("pool");
+    pool.finish_blocking().await;
     let _ = std::fs::remove_dir_all(&dir);
     let (_, body) = albwatch::export::admin::encode(&registry).expect("encode");
     let text = String::from_utf8_lossy(&body);
@@ -265,7 +241,7 @@ async fn albwatch_pass(c: &aws_sdk_kinesis::Client, lines: u64, round: usize) ->
     };
     Pass {
         records: sum("albwatch_kinesis_records_total{") as u64,
-        lines: counted(),
+        lines: pool.counted(),
         bytes: sum("albwatch_kinesis_bytes_total{") as u64,
         calls: sum("albwatch_kinesis_api_calls_total{operation=\"get_records\",outcome=\"ok\"}")
             as u64,

@@ -17,12 +17,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 mod fixtures;
 use fixtures::cause_line_at;
 
-use albwatch::aggregate::{AggregateConfig, Aggregator};
-use albwatch::classify::LoadBalancers;
+#[path = "support/counting.rs"]
+mod counting;
+use counting::Counting;
+
+use albwatch::aggregate::Aggregator;
 use albwatch::event_time::InputKind;
+use albwatch::input::Shutdown;
 use albwatch::input::firehose::{self, FirehoseConfig, FirehoseMetrics};
-use albwatch::input::{PartitionSource, Shutdown};
-use albwatch::pipeline::{Pool, PoolConfig, RawBatch, SubmitError, Submitter};
+use albwatch::pipeline::{RawBatch, SubmitError, Submitter};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use prometheus::Registry;
@@ -44,13 +47,12 @@ const SPEC_LINE: &str = "http 2018-07-02T22:23:00.186641Z app/my-loadbalancer/50
 
 struct Harness {
     addr: SocketAddr,
-    agg: Arc<Mutex<Aggregator>>,
+    counting: Counting,
     registry: Registry,
     draining: tokio::sync::watch::Sender<bool>,
     submitter: Option<Submitter>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
-    pool: Option<Pool>,
 }
 
 fn config() -> FirehoseConfig {
@@ -62,27 +64,11 @@ fn config() -> FirehoseConfig {
     }
 }
 
-fn pool_config(workers: usize, queue_batches: usize) -> PoolConfig {
-    PoolConfig {
-        workers,
-        queue_batches,
-        max_line_bytes: 65_536,
-    }
-}
-
 impl Harness {
-    async fn start(cfg: FirehoseConfig, pool: PoolConfig) -> Harness {
+    /// The endpoint before a pool of `workers` behind a queue of `queue_batches`.
+    async fn start(cfg: FirehoseConfig, (workers, queue_batches): (usize, usize)) -> Harness {
         let cfg = cfg.validate().expect("valid firehose config");
-        let agg = Arc::new(Mutex::new(Aggregator::new(AggregateConfig::default())));
-        let pool = Pool::start(
-            &pool,
-            &AggregateConfig::default(),
-            Arc::new(LoadBalancers::default()),
-            Arc::clone(&agg),
-            Arc::new(|| i64::MAX),
-            None,
-        )
-        .expect("worker threads");
+        let counting = Counting::start(workers, queue_batches);
         let registry = Registry::new();
         let metrics = FirehoseMetrics::register(&registry, &cfg).expect("metrics");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -92,7 +78,7 @@ impl Harness {
         let server = tokio::spawn(firehose::serve(
             listener,
             cfg,
-            PartitionSource::standalone(InputKind::Firehose, pool.submitter()),
+            counting.source(InputKind::Firehose),
             metrics,
             draining_signal,
             async move {
@@ -101,25 +87,18 @@ impl Harness {
         ));
         Harness {
             addr,
-            agg,
+            submitter: Some(counting.submitter()),
+            counting,
             registry,
             draining,
-            submitter: Some(pool.submitter()),
             stop: Some(stop),
             server: Some(server),
-            pool: Some(pool),
         }
     }
 
     /// Lines counted by the aggregator so far.
     fn counted(&self) -> u64 {
-        let agg = self.agg.lock().unwrap_or_else(PoisonError::into_inner);
-        agg.snapshot(i64::MAX)
-            .series
-            .iter()
-            .flat_map(|s| &s.totals)
-            .map(|t| t.2)
-            .sum()
+        self.counting.counted()
     }
 
     /// The value of one sample of the exposition, e.g. `name{label="v"}`.
@@ -149,11 +128,7 @@ impl Harness {
             result.expect("server result");
         }
         self.submitter.take();
-        if let Some(pool) = self.pool.take() {
-            tokio::task::spawn_blocking(move || pool.finish())
-                .await
-                .expect("pool finishes");
-        }
+        self.counting.finish_blocking().await;
     }
 }
 
@@ -470,7 +445,7 @@ fn json_record() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spec_example_is_accepted_plain_and_gzipped() {
-    let h = Harness::start(config(), pool_config(2, 8)).await;
+    let h = Harness::start(config(), (2, 8)).await;
     assert_eq!(SPEC_BODY.len(), 698);
     let plain = Request::firehose(SPEC_ID, SPEC_BODY.as_bytes(), false);
     assert!(
@@ -510,7 +485,7 @@ async fn the_spec_example_is_accepted_plain_and_gzipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_payload_format_reaches_the_aggregator() {
-    let h = Harness::start(config(), pool_config(2, 8)).await;
+    let h = Harness::start(config(), (2, 8)).await;
     let gz_lines = corpus(2, 5);
     let cw_lines = corpus(3, 4);
     let cw_text = String::from_utf8(cw_lines).expect("utf8");
@@ -560,7 +535,7 @@ async fn every_payload_format_reaches_the_aggregator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_share_a_kept_alive_connection_and_may_carry_no_records() {
-    let h = Harness::start(config(), pool_config(1, 8)).await;
+    let h = Harness::start(config(), (1, 8)).await;
     let keep_alive = |r: &Request| {
         let mut out = String::from_utf8(r.head(r.body.len()))
             .expect("ASCII head")
@@ -588,7 +563,7 @@ async fn a_large_request_is_split_into_batches_and_answered_after_all_of_them() 
             batch_bytes: 4096,
             ..config()
         },
-        pool_config(2, 2),
+        (2, 2),
     )
     .await;
     let records: Vec<Vec<u8>> = (0..50).map(|seed| corpus(seed, 20)).collect();
@@ -603,7 +578,7 @@ async fn a_large_request_is_split_into_batches_and_answered_after_all_of_them() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_request_id_is_answered_200_and_counted_once() {
-    let h = Harness::start(config(), pool_config(2, 8)).await;
+    let h = Harness::start(config(), (2, 8)).await;
     let id = "dup-1";
     let request = Request::firehose(id, &body(id, &[corpus(7, 10)]), false);
     h.send(&request).await.check(200, id);
@@ -622,10 +597,10 @@ async fn a_repeated_request_id_is_answered_200_and_counted_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_while_the_first_attempt_is_in_flight_gets_503() {
-    let h = Harness::start(config(), pool_config(1, 8)).await;
+    let h = Harness::start(config(), (1, 8)).await;
     let id = "slow-1";
     let request = Request::firehose(id, &body(id, &[corpus(8, 6)]), false);
-    let blocker = Blocker::hold(&h.agg);
+    let blocker = Blocker::hold(&h.counting.agg);
     let (a, b) = (request.to_bytes(), request.to_bytes());
     let addr = h.addr;
     let mut first = tokio::spawn(async move {
@@ -661,8 +636,8 @@ async fn a_retry_while_the_first_attempt_is_in_flight_gets_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pipeline_gets_503_and_the_retry_is_counted_once() {
-    let h = Harness::start(config(), pool_config(1, 1)).await;
-    let blocker = Blocker::hold(&h.agg);
+    let h = Harness::start(config(), (1, 1)).await;
+    let blocker = Blocker::hold(&h.counting.agg);
     let submitter = h.submitter.clone().expect("submitter");
     // One batch stuck in the (blocked) worker, one filling the queue of one.
     let fill = tokio::task::spawn_blocking(move || {
@@ -719,7 +694,7 @@ async fn a_full_pipeline_gets_503_and_the_retry_is_counted_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_endpoint_answers_503() {
-    let h = Harness::start(config(), pool_config(1, 8)).await;
+    let h = Harness::start(config(), (1, 8)).await;
     let id = "drain-1";
     let request = Request::firehose(id, &body(id, &[corpus(30, 2)]), false);
     h.draining.send_replace(true);
@@ -738,7 +713,7 @@ async fn oversized_bodies_get_413_without_being_buffered() {
             max_body_bytes: 2048,
             ..config()
         },
-        pool_config(1, 8),
+        (1, 8),
     )
     .await;
     let id = "big-1";
@@ -793,7 +768,7 @@ async fn a_gzip_bomb_gets_413() {
             max_decompressed_body_bytes: 256 * 1024,
             ..config()
         },
-        pool_config(1, 8),
+        (1, 8),
     )
     .await;
     let id = "bomb-1";
@@ -813,7 +788,7 @@ async fn a_gzip_bomb_gets_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_that_are_not_firehose_requests_get_400() {
-    let h = Harness::start(config(), pool_config(1, 8)).await;
+    let h = Harness::start(config(), (1, 8)).await;
     // AWS's own example body, which is invalid JSON (no comma after `timestamp`).
     let aws = "{\n  \"requestId\": \"ed4acda5-034f-9f42-bba1-f29aea6d7d8f\",\n  \"timestamp\": \
                1578090901599\n  \"records\": [\n    {\n      \"data\": \"aGVsbG8=\"\n    },\n    \
@@ -855,7 +830,7 @@ async fn bodies_that_are_not_firehose_requests_get_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_with_bad_base64_is_counted_and_the_rest_goes_through() {
-    let h = Harness::start(config(), pool_config(1, 8)).await;
+    let h = Harness::start(config(), (1, 8)).await;
     let id = "b64-1";
     let good = BASE64.encode(corpus(60, 3));
     let also_good = BASE64.encode(corpus(61, 2));
@@ -886,7 +861,7 @@ async fn a_record_with_bad_base64_is_counted_and_the_rest_goes_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_keys_are_checked() {
-    let h = Harness::start(config(), pool_config(1, 8)).await;
+    let h = Harness::start(config(), (1, 8)).await;
     let request = Request::firehose(SPEC_ID, SPEC_BODY.as_bytes(), false);
     h.send(&request.clone().without("X-Amz-Firehose-Access-Key"))
         .await
@@ -917,7 +892,7 @@ async fn access_keys_are_checked() {
             allow_unauthenticated: true,
             ..config()
         },
-        pool_config(1, 8),
+        (1, 8),
     )
     .await;
     open.send(&request.clone().without("X-Amz-Firehose-Access-Key"))
@@ -928,7 +903,7 @@ async fn access_keys_are_checked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_headers_are_checked() {
-    let h = Harness::start(config(), pool_config(1, 8)).await;
+    let h = Harness::start(config(), (1, 8)).await;
     let request = Request::firehose(SPEC_ID, SPEC_BODY.as_bytes(), false);
     h.send(
         &request
@@ -1016,7 +991,7 @@ async fn a_request_over_tls() {
             tls_key: Some(key),
             ..config()
         },
-        pool_config(1, 8),
+        (1, 8),
     )
     .await;
 
@@ -1096,7 +1071,7 @@ async fn a_request_over_the_concurrency_cap_gets_503_at_once() {
             max_concurrent_requests: 1,
             ..config()
         },
-        pool_config(1, 8),
+        (1, 8),
     )
     .await;
     // The first request holds the only permit: its headers and half its body are in, the
@@ -1150,7 +1125,7 @@ async fn a_body_that_stalls_gets_408_and_its_connection_is_closed() {
             max_concurrent_requests: 1,
             ..config()
         },
-        pool_config(1, 8),
+        (1, 8),
     )
     .await;
     let id = "stall-1";
@@ -1196,7 +1171,7 @@ async fn silent_connections_are_closed_but_a_slow_delivery_is_not() {
             idle_timeout_secs: 1,
             ..config()
         },
-        pool_config(1, 8),
+        (1, 8),
     )
     .await;
     let timeouts = |phase: &str| {
@@ -1222,7 +1197,7 @@ async fn silent_connections_are_closed_but_a_slow_delivery_is_not() {
     // A request whose delivery takes longer than both timeouts keeps its connection: the
     // pipeline is held until another connection has been closed for idling, which proves
     // more than the idle timeout has passed since this request was in.
-    let blocker = Blocker::hold(&h.agg);
+    let blocker = Blocker::hold(&h.counting.agg);
     let id = "slow-ack-1";
     let request = Request::firehose(id, &body(id, &[corpus(80, 2)]), false);
     let mut kept = TcpStream::connect(h.addr).await.expect("connect");

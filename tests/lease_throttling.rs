@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use albwatch::decode::DecodeLimits;
+use albwatch::event_time::InputKind;
 use albwatch::input::aws::{AwsError, Fault};
 use albwatch::input::kinesis::KinesisMetrics;
 use albwatch::input::kinesis::config::{KinesisConfig, StartAt};
@@ -167,7 +168,7 @@ async fn leases_survive_throttling_shorter_than_the_failover_and_are_given_up_af
     kinesalite::create_stream_with(&kc, "throttled", 1).await;
     let first = put_lines(&kc, "throttled", 10).await;
 
-    let mut pool = Counting::start(1);
+    let mut pool = Counting::start(1, 8);
     let cfg = KinesisConfig {
         stream: Some("throttled".into()),
         start: StartAt::TrimHorizon,
@@ -196,7 +197,7 @@ async fn leases_survive_throttling_shorter_than_the_failover_and_are_given_up_af
         cfg,
         settings,
         table,
-        pool.source(),
+        pool.source(InputKind::Kinesis),
         KinesisMetrics::register(&registry).expect("metrics"),
         FleetHooks {
             metrics: LeaseMetrics::register(&registry).expect("lease metrics"),

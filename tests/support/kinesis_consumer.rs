@@ -1,24 +1,19 @@
-//! The in-process side of the Kinesis consumer tests: a real worker pool feeding a real
-//! aggregator ([`Counting`], so "counted exactly once" is checked where it matters), and
-//! [`Consumer`], that pool with a checkpoint directory, a file checkpoint store and the
+//! The in-process side of the Kinesis consumer tests: [`Consumer`], a real worker pool feeding
+//! a real aggregator ([`Counting`], so "counted exactly once" is checked where it matters) with a checkpoint directory, a file checkpoint store and the
 //! consumer's metrics in a registry of their own, which runs `consumer::run` over any
 //! [`KinesisApi`] and stops it. Plus the one ALB line the tests put, and the exposition names
 //! they read. Included with `#[path]` by `tests/kinesis.rs`, `tests/kinesis_fanout.rs` and
 //! `tests/lease_throttling.rs`.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use albwatch::aggregate::{AggregateConfig, Aggregator};
-use albwatch::classify::LoadBalancers;
 use albwatch::decode::DecodeLimits;
 use albwatch::event_time::InputKind;
-use albwatch::input::PartitionSource;
 use albwatch::input::kinesis::KinesisMetrics;
 use albwatch::input::kinesis::checkpoint::{CheckpointStore, FileCheckpointStore};
 use albwatch::input::kinesis::config::ValidKinesisConfig;
 use albwatch::input::kinesis::consumer::{self, KinesisApi};
-use albwatch::pipeline::{Pool, PoolConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -31,6 +26,11 @@ use tokio::task::JoinHandle;
 mod scratch;
 use scratch::TempDir;
 
+#[path = "counting.rs"]
+#[allow(dead_code, reason = "not every Kinesis test uses all of it")]
+mod counting;
+pub use counting::Counting;
+
 /// One ALB access-log line (the AWS documentation's example), with its newline.
 pub const LINE: &str = "http 2018-07-02T22:23:00.186641Z app/my-loadbalancer/50dc6c495c0c9188 192.168.131.39:2817 10.0.0.1:80 0.000 0.001 0.000 200 200 34 366 \"GET http://www.example.com:80/ HTTP/1.1\" \"curl/7.46.0\" - - arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/my-targets/73e2d6bc24d8a067 \"Root=1-58337262-36d228ad5d99923122bbe354\" \"-\" \"-\" 0 2018-07-02T22:22:48.364000Z \"forward\" \"-\" \"-\" \"10.0.0.1:80\" \"200\" \"-\" \"-\" TID_1234abcd5678ef90 \"-\" \"-\" \"-\"\n";
 
@@ -42,65 +42,6 @@ pub fn lines(n: usize) -> Vec<u8> {
 /// The exposition sample name of the Kinesis API calls of `operation` with `outcome`.
 pub fn calls(operation: &str, outcome: &str) -> String {
     format!("albwatch_kinesis_api_calls_total{{operation=\"{operation}\",outcome=\"{outcome}\"}}")
-}
-
-/// A worker pool of `workers` threads feeding one aggregator; finished on drop.
-pub struct Counting {
-    pub agg: Arc<Mutex<Aggregator>>,
-    pool: Option<Pool>,
-}
-
-impl Counting {
-    pub fn start(workers: usize) -> Counting {
-        let agg = Arc::new(Mutex::new(Aggregator::new(AggregateConfig::default())));
-        let pool = Pool::start(
-            &PoolConfig {
-                workers,
-                queue_batches: 8,
-                max_line_bytes: 65_536,
-            },
-            &AggregateConfig::default(),
-            Arc::new(LoadBalancers::default()),
-            Arc::clone(&agg),
-            Arc::new(|| i64::MAX),
-            None,
-        )
-        .expect("worker threads");
-        Counting {
-            agg,
-            pool: Some(pool),
-        }
-    }
-
-    /// Kinesis partitions whose batches go to the pool.
-    pub fn source(&self) -> PartitionSource {
-        let pool = self.pool.as_ref().expect("pool running");
-        PartitionSource::standalone(InputKind::Kinesis, pool.submitter())
-    }
-
-    /// Lines the aggregator has counted.
-    pub fn counted(&self) -> u64 {
-        let agg = self.agg.lock().unwrap_or_else(PoisonError::into_inner);
-        agg.snapshot(i64::MAX)
-            .series
-            .iter()
-            .flat_map(|s| &s.totals)
-            .map(|t| t.2)
-            .sum()
-    }
-
-    /// Stops the workers once they have handled every batch submitted.
-    pub fn finish(&mut self) {
-        if let Some(pool) = self.pool.take() {
-            pool.finish();
-        }
-    }
-}
-
-impl Drop for Counting {
-    fn drop(&mut self) {
-        self.finish();
-    }
 }
 
 /// A consumer task and the sender that stops it.
@@ -123,7 +64,7 @@ pub struct Consumer {
 impl Consumer {
     /// Two workers; the directory `albwatch-{kind}-{pid}-{name}`.
     pub fn new(kind: &str, name: &str) -> Consumer {
-        let counting = Counting::start(2);
+        let counting = Counting::start(2, 8);
         let dir = TempDir::new(kind, name);
         let store = Arc::new(FileCheckpointStore::open(dir.path()).expect("checkpoint dir"));
         let registry = prometheus::Registry::new();
@@ -149,7 +90,7 @@ impl Consumer {
             api,
             cfg,
             store,
-            self.counting.source(),
+            self.counting.source(InputKind::Kinesis),
             self.metrics.clone(),
             DecodeLimits::default(),
             rx,
