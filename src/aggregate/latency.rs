@@ -59,6 +59,7 @@ fn highest_from(lowest: u64) -> u64 {
 #[derive(Clone, PartialEq, Eq)]
 pub struct LatencyHistogram {
     counts: Box<[u32; SLOTS]>,
+    /// The sum of `counts`, kept as it goes so a quantile reads the slots once.
     total: u64,
 }
 
